@@ -1,0 +1,225 @@
+"""Server API methods: decoded request in, result object out (or a ClientError).
+
+Shared by ``POST /api/<method>``, the legacy ``POST /api`` and ``batch``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import fnmatch
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from msgspec import Raw
+
+from .. import errors as E
+from ..broker.base import StreamPosition
+from ..protocol.codec import compact_raw
+from . import schemas as S
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+Result = dict[str, Any]
+Method = Callable[["Node", bytes], Awaitable[Result]]
+
+
+def _decode(body: bytes, tp: type[Any]) -> Any:
+    try:
+        return msgspec.json.decode(body or b"{}", type=tp)
+    except msgspec.ValidationError as exc:
+        raise E.BAD_REQUEST.with_message(f"bad request: {exc}") from None
+    except msgspec.DecodeError:
+        raise E.BAD_REQUEST.with_message("bad request: malformed JSON") from None
+
+
+def _payload(data: Raw | None, b64data: str) -> bytes:
+    if data:
+        return bytes(compact_raw(bytes(data)))
+    if b64data:
+        try:
+            raw = base64.b64decode(b64data, validate=True)
+        except (binascii.Error, ValueError):
+            raise E.BAD_REQUEST.with_message("bad request: invalid b64data") from None
+        return msgspec.json.encode(raw.decode("latin-1"))
+    raise E.BAD_REQUEST.with_message("bad request: data required")
+
+
+def _position(pos: StreamPosition | None) -> Result:
+    if pos is None:
+        return {}
+    return {"offset": pos.offset, "epoch": pos.epoch}
+
+
+def _required(**fields: str) -> None:
+    for name, value in fields.items():
+        if not value:
+            raise E.BAD_REQUEST.with_message(f"bad request: {name} required")
+
+
+async def publish(node: Node, body: bytes) -> Result:
+    req: S.PublishRequest = _decode(body, S.PublishRequest)
+    _required(channel=req.channel)
+    data = _payload(req.data, req.b64data)
+    pos = await node.publish(req.channel, data, tags=req.tags, skip_history=req.skip_history)
+    return _position(pos)
+
+
+async def broadcast(node: Node, body: bytes) -> Result:
+    req: S.BroadcastRequest = _decode(body, S.BroadcastRequest)
+    if not req.channels:
+        raise E.BAD_REQUEST.with_message("bad request: channels required")
+    data = _payload(req.data, req.b64data)
+    responses: list[Result] = []
+    for channel in req.channels:
+        try:
+            pos = await node.publish(channel, data, tags=req.tags, skip_history=req.skip_history)
+            responses.append({"result": _position(pos)})
+        except E.ClientError as err:
+            responses.append({"error": {"code": err.code, "message": err.message}})
+    return {"responses": responses}
+
+
+async def subscribe(node: Node, body: bytes) -> Result:
+    req: S.SubscribeRequest = _decode(body, S.SubscribeRequest)
+    _required(user=req.user, channel=req.channel)
+    await node.subscribe_user(
+        req.user,
+        req.channel,
+        client=req.client,
+        info=bytes(compact_raw(bytes(req.info))) if req.info else None,
+        data=bytes(compact_raw(bytes(req.data))) if req.data else None,
+    )
+    return {}
+
+
+async def unsubscribe(node: Node, body: bytes) -> Result:
+    req: S.UnsubscribeRequest = _decode(body, S.UnsubscribeRequest)
+    _required(user=req.user, channel=req.channel)
+    await node.unsubscribe_user(req.user, req.channel, client=req.client)
+    return {}
+
+
+async def disconnect(node: Node, body: bytes) -> Result:
+    req: S.DisconnectRequest = _decode(body, S.DisconnectRequest)
+    _required(user=req.user)
+    spec = req.disconnect or S.DisconnectSpec()
+    if not (3000 <= spec.code <= 4999):
+        raise E.BAD_REQUEST.with_message("bad request: disconnect code must be 3000-4999")
+    await node.disconnect_user(
+        req.user, client=req.client, code=spec.code, reason=spec.reason, whitelist=req.whitelist
+    )
+    return {}
+
+
+async def refresh(node: Node, body: bytes) -> Result:
+    req: S.RefreshRequest = _decode(body, S.RefreshRequest)
+    _required(user=req.user)
+    await node.refresh_user(
+        req.user,
+        client=req.client,
+        expire_at=req.expire_at,
+        expired=req.expired,
+        info=bytes(compact_raw(bytes(req.info))) if req.info else None,
+    )
+    return {}
+
+
+async def presence(node: Node, body: bytes) -> Result:
+    req: S.ChannelRequest = _decode(body, S.ChannelRequest)
+    members = await node.presence(req.channel)
+    return {"presence": {cid: Raw(info) for cid, info in members.items()}}
+
+
+async def presence_stats(node: Node, body: bytes) -> Result:
+    req: S.ChannelRequest = _decode(body, S.ChannelRequest)
+    clients, users = await node.presence_stats(req.channel)
+    return {"num_clients": clients, "num_users": users}
+
+
+async def history(node: Node, body: bytes) -> Result:
+    req: S.HistoryRequest = _decode(body, S.HistoryRequest)
+    since = StreamPosition(req.since.offset, req.since.epoch) if req.since is not None else None
+    limit = None if req.limit < 0 else req.limit
+    pubs, top = await node.history(req.channel, limit, since, req.reverse)
+    return {"publications": [Raw(p.data) for p in pubs], "epoch": top.epoch, "offset": top.offset}
+
+
+async def history_remove(node: Node, body: bytes) -> Result:
+    req: S.ChannelRequest = _decode(body, S.ChannelRequest)
+    await node.remove_history(req.channel)
+    return {}
+
+
+async def channels(node: Node, body: bytes) -> Result:
+    req: S.ChannelsRequest = _decode(body, S.ChannelsRequest)
+    found = node.hub.channels()
+    if req.pattern:
+        found = {name: n for name, n in found.items() if fnmatch.fnmatchcase(name, req.pattern)}
+    return {"channels": {name: {"num_clients": n} for name, n in found.items()}}
+
+
+async def info(node: Node, body: bytes) -> Result:
+    _decode(body, S.InfoRequest)
+    return {"nodes": node.nodes()}
+
+
+async def batch(node: Node, body: bytes) -> Result:
+    req: S.BatchRequest = _decode(body, S.BatchRequest)
+    if len(req.commands) > 1000:
+        raise E.BAD_REQUEST.with_message("bad request: at most 1000 commands per batch")
+
+    async def one(command: dict[str, Raw]) -> Result:
+        if len(command) != 1:
+            return {"error": {"code": 107, "message": "bad request: one method per command"}}
+        (name, params), = command.items()
+        fn = METHODS.get(name)
+        if fn is None or name == "batch":
+            return {"error": {"code": 104, "message": "method not found"}}
+        try:
+            return {name: await fn(node, bytes(params))}
+        except E.ClientError as err:
+            return {"error": {"code": err.code, "message": err.message}}
+
+    if req.parallel:
+        replies = list(await asyncio.gather(*(one(c) for c in req.commands)))
+    else:
+        replies = [await one(c) for c in req.commands]
+    return {"replies": replies}
+
+
+METHODS: dict[str, Method] = {
+    "publish": publish,
+    "broadcast": broadcast,
+    "subscribe": subscribe,
+    "unsubscribe": unsubscribe,
+    "disconnect": disconnect,
+    "refresh": refresh,
+    "presence": presence,
+    "presence_stats": presence_stats,
+    "history": history,
+    "history_remove": history_remove,
+    "channels": channels,
+    "info": info,
+    "batch": batch,
+}
+
+# Legacy numeric method ids (Centrifugo apiproto MethodType).
+LEGACY_IDS = {
+    0: "publish",
+    1: "broadcast",
+    2: "unsubscribe",
+    3: "disconnect",
+    4: "presence",
+    5: "presence_stats",
+    6: "history",
+    7: "history_remove",
+    8: "channels",
+    9: "info",
+    10: "rpc",
+    11: "refresh",
+    12: "subscribe",
+}

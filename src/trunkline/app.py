@@ -1,0 +1,205 @@
+"""The aiohttp application(s): routes, listeners, TLS, lifecycle and graceful shutdown.
+
+``Server`` runs a node behind one public listener (WebSocket, demo pages, health)
+and, when ``http_server.internal_port`` is set, a second internal listener for the
+server API, ``/metrics`` and the dashboard, so those need not be exposed publicly.
+Applications embed it in their own asyncio program::
+
+    node = Node(settings)
+
+    @node.on_rpc
+    async def rpc(event): ...
+
+    async with Server(settings, node) as server:
+        await server.wait_closed()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import ssl
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+from .api.http import api_legacy, api_method, api_not_allowed
+from .broker.base import Broker, PresenceManager
+from .config import Settings
+from .node import Node
+from .observe import health
+from .transport.websocket import websocket_handler
+
+log = logging.getLogger("trunkline.app")
+NODE_KEY = web.AppKey("node", Node)
+STATIC = Path(__file__).parent / "web" / "static"
+
+
+def make_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
+    """The broker and presence manager named by ``engine.type``."""
+    if settings.engine.type == "redis":
+        from .broker.redis import RedisBroker, RedisPresence
+
+        r = settings.engine.redis
+        kwargs: dict[str, Any] = {
+            "address": r.address,
+            "prefix": r.prefix,
+            "connect_timeout": r.connect_timeout,
+            "io_timeout": r.io_timeout,
+        }
+        return RedisBroker(**kwargs), RedisPresence(**kwargs)
+    from .broker.memory import MemoryBroker, MemoryPresence
+
+    return MemoryBroker(), MemoryPresence()
+
+
+async def _index(request: web.Request) -> web.StreamResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+def _add_admin_routes(app: web.Application, settings: Settings) -> None:
+    prefix = settings.http_api.handler_prefix.rstrip("/") or "/api"
+    app.router.add_post(prefix, api_legacy)
+    app.router.add_post(prefix + "/{method}", api_method)
+    app.router.add_route("*", prefix + "/{method}", api_not_allowed)
+    if settings.prometheus.enabled:
+        app.router.add_get("/metrics", health.metrics)
+    try:
+        from .observe.dashboard import add_dashboard_routes
+    except ImportError:  # the dashboard is optional
+        return
+    add_dashboard_routes(app, settings)
+
+
+def build_app(node: Node, *, with_admin: bool = True) -> web.Application:
+    """The public application; ``with_admin`` adds the API, metrics and dashboard routes."""
+    settings = node.settings
+    app = web.Application(client_max_size=max(settings.http_api.max_body_size, 1024))
+    app[NODE_KEY] = node
+    app.router.add_get("/connection/websocket", websocket_handler)
+    if settings.health.enabled:
+        app.router.add_get("/health", health.health)
+        app.router.add_get("/ready", health.ready)
+    if with_admin:
+        _add_admin_routes(app, settings)
+    app.router.add_get("/", _index)
+    app.router.add_static("/static/", STATIC, follow_symlinks=False)
+    return app
+
+
+def build_internal_app(node: Node) -> web.Application:
+    app = web.Application(client_max_size=max(node.settings.http_api.max_body_size, 1024))
+    app[NODE_KEY] = node
+    _add_admin_routes(app, node.settings)
+    if node.settings.health.enabled:
+        app.router.add_get("/health", health.health)
+        app.router.add_get("/ready", health.ready)
+    return app
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext | None:
+    tls = settings.http_server.tls
+    if not tls.enabled:
+        return None
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls.cert_pem_file, tls.key_pem_file)
+    return ctx
+
+
+class Server:
+    """A running node with its listeners. Use as an async context manager."""
+
+    def __init__(self, settings: Settings, node: Node | None = None) -> None:
+        self.settings = settings
+        if node is None:
+            broker, presence = make_broker(settings)
+            node = Node(settings, broker=broker, presence=presence)
+        self.node = node
+        self._runners: list[web.AppRunner] = []
+        self._closed = asyncio.Event()
+        self.port = 0
+        self.internal_port = 0
+
+    async def start(self) -> None:
+        settings = self.settings
+        hs = settings.http_server
+        await self.node.start()
+        internal = hs.internal_port > 0
+        public = web.AppRunner(build_app(self.node, with_admin=not internal), handle_signals=False, access_log=None)
+        await public.setup()
+        self._runners.append(public)
+        site = web.TCPSite(public, hs.address, hs.port, ssl_context=ssl_context(settings), shutdown_timeout=1.0)
+        await site.start()
+        self.port = _bound_port(site)
+        if internal:
+            runner = web.AppRunner(build_internal_app(self.node), handle_signals=False, access_log=None)
+            await runner.setup()
+            self._runners.append(runner)
+            isite = web.TCPSite(runner, hs.internal_address or hs.address, hs.internal_port)
+            await isite.start()
+            self.internal_port = _bound_port(isite)
+        scheme = "https" if hs.tls.enabled else "http"
+        log.info("trunkline %s listening on %s://%s:%d (engine %s)", self.node.version, scheme, hs.address,
+                 self.port, settings.engine.type)
+
+    async def stop(self, timeout: float | None = None) -> None:
+        """Graceful shutdown: stop accepting, close clients with 3001, release everything."""
+        if self._closed.is_set():
+            return
+        self.node.accepting = False
+        for runner in self._runners:
+            for site in list(runner.sites):
+                await site.stop()
+        await self.node.shutdown(timeout)
+        for runner in self._runners:
+            await runner.cleanup()
+        self._closed.set()
+        log.info("trunkline stopped")
+
+    async def wait_closed(self) -> None:
+        await self._closed.wait()
+
+    async def __aenter__(self) -> Server:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+
+def _bound_port(site: web.TCPSite) -> int:
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    return int(sockets[0].getsockname()[1]) if sockets else 0
+
+
+async def serve(settings: Settings, node: Node | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully within ``shutdown.timeout``."""
+    server = Server(settings, node)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: closing connections with 3001")
+    await server.stop()
+
+
+def run(settings: Settings) -> None:
+    """Entry point of ``trunkline serve``: logging, uvloop, serve."""
+    from .observe.logs import setup_logging
+
+    setup_logging(settings.log.level, settings.log.format)
+    try:
+        import uvloop
+
+        uvloop.run(serve(settings))
+    except ImportError:  # pragma: no cover - uvloop is a dependency; keep a fallback
+        asyncio.run(serve(settings))

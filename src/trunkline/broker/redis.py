@@ -1,0 +1,484 @@
+"""Redis broker and presence: many nodes share pub/sub, history and presence.
+
+Layout (every name starts with the configured prefix, ``trunkline`` by default):
+
+- ``<prefix>.client.<channel>``: the pub/sub channel of a Trunkline channel. Its
+  messages carry a one-byte type marker so publications, joins and leaves of one
+  channel stay in one ordered feed: ``p<offset>:<publication>`` (offset 0 without
+  history), ``j<info>``, ``l<info>``.
+- ``<prefix>.control``: node-to-node control messages, always subscribed.
+- ``<prefix>.stream.<channel>``: the history stream (XADD ids ``<offset>-0``; each
+  entry's field ``d`` holds the publication with its offset already inserted).
+- ``<prefix>.meta.<channel>``: the stream's metadata hash, ``e`` epoch and ``s`` top
+  offset.
+- ``<prefix>.presence.data.<channel>`` (hash client id -> ``<len(user)>:<user><info>``)
+  and ``<prefix>.presence.expire.<channel>`` (zset client id -> expiry time, server
+  clock in ms). Reads drop expired entries first.
+
+Publishing into history is one Lua script (``lua/publish.lua``): the offset
+increment, the epoch creation, the append, the trim, both expiries and the
+PUBLISH happen atomically, so offsets on the pub/sub feed are in order. The
+semantics are those of :mod:`trunkline.broker.memory`.
+
+Every call on the shared client raises :class:`RedisUnavailable` when Redis cannot
+be reached or does not answer within ``connect_timeout + io_timeout``. The pub/sub
+reader reconnects by itself with a bounded backoff and resubscribes every channel;
+publications sent while it was away are lost, which positioned subscribers detect
+from their offsets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, cast
+
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .base import (
+    BrokerEventHandler,
+    HistoryQuery,
+    PublishOptions,
+    StreamPosition,
+    StreamPublication,
+)
+from .memory import new_epoch
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ADDRESS = "redis://127.0.0.1:6379"
+POOL_SIZE = 64
+SUBSCRIBE_BATCH = 512
+
+_UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, TimeoutError, OSError)
+
+
+class RedisUnavailable(ConnectionError):
+    """Redis could not be reached, or did not answer in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    source: bytes
+    sha: str
+
+    @classmethod
+    def load(cls, name: str) -> _Script:
+        source = (resources.files(__package__ or "trunkline.broker") / "lua" / f"{name}.lua").read_bytes()
+        return cls(source, hashlib.sha1(source).hexdigest())
+
+
+_PUBLISH = _Script.load("publish")
+_HISTORY = _Script.load("history")
+_PRESENCE_ADD = _Script.load("presence_add")
+_PRESENCE_REMOVE = _Script.load("presence_remove")
+_PRESENCE_GET = _Script.load("presence_get")
+
+
+def _ms(seconds: float) -> int:
+    """A positive ttl in whole milliseconds (at least 1), 0 for "none"."""
+    return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+
+def make_client(
+    address: str = DEFAULT_ADDRESS, connect_timeout: float = 5.0, io_timeout: float = 4.0, pool_size: int = POOL_SIZE
+) -> Redis:
+    """A client for ``address`` that both the broker and presence can share.
+
+    A command retries once on a broken connection (a stale pooled socket after a
+    Redis restart), never on a timeout, which could run a publication twice.
+    """
+    pool = BlockingConnectionPool.from_url(
+        address,
+        max_connections=pool_size,
+        timeout=io_timeout,
+        socket_connect_timeout=connect_timeout,
+        socket_timeout=io_timeout,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        decode_responses=False,
+    )
+    return Redis.from_pool(pool)
+
+
+class _RedisUser:
+    """Shared plumbing: the client, its ownership, deadlines and script calls."""
+
+    def __init__(
+        self,
+        client: Redis,
+        prefix: str,
+        connect_timeout: float,
+        io_timeout: float,
+        owns_client: bool,
+    ) -> None:
+        if client.connection_pool.connection_kwargs.get("decode_responses"):
+            raise ValueError("the Redis client must return bytes (decode_responses=False)")
+        self._client = client
+        # redis-py leaves execute_command untyped: give it a type once, here.
+        self._execute = cast("Callable[..., Awaitable[Any]]", client.execute_command)
+        self._prefix = prefix
+        self._connect_timeout = connect_timeout
+        self._io_timeout = io_timeout
+        self._deadline = connect_timeout + io_timeout
+        self._owns_client = owns_client
+
+    @property
+    def client(self) -> Redis:
+        return self._client
+
+    async def _close_client(self) -> None:
+        if self._owns_client:
+            self._owns_client = False
+            await self._client.aclose()
+
+    async def _call(self, *args: Any) -> Any:
+        try:
+            async with asyncio.timeout(self._deadline):
+                return await self._execute(*args)
+        except _UNAVAILABLE as exc:
+            raise RedisUnavailable(f"redis {args[0]} failed: {exc!r}") from exc
+
+    async def _eval(self, script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        try:
+            async with asyncio.timeout(self._deadline):
+                try:
+                    return await self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    # The script cache is empty after a restart; EVAL loads it again.
+                    return await self._execute("EVAL", script.source, len(keys), *keys, *args)
+        except _UNAVAILABLE as exc:
+            raise RedisUnavailable(f"redis script failed: {exc!r}") from exc
+
+
+class RedisBroker(_RedisUser):
+    """Pub/sub between nodes plus per-channel history streams, kept in Redis."""
+
+    reconnect_delay_min = 0.05
+    reconnect_delay_max = 5.0
+    pubsub_ping_interval = 5.0
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        prefix: str = "trunkline",
+        connect_timeout: float = 5.0,
+        io_timeout: float = 4.0,
+    ) -> None:
+        client = make_client(address, connect_timeout, io_timeout)
+        super().__init__(client, prefix, connect_timeout, io_timeout, owns_client=True)
+        self._init_pubsub()
+
+    @classmethod
+    def from_client(
+        cls, client: Redis, prefix: str = "trunkline", connect_timeout: float = 5.0, io_timeout: float = 4.0
+    ) -> RedisBroker:
+        """A broker on a client owned by the caller (``close`` leaves it open)."""
+        self = cls.__new__(cls)
+        _RedisUser.__init__(self, client, prefix, connect_timeout, io_timeout, owns_client=False)
+        self._init_pubsub()
+        return self
+
+    def _init_pubsub(self) -> None:
+        self._handler: BrokerEventHandler | None = None
+        self._channel_prefix = f"{self._prefix}.client."
+        self._control = f"{self._prefix}.control".encode()
+        # pub/sub name -> Trunkline channel, for every channel this node wants
+        self._channels: dict[bytes, str] = {}
+        self._sub_waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._conn: AbstractConnection | None = None
+        self._ready = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        self._last_error: BaseException | None = None
+        self._closed = False
+
+    # --- keys -------------------------------------------------------------
+
+    def _pubsub_name(self, channel: str) -> bytes:
+        return (self._channel_prefix + channel).encode()
+
+    def _stream_keys(self, channel: str) -> tuple[str, str]:
+        return f"{self._prefix}.stream.{channel}", f"{self._prefix}.meta.{channel}"
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def start(self, handler: BrokerEventHandler) -> None:
+        """Connect the pub/sub reader; raise :class:`RedisUnavailable` if it cannot."""
+        if self._reader is not None:
+            raise RuntimeError("broker already started")
+        self._handler = handler
+        self._closed = False
+        self._reader = asyncio.create_task(self._run_pubsub(), name="trunkline-redis-pubsub")
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._ready.wait()
+        except TimeoutError:
+            await self._stop_reader()
+            raise RedisUnavailable(f"redis pub/sub did not connect: {self._last_error!r}") from None
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._stop_reader()
+        await self._close_client()
+
+    async def _stop_reader(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            await asyncio.wait([reader])
+        self._ready.clear()
+
+    async def ping(self) -> None:
+        """Raise if Redis is unreachable or, once started, the pub/sub feed is down."""
+        if self._reader is not None and not self._ready.is_set():
+            raise RedisUnavailable(f"redis pub/sub is reconnecting: {self._last_error!r}")
+        await self._call("PING")
+
+    # --- pub/sub ----------------------------------------------------------
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe and wait for Redis to confirm, so no later publication is missed."""
+        name = self._pubsub_name(channel)
+        self._channels[name] = channel
+        conn = self._conn
+        if conn is None or not self._ready.is_set():
+            del self._channels[name]
+            raise RedisUnavailable(f"redis pub/sub is not connected: {self._last_error!r}")
+        confirmed = asyncio.get_running_loop().create_future()
+        self._sub_waiters.setdefault(name, deque()).append(confirmed)
+        try:
+            async with asyncio.timeout(self._io_timeout):
+                await conn.send_command("SUBSCRIBE", name, check_health=False)
+                await confirmed
+        except BaseException as exc:
+            waiters = self._sub_waiters.get(name)
+            if waiters is not None and confirmed in waiters:
+                waiters.remove(confirmed)
+            if self._channels.get(name) == channel:
+                del self._channels[name]
+            if isinstance(exc, _UNAVAILABLE):
+                raise RedisUnavailable(f"redis SUBSCRIBE failed: {exc!r}") from exc
+            raise
+
+    async def unsubscribe(self, channel: str) -> None:
+        name = self._pubsub_name(channel)
+        if self._channels.pop(name, None) is None:
+            return
+        conn = self._conn
+        if conn is None:
+            return  # the next connection will not subscribe it
+        try:
+            async with asyncio.timeout(self._io_timeout):
+                await conn.send_command("UNSUBSCRIBE", name, check_health=False)
+        except _UNAVAILABLE as exc:
+            # The connection is broken; the reader reconnects without this channel.
+            logger.debug("redis UNSUBSCRIBE %s failed: %r", channel, exc)
+
+    def _new_pubsub_connection(self) -> AbstractConnection:
+        pool = self._client.connection_pool
+        kwargs = dict(pool.connection_kwargs)
+        kwargs.update(protocol=2, decode_responses=False, retry=Retry(NoBackoff(), 0))
+        connection: AbstractConnection = pool.connection_class(**kwargs)
+        return connection
+
+    async def _run_pubsub(self) -> None:
+        """Keep one pub/sub connection up: connect, subscribe everything, read."""
+        delay = self.reconnect_delay_min
+        while True:
+            conn = self._new_pubsub_connection()
+            try:
+                async with asyncio.timeout(self._deadline):
+                    await cast("Callable[[], Awaitable[None]]", conn.connect)()
+                self._conn = conn
+                names = [self._control, *self._channels]
+                async with asyncio.timeout(self._deadline):
+                    for i in range(0, len(names), SUBSCRIBE_BATCH):
+                        await conn.send_command("SUBSCRIBE", *names[i : i + SUBSCRIBE_BATCH], check_health=False)
+                await self._read(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._last_error = exc
+                if self._ready.is_set():
+                    logger.warning("redis pub/sub connection lost: %r; reconnecting", exc)
+                    delay = self.reconnect_delay_min
+                else:
+                    logger.warning("redis pub/sub connection failed: %r; retrying in %.2fs", exc, delay)
+            finally:
+                self._conn = None
+                self._ready.clear()
+                self._fail_waiters(RedisUnavailable(f"redis pub/sub connection lost: {self._last_error!r}"))
+                await conn.disconnect(nowait=True)
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+            delay = min(delay * 2, self.reconnect_delay_max)
+
+    async def _read(self, conn: AbstractConnection) -> None:
+        """Dispatch messages in arrival order; PING when idle, give up if no answer."""
+        waiting_pong = False
+        while True:
+            timeout = self._io_timeout if waiting_pong else self.pubsub_ping_interval
+            response = await conn.read_response(timeout=timeout, disconnect_on_error=False, push_request=True)
+            if response is None:
+                if waiting_pong:
+                    raise RedisUnavailable("redis pub/sub did not answer PING")
+                await conn.send_command("PING", check_health=False)
+                waiting_pong = True
+                continue
+            waiting_pong = False
+            self._dispatch(response)
+
+    def _dispatch(self, response: list[Any]) -> None:
+        kind = response[0]
+        if kind == b"message":
+            name: bytes = response[1]
+            payload: bytes = response[2]
+            handler = self._handler
+            if handler is None:
+                return
+            try:
+                if name == self._control:
+                    handler.handle_control(payload)
+                    return
+                channel = self._channels.get(name)
+                if channel is None:
+                    return  # unsubscribed meanwhile
+                marker = payload[:1]
+                if marker == b"p":
+                    colon = payload.index(b":", 1)
+                    handler.handle_publication(channel, payload[colon + 1 :], int(payload[1:colon]))
+                elif marker == b"j":
+                    handler.handle_join(channel, payload[1:])
+                elif marker == b"l":
+                    handler.handle_leave(channel, payload[1:])
+                else:
+                    logger.warning("unknown redis pub/sub message type %r on %r", marker, name)
+            except Exception:
+                logger.exception("broker event handler failed on %r", name)
+        elif kind == b"subscribe":
+            name = response[1]
+            if name == self._control:
+                self._ready.set()
+            waiters = self._sub_waiters.get(name)
+            if waiters:
+                waiter = waiters.popleft()
+                if not waiters:
+                    del self._sub_waiters[name]
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def _fail_waiters(self, exc: Exception) -> None:
+        waiters, self._sub_waiters = self._sub_waiters, {}
+        for queue in waiters.values():
+            for waiter in queue:
+                if not waiter.done():
+                    waiter.set_exception(exc)
+
+    # --- publishing -------------------------------------------------------
+
+    async def publish(self, channel: str, data: bytes, options: PublishOptions) -> StreamPosition | None:
+        if not options.keeps_history:
+            await self._call("PUBLISH", self._pubsub_name(channel), b"p0:" + data)
+            return None
+        stream_key, meta_key = self._stream_keys(channel)
+        offset, epoch = await self._eval(
+            _PUBLISH,
+            (stream_key, meta_key),
+            (
+                data,
+                options.history_size,
+                _ms(options.history_ttl),
+                _ms(options.history_meta_ttl),
+                new_epoch(),
+                self._pubsub_name(channel),
+            ),
+        )
+        return StreamPosition(int(offset), epoch.decode())
+
+    async def publish_join(self, channel: str, info: bytes) -> None:
+        await self._call("PUBLISH", self._pubsub_name(channel), b"j" + info)
+
+    async def publish_leave(self, channel: str, info: bytes) -> None:
+        await self._call("PUBLISH", self._pubsub_name(channel), b"l" + info)
+
+    async def publish_control(self, data: bytes) -> None:
+        await self._call("PUBLISH", self._control, data)
+
+    # --- history ----------------------------------------------------------
+
+    async def history(self, channel: str, query: HistoryQuery) -> tuple[list[StreamPublication], StreamPosition]:
+        limit = -1 if query.limit is None or query.limit < 0 else query.limit
+        since = -1 if query.since is None else query.since.offset
+        top, epoch, entries = await self._eval(
+            _HISTORY,
+            self._stream_keys(channel),
+            (new_epoch(), _ms(query.history_meta_ttl), limit, since, 1 if query.reverse else 0),
+        )
+        publications = [StreamPublication(int(entry_id.partition(b"-")[0]), fields[1]) for entry_id, fields in entries]
+        return publications, StreamPosition(int(top), epoch.decode())
+
+    async def remove_history(self, channel: str) -> None:
+        stream_key, _ = self._stream_keys(channel)
+        await self._call("DEL", stream_key)
+
+
+class RedisPresence(_RedisUser):
+    """Presence shared by every node, each entry expiring ``ttl`` after its last add."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        prefix: str = "trunkline",
+        connect_timeout: float = 5.0,
+        io_timeout: float = 4.0,
+    ) -> None:
+        client = make_client(address, connect_timeout, io_timeout)
+        super().__init__(client, prefix, connect_timeout, io_timeout, owns_client=True)
+
+    @classmethod
+    def from_client(
+        cls, client: Redis, prefix: str = "trunkline", connect_timeout: float = 5.0, io_timeout: float = 4.0
+    ) -> RedisPresence:
+        """Presence on a client owned by the caller (e.g. ``broker.client``)."""
+        self = cls.__new__(cls)
+        _RedisUser.__init__(self, client, prefix, connect_timeout, io_timeout, owns_client=False)
+        return self
+
+    async def close(self) -> None:
+        """Close the client if this object created it."""
+        await self._close_client()
+
+    def _keys(self, channel: str) -> tuple[str, str]:
+        return f"{self._prefix}.presence.data.{channel}", f"{self._prefix}.presence.expire.{channel}"
+
+    async def add_presence(self, channel: str, client_id: str, user: str, info: bytes, ttl: float) -> None:
+        """Add or refresh an entry; ``ttl`` <= 0 means it never expires on its own."""
+        user_bytes = user.encode()
+        value = b"%d:%b%b" % (len(user_bytes), user_bytes, info)
+        await self._eval(_PRESENCE_ADD, self._keys(channel), (client_id, value, _ms(ttl)))
+
+    async def remove_presence(self, channel: str, client_id: str) -> None:
+        await self._eval(_PRESENCE_REMOVE, self._keys(channel), (client_id,))
+
+    async def presence(self, channel: str) -> dict[str, bytes]:
+        flat = await self._eval(_PRESENCE_GET, self._keys(channel), ("all",))
+        result: dict[str, bytes] = {}
+        for i in range(0, len(flat), 2):
+            value: bytes = flat[i + 1]
+            colon = value.index(b":")
+            result[flat[i].decode()] = value[colon + 1 + int(value[:colon]) :]
+        return result
+
+    async def presence_stats(self, channel: str) -> tuple[int, int]:
+        clients, users = await self._eval(_PRESENCE_GET, self._keys(channel), ("stats",))
+        return int(clients), int(users)

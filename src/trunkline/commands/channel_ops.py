@@ -1,0 +1,211 @@
+"""Channel commands: subscribe, unsubscribe, publish, presence, history, sub_refresh (reference §4–§5)."""
+
+from __future__ import annotations
+
+import re
+import time
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .. import errors as E
+from ..auth import Override
+from ..broker.base import StreamPosition
+from ..config import NamespaceOptions
+from ..events import PublishEvent, SubscribeEvent
+from ..hub import permissions
+from ..protocol.messages import (
+    ClientInfo,
+    Command,
+    HistoryResult,
+    PresenceResult,
+    PresenceStatsResult,
+    PublishResult,
+    Reply,
+    SubRefreshResult,
+    UnsubscribeResult,
+)
+from .subscribing import announce, join_channel
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+
+@lru_cache(maxsize=256)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def channel_options(s: Session, channel: str) -> NamespaceOptions:
+    """Validate a channel name and return its namespace options (107 / 102 otherwise)."""
+    node = s.node
+    if len(channel) > node.rules.max_length:
+        raise E.BAD_REQUEST.with_message("bad request: channel too long")
+    opts = node.namespace_options(channel)
+    if opts is None:
+        raise E.UNKNOWN_CHANNEL
+    if opts.channel_regex and not _regex(opts.channel_regex).fullmatch(node.rules.name_after_namespace(channel)):
+        raise E.UNKNOWN_CHANNEL
+    return opts
+
+
+async def subscribe(s: Session, cmd: Command) -> None:
+    req = cmd.subscribe
+    assert req is not None
+    node = s.node
+    channel = req.channel
+    if not channel:
+        raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: empty channel")
+    opts = channel_options(s, channel)
+    if req.type != 0:
+        raise E.PERMISSION_DENIED
+    if channel in s.subscriptions or channel in s.pending:
+        raise E.ALREADY_SUBSCRIBED
+    limit = node.settings.client.channel_limit
+    if limit and len(s.subscriptions) + len(s.pending) >= limit:
+        raise E.CHANNEL_LIMIT
+    chan_info: bytes | None = None
+    data: bytes | None = None
+    override: Override | None = None
+    expire_at: int | None = None
+    rules = node.rules
+    if req.token:
+        try:
+            claims = await node.sub_verifier.verify_subscription(req.token, time.time())
+        except E.Disconnect:
+            raise E.PERMISSION_DENIED from None
+        if claims.user != s.user or claims.channel != channel:
+            raise E.INVALID_TOKEN.with_reason("invalid token: subscription token for another user or channel")
+        chan_info, data, override, expire_at = claims.info, claims.data, claims.override, claims.expire_at
+        if expire_at is not None and expire_at <= time.time():
+            raise E.TOKEN_EXPIRED
+    elif rules.is_private(channel):
+        raise E.PERMISSION_DENIED
+    elif opts.allow_user_limited_channels and rules.is_user_limited(channel):
+        if not rules.user_allowed(channel, s.user):
+            raise E.PERMISSION_DENIED
+    elif node.hooks.subscribe is not None:
+        hook_reply = await node.hooks.subscribe(
+            SubscribeEvent(s.view, channel, bytes(req.data) if req.data else None)
+        )
+        if hook_reply is not None:
+            chan_info, data = hook_reply.info, hook_reply.data
+    elif not permissions.can_subscribe(opts, s.user, node.settings.client.insecure):
+        raise E.PERMISSION_DENIED
+    result, finish = await join_channel(
+        s, channel, opts, req, chan_info=chan_info, data=data, override=override, expire_at=expire_at
+    )
+    s.reply(Reply(id=cmd.id, subscribe=result))
+    finish()
+    await announce(s, channel)
+
+
+async def unsubscribe(s: Session, cmd: Command) -> None:
+    req = cmd.unsubscribe
+    assert req is not None
+    if not req.channel:
+        raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: empty channel")
+    await s.release(req.channel)
+    s.reply(Reply(id=cmd.id, unsubscribe=UnsubscribeResult()))
+
+
+async def publish(s: Session, cmd: Command) -> None:
+    req = cmd.publish
+    assert req is not None
+    node = s.node
+    channel = req.channel
+    if not channel:
+        raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: empty channel")
+    opts = channel_options(s, channel)
+    if not req.data:
+        raise E.BAD_REQUEST.with_message("bad request: empty data")
+    data = bytes(req.data)
+    sub = s.subscriptions.get(channel)
+    if node.hooks.publish is not None:
+        hook_reply = await node.hooks.publish(PublishEvent(s.view, channel, data))
+        if hook_reply is not None and hook_reply.data is not None:
+            data = hook_reply.data
+    elif not permissions.can_publish(opts, s.user, sub is not None, node.settings.client.insecure):
+        raise E.PERMISSION_DENIED
+    info = ClientInfo(
+        user=s.user,
+        client=s.client_id,
+        conn_info=msgspec.Raw(s.conn_info) if s.conn_info is not None else None,
+        chan_info=msgspec.Raw(sub.chan_info) if sub is not None and sub.chan_info is not None else None,
+    )
+    await node.publish(channel, data, info=info)
+    s.reply(Reply(id=cmd.id, publish=PublishResult()))
+
+
+async def presence(s: Session, cmd: Command) -> None:
+    req = cmd.presence
+    assert req is not None
+    opts = channel_options(s, req.channel)
+    if not opts.presence:
+        raise E.NOT_AVAILABLE
+    if not permissions.can_read_presence(opts, s.user, req.channel in s.subscriptions, s.node.settings.client.insecure):
+        raise E.PERMISSION_DENIED
+    members = await s.node.presence_manager.presence(req.channel)
+    s.reply(
+        Reply(id=cmd.id, presence=PresenceResult({cid: msgspec.Raw(info) for cid, info in members.items()}))
+    )
+
+
+async def presence_stats(s: Session, cmd: Command) -> None:
+    req = cmd.presence_stats
+    assert req is not None
+    opts = channel_options(s, req.channel)
+    if not opts.presence:
+        raise E.NOT_AVAILABLE
+    if not permissions.can_read_presence(opts, s.user, req.channel in s.subscriptions, s.node.settings.client.insecure):
+        raise E.PERMISSION_DENIED
+    clients, users = await s.node.presence_manager.presence_stats(req.channel)
+    s.reply(Reply(id=cmd.id, presence_stats=PresenceStatsResult(clients, users)))
+
+
+async def history(s: Session, cmd: Command) -> None:
+    req = cmd.history
+    assert req is not None
+    opts = channel_options(s, req.channel)
+    if not opts.history_enabled:
+        raise E.NOT_AVAILABLE
+    if not permissions.can_read_history(opts, s.user, req.channel in s.subscriptions, s.node.settings.client.insecure):
+        raise E.PERMISSION_DENIED
+    since = StreamPosition(req.since.offset, req.since.epoch) if req.since is not None else None
+    limit = None if req.limit < 0 else req.limit
+    pubs, top = await s.node.history(req.channel, limit, since, req.reverse)
+    s.reply(
+        Reply(
+            id=cmd.id,
+            history=HistoryResult([msgspec.Raw(p.data) for p in pubs], top.epoch, top.offset),
+        )
+    )
+
+
+async def sub_refresh(s: Session, cmd: Command) -> None:
+    req = cmd.sub_refresh
+    assert req is not None
+    if not req.channel or not req.token:
+        raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: sub_refresh needs channel and token")
+    sub = s.subscriptions.get(req.channel)
+    if sub is None:
+        raise E.PERMISSION_DENIED
+    now = time.time()
+    try:
+        claims = await s.node.sub_verifier.verify_subscription(req.token, now)
+    except E.Disconnect:
+        raise E.PERMISSION_DENIED from None
+    if claims.user != s.user or claims.channel != req.channel:
+        raise E.INVALID_TOKEN.with_reason("invalid token: subscription token for another user or channel")
+    if claims.expire_at is not None and claims.expire_at <= now:
+        raise E.EXPIRED
+    sub.expire_at = claims.expire_at
+    if claims.info is not None:
+        sub.chan_info = claims.info
+    s.schedule_sub_expiry(sub)
+    result = SubRefreshResult()
+    if sub.expire_at is not None:
+        result.expires = True
+        result.ttl = max(int(sub.expire_at - now), 0)
+    s.reply(Reply(id=cmd.id, sub_refresh=result))

@@ -1,0 +1,165 @@
+"""The connect and refresh commands (reference §3)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from .. import errors as E
+from ..auth import ConnectionClaims, Override
+from ..events import ConnectEvent, Credentials
+from ..protocol.messages import Command, ConnectResult, RefreshResult, Reply, SubscribeRequest, SubscribeResult
+from ..session import State
+from .subscribing import Finish, announce, join_channel
+
+if TYPE_CHECKING:
+    from ..session import Session
+
+log = logging.getLogger("trunkline.session")
+
+
+def _ping_seconds(interval: float) -> int:
+    return max(1, round(interval)) if interval > 0 else 0
+
+
+async def connect(s: Session, cmd: Command) -> None:
+    req = cmd.connect
+    assert req is not None
+    node = s.node
+    client = node.settings.client
+    if s.state is State.CONNECTED:
+        raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: already connected")
+    if not node.accepting:
+        raise E.SHUTDOWN
+    now = time.time()
+    claims: ConnectionClaims | None = None
+    credentials: Credentials | None = None
+    if req.token:
+        if node.verifier.configured or not client.insecure:
+            claims = await node.verifier.verify_connection(req.token, now)
+            if claims.user == "" and client.disallow_anonymous_connection_tokens:
+                raise E.PERMISSION_DENIED_DISCONNECT
+            credentials = Credentials(claims.user, claims.expire_at, claims.info, claims.channels)
+    reply_data: bytes | None = None
+    extra_channels: tuple[str, ...] = ()
+    if node.hooks.connecting is not None:
+        hook_reply = await node.hooks.connecting(
+            ConnectEvent(
+                client_id=s.client_id,
+                transport=s.transport.name,
+                token=req.token,
+                data=bytes(req.data) if req.data else None,
+                name=req.name,
+                version=req.version,
+                credentials=credentials,
+                remote=s.remote,
+                headers=s.headers,
+            )
+        )
+        if hook_reply is not None:
+            credentials = hook_reply.credentials or credentials
+            reply_data = hook_reply.data
+            extra_channels = hook_reply.channels
+    if credentials is None:
+        if not (client.insecure or client.allow_anonymous_connect_without_token):
+            raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: credentials not found")
+        credentials = Credentials("")
+    if client.insecure:
+        credentials = Credentials(credentials.user, None, credentials.info, credentials.channels)
+    if credentials.expire_at is not None and credentials.expire_at <= now:
+        raise E.EXPIRED
+    hub = node.hub
+    if client.connection_limit and hub.num_clients >= client.connection_limit:
+        raise E.CONNECTION_LIMIT.with_reason("connection limit: server is full")
+    if client.user_connection_limit and credentials.user:
+        if len(hub.user_connections(credentials.user)) >= client.user_connection_limit:
+            raise E.CONNECTION_LIMIT.with_reason("connection limit: too many connections for this user")
+
+    s.user = credentials.user
+    s.conn_info = credentials.info
+    s.expire_at = credentials.expire_at
+    s.state = State.CONNECTED
+    hub.add_connection(s.client_id, s.user, s)
+
+    result = ConnectResult(
+        client=s.client_id,
+        version=node.version,
+        ping=_ping_seconds(client.ping_interval),
+        pong=client.ping_interval > 0,
+    )
+    if s.expire_at is not None:
+        result.expires = True
+        result.ttl = max(int(s.expire_at - now), 0)
+    if reply_data is not None:
+        result.data = msgspec.Raw(reply_data)
+
+    finishes: list[tuple[str, Finish]] = []
+    subs: dict[str, SubscribeResult] = {}
+    for channel, chan_info, data, override in _server_side_channels(s, claims, credentials, extra_channels):
+        opts = node.namespace_options(channel)
+        if opts is None or channel in subs:
+            log.warning("skipping server-side subscription of client=%s to an unknown channel", s.client_id)
+            continue
+        sub_req = req.subs.get(channel) or SubscribeRequest(channel=channel)
+        try:
+            sub_result, finish = await join_channel(
+                s, channel, opts, sub_req, server_side=True, chan_info=chan_info, data=data, override=override
+            )
+        except E.ClientError as err:
+            log.warning("server-side subscription of client=%s failed: %s", s.client_id, err)
+            continue
+        subs[channel] = sub_result
+        finishes.append((channel, finish))
+    if subs:
+        result.subs = subs
+    s.reply(Reply(id=cmd.id, connect=result))
+    for _, finish in finishes:
+        finish()
+    s.start_heartbeat()
+    s.schedule_expiry()
+    for channel, _ in finishes:
+        await announce(s, channel)
+    if node.hooks.connect is not None:
+        await node.hooks.connect(s.view)
+
+
+def _server_side_channels(
+    s: Session, claims: ConnectionClaims | None, credentials: Credentials, extra: tuple[str, ...]
+) -> list[tuple[str, bytes | None, bytes | None, Override | None]]:
+    node = s.node
+    out: list[tuple[str, bytes | None, bytes | None, Override | None]] = []
+    for channel in (*credentials.channels, *extra):
+        out.append((channel, None, None, None))
+    if claims is not None:
+        for channel, opts in claims.subs.items():
+            out.append((channel, opts.info, opts.data, opts.override))
+    personal = node.settings.client.subscribe_to_user_personal_channel
+    if personal.enabled and s.user:
+        out.append((node.rules.personal_channel(s.user, personal.personal_channel_namespace), None, None, None))
+    return out
+
+
+async def refresh(s: Session, cmd: Command) -> None:
+    req = cmd.refresh
+    assert req is not None
+    node = s.node
+    if not req.token:
+        raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: refresh without token")
+    now = time.time()
+    claims = await node.verifier.verify_connection(req.token, now)
+    if claims.user != s.user:
+        raise E.INVALID_TOKEN.with_reason("invalid token: user mismatch")
+    if claims.expire_at is not None and claims.expire_at <= now:
+        raise E.EXPIRED
+    s.expire_at = claims.expire_at
+    if claims.info is not None:
+        s.conn_info = claims.info
+    s.schedule_expiry()
+    result = RefreshResult(client=s.client_id, version=node.version)
+    if s.expire_at is not None:
+        result.expires = True
+        result.ttl = max(int(s.expire_at - now), 0)
+    s.reply(Reply(id=cmd.id, refresh=result))

@@ -1,0 +1,89 @@
+"""Sans-I/O codec: frame bytes <-> typed commands, replies and pushes.
+
+The JSON format puts one compact object per line and several lines per WebSocket
+frame (reference §1.3). No encoded message may contain a raw newline, so payloads
+that arrive from outside a frame (the HTTP API) go through :func:`compact_raw`.
+Protobuf will come later behind the same :class:`Codec` interface.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+from .messages import Command, Publication, Push, PushReply, Reply
+
+
+class ProtocolError(ValueError):
+    """A frame could not be decoded into commands; the connection gets 3501."""
+
+
+class Codec(Protocol):
+    """What a transport needs from a wire format."""
+
+    name: str
+
+    def decode_commands(self, frame: bytes) -> list[Command]: ...
+
+    def encode_reply(self, reply: Reply) -> bytes: ...
+
+    def encode_push(self, push: Push) -> bytes: ...
+
+    def join(self, messages: list[bytes]) -> bytes: ...
+
+
+_command_decoder = msgspec.json.Decoder(Command)
+_encoder = msgspec.json.Encoder()
+
+
+def compact_raw(raw: bytes) -> msgspec.Raw:
+    """Return ``raw`` JSON without raw newlines (they are whitespace in valid JSON)."""
+    if b"\n" in raw or b"\r" in raw:
+        raw = raw.replace(b"\r", b" ").replace(b"\n", b" ")
+    return msgspec.Raw(raw)
+
+
+class JsonCodec:
+    """Newline-delimited compact JSON, as spoken by centrifuge-js and centrifuge-python."""
+
+    name = "json"
+
+    def __init__(self, max_commands_per_frame: int = 1000) -> None:
+        self.max_commands_per_frame = max_commands_per_frame
+
+    def decode_commands(self, frame: bytes) -> list[Command]:
+        lines = [line for line in frame.strip().split(b"\n") if line.strip()]
+        if not lines:
+            raise ProtocolError("empty frame")
+        if len(lines) > self.max_commands_per_frame:
+            raise ProtocolError("too many commands in one frame")
+        commands: list[Command] = []
+        for line in lines:
+            try:
+                commands.append(_command_decoder.decode(line))
+            except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+                raise ProtocolError(f"malformed command: {exc}") from None
+        return commands
+
+    def encode_reply(self, reply: Reply) -> bytes:
+        return _encoder.encode(reply)
+
+    def encode_push(self, push: Push) -> bytes:
+        return _encoder.encode(PushReply(push))
+
+    def join(self, messages: list[bytes]) -> bytes:
+        return b"\n".join(messages)
+
+
+def encode_publication_push(channel: str, pub: Publication) -> bytes:
+    """Encode a publication push once, for writing to every subscriber of ``channel``."""
+    return _encoder.encode(PushReply(Push(channel=channel, pub=pub)))
+
+
+def encode_json(value: object) -> bytes:
+    """Compact JSON of any msgspec-encodable value (no raw newlines)."""
+    return _encoder.encode(value)
+
+
+PING_FRAME = b"{}"

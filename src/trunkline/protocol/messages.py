@@ -1,0 +1,317 @@
+"""Typed messages of the Centrifugo client protocol (reference §1.5–§5).
+
+Commands are decoded from client JSON; unknown fields from newer SDKs are ignored.
+``bytes`` fields of the protobuf schema (``data``, ``info``) travel as embedded raw
+JSON and are kept as ``msgspec.Raw`` so payloads pass through untouched.
+
+Replies are encoded with ``omit_defaults``: a result object that is present but
+empty is still written (``{"id":3,"publish":{}}``), and fields the SDKs index
+directly (``client``, ``user``, ``code``, ``message``…) have no default, so they are
+always written.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+UInt32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
+UInt64 = Annotated[int, Meta(ge=0, le=2**63 - 1)]
+Int32 = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
+
+
+# ---------------------------------------------------------------- requests
+
+
+class StreamPosition(Struct, omit_defaults=True):
+    offset: UInt64 = 0
+    epoch: str = ""
+
+
+class SubscribeRequest(Struct, omit_defaults=True):
+    channel: str = ""
+    token: str = ""
+    recover: bool = False
+    epoch: str = ""
+    offset: UInt64 = 0
+    data: Raw = Raw()
+    positioned: bool = False
+    recoverable: bool = False
+    join_leave: bool = False
+    delta: str = ""
+    flag: int = 0
+    type: int = 0
+
+
+class ConnectRequest(Struct, omit_defaults=True):
+    token: str = ""
+    data: Raw = Raw()
+    subs: dict[str, SubscribeRequest] = {}
+    name: str = ""
+    version: str = ""
+
+
+class UnsubscribeRequest(Struct):
+    channel: str = ""
+
+
+class PublishRequest(Struct):
+    channel: str = ""
+    data: Raw = Raw()
+
+
+class PresenceRequest(Struct):
+    channel: str = ""
+
+
+class PresenceStatsRequest(Struct):
+    channel: str = ""
+
+
+class HistoryRequest(Struct):
+    channel: str = ""
+    limit: Int32 = 0
+    since: StreamPosition | None = None
+    reverse: bool = False
+
+
+class PingRequest(Struct):
+    pass
+
+
+class SendRequest(Struct):
+    data: Raw = Raw()
+
+
+class RPCRequest(Struct):
+    method: str = ""
+    data: Raw = Raw()
+
+
+class RefreshRequest(Struct):
+    token: str = ""
+
+
+class SubRefreshRequest(Struct):
+    channel: str = ""
+    token: str = ""
+
+
+class Command(Struct, omit_defaults=True):
+    """One client command; exactly one request field is expected to be set."""
+
+    id: UInt32 = 0
+    connect: ConnectRequest | None = None
+    subscribe: SubscribeRequest | None = None
+    unsubscribe: UnsubscribeRequest | None = None
+    publish: PublishRequest | None = None
+    presence: PresenceRequest | None = None
+    presence_stats: PresenceStatsRequest | None = None
+    history: HistoryRequest | None = None
+    ping: PingRequest | None = None
+    send: SendRequest | None = None
+    rpc: RPCRequest | None = None
+    refresh: RefreshRequest | None = None
+    sub_refresh: SubRefreshRequest | None = None
+
+    @property
+    def method(self) -> str:
+        """The name of the request field that is set, or ``""`` for an empty command (a pong)."""
+        for name in _METHODS:
+            if getattr(self, name) is not None:
+                return name
+        return ""
+
+
+_METHODS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+)
+
+
+# ---------------------------------------------------------------- results
+
+
+class ClientInfo(Struct, omit_defaults=True):
+    user: str
+    client: str
+    conn_info: Raw | None = None
+    chan_info: Raw | None = None
+
+
+class Publication(Struct, omit_defaults=True):
+    data: Raw
+    info: ClientInfo | None = None
+    offset: UInt64 = 0
+    tags: dict[str, str] | None = None
+
+
+class Error(Struct):
+    code: int
+    message: str
+    temporary: bool = False
+
+
+class SubscribeResult(Struct, omit_defaults=True):
+    expires: bool = False
+    ttl: int = 0
+    recoverable: bool = False
+    epoch: str = ""
+    publications: list[Raw] | None = None
+    recovered: bool = False
+    offset: int = 0
+    positioned: bool = False
+    data: Raw | None = None
+    was_recovering: bool = False
+
+
+class ConnectResult(Struct, omit_defaults=True):
+    client: str
+    version: str
+    expires: bool = False
+    ttl: int = 0
+    data: Raw | None = None
+    subs: dict[str, SubscribeResult] | None = None
+    ping: int = 0
+    pong: bool = False
+
+
+class UnsubscribeResult(Struct):
+    pass
+
+
+class PublishResult(Struct):
+    pass
+
+
+class PresenceResult(Struct):
+    presence: dict[str, Raw]
+
+
+class PresenceStatsResult(Struct):
+    num_clients: int
+    num_users: int
+
+
+class HistoryResult(Struct):
+    publications: list[Raw]
+    epoch: str
+    offset: int
+
+
+class PingResult(Struct):
+    pass
+
+
+class RPCResult(Struct, omit_defaults=True):
+    data: Raw | None = None
+
+
+class RefreshResult(Struct, omit_defaults=True):
+    client: str
+    version: str
+    expires: bool = False
+    ttl: int = 0
+
+
+class SubRefreshResult(Struct, omit_defaults=True):
+    expires: bool = False
+    ttl: int = 0
+
+
+class Reply(Struct, omit_defaults=True):
+    id: int = 0
+    error: Error | None = None
+    connect: ConnectResult | None = None
+    subscribe: SubscribeResult | None = None
+    unsubscribe: UnsubscribeResult | None = None
+    publish: PublishResult | None = None
+    presence: PresenceResult | None = None
+    presence_stats: PresenceStatsResult | None = None
+    history: HistoryResult | None = None
+    ping: PingResult | None = None
+    rpc: RPCResult | None = None
+    refresh: RefreshResult | None = None
+    sub_refresh: SubRefreshResult | None = None
+
+
+# ---------------------------------------------------------------- pushes
+
+
+class Join(Struct):
+    info: ClientInfo
+
+
+class Leave(Struct):
+    info: ClientInfo
+
+
+class Unsubscribe(Struct):
+    code: int
+    reason: str
+
+
+class Subscribe(Struct, omit_defaults=True):
+    recoverable: bool = False
+    epoch: str = ""
+    offset: int = 0
+    positioned: bool = False
+    data: Raw | None = None
+
+
+class Message(Struct):
+    data: Raw
+
+
+class DisconnectPush(Struct):
+    code: int
+    reason: str
+    reconnect: bool
+
+
+class Push(Struct, omit_defaults=True):
+    channel: str = ""
+    pub: Publication | None = None
+    join: Join | None = None
+    leave: Leave | None = None
+    unsubscribe: Unsubscribe | None = None
+    message: Message | None = None
+    subscribe: Subscribe | None = None
+    disconnect: DisconnectPush | None = None
+
+
+class PushReply(Struct):
+    push: Push
+
+
+EMPTY_RAW = Raw(b"null")
+
+__all__ = [
+    "ClientInfo",
+    "Command",
+    "ConnectRequest",
+    "ConnectResult",
+    "Error",
+    "HistoryRequest",
+    "HistoryResult",
+    "Publication",
+    "Push",
+    "PushReply",
+    "Reply",
+    "StreamPosition",
+    "SubscribeRequest",
+    "SubscribeResult",
+    "msgspec",
+]

@@ -1,0 +1,342 @@
+"""One client connection's life: connect, commands, heartbeats, expiry, close.
+
+A transport feeds whole frames to :meth:`Session.handle_frame`, awaited in order,
+so a connection's commands run one after another (as Centrifugo does by default).
+Replies and pushes go through one bounded :class:`~trunkline.transport.writer.Writer`,
+which keeps their order. Command handlers live in :mod:`trunkline.commands`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import msgspec
+
+from . import errors as E
+from .events import ClientView, DisconnectEvent
+from .protocol.codec import PING_FRAME, JsonCodec, ProtocolError
+from .protocol.messages import Command, Error, Reply
+from .transport.writer import Writer
+
+if TYPE_CHECKING:
+    from .broker.base import StreamPublication
+    from .node import Control, Node
+
+log = logging.getLogger("trunkline.session")
+
+
+class Transport(Protocol):
+    """What a session needs from its connection."""
+
+    name: str
+
+    async def send(self, frame: bytes) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class State(enum.Enum):
+    CONNECTING = 1
+    CONNECTED = 2
+    CLOSED = 3
+
+
+@dataclass(slots=True)
+class Subscription:
+    """A channel this connection is subscribed to."""
+
+    channel: str
+    chan_info: bytes | None = None
+    expire_at: int | None = None
+    server_side: bool = False
+    presence: bool = False
+    join_leave: bool = False
+    push_join_leave: bool = False
+    recoverable: bool = False
+    positioned: bool = False
+
+
+class Session:
+    def __init__(self, node: Node, transport: Transport, remote: str = "", headers: dict[str, str] | None = None) -> None:
+        self.node = node
+        self.transport = transport
+        self.remote = remote
+        self.headers = headers or {}
+        self.codec = JsonCodec()
+        self.client_id = str(uuid.uuid4())
+        self.user = ""
+        self.conn_info: bytes | None = None
+        self.expire_at: int | None = None
+        self.state = State.CONNECTING
+        self.subscriptions: dict[str, Subscription] = {}
+        self.pending: dict[str, list[StreamPublication]] = {}
+        self.close_code = 0
+        client = node.settings.client
+        self.writer = Writer(transport.send, client.queue_max_size, self._on_overflow, self._on_write_error)
+        self.writer.start()
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._ping_outstanding = False
+        self._closing: asyncio.Future[None] | None = None
+        self._rate = float(client.command_rate_limit)
+        self._burst = float(client.command_rate_burst or client.command_rate_limit)
+        self._tokens = self._burst
+        self._tokens_at = loop.time()
+        self._set_timer("stale", client.stale_close_delay, self._on_stale)
+        node.metrics.connection_opened(transport.name)
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def view(self) -> ClientView:
+        return ClientView(self.client_id, self.user, self.conn_info)
+
+    @property
+    def closed(self) -> bool:
+        return self.state is State.CLOSED
+
+    @property
+    def connected(self) -> bool:
+        return self.state is State.CONNECTED
+
+    def push(self, data: bytes) -> None:
+        self.writer.push(data)
+
+    async def handle_frame(self, frame: bytes) -> None:
+        """Decode and run every command of one frame, in order."""
+        if self.state is State.CLOSED:
+            return
+        self.node.metrics.received(len(frame))
+        try:
+            commands = self.codec.decode_commands(frame)
+        except ProtocolError as exc:
+            log.info("bad frame from client=%s user=%s: %s", self.client_id, self.user, exc)
+            await self.close(E.BAD_REQUEST_DISCONNECT)
+            return
+        from .commands import dispatch
+
+        for command in commands:
+            if self.closed:
+                return
+            if not self._take_token():
+                if self._tokens < -self._burst:
+                    await self.close(E.TOO_MANY_REQUESTS_DISCONNECT)
+                    return
+                if command.id:
+                    self.reply_error(command, E.TOO_MANY_REQUESTS)
+                continue
+            started = time.perf_counter()
+            method = command.method or "pong"
+            code = 0
+            try:
+                await dispatch(self, command)
+            except E.ClientError as err:
+                code = err.code
+                self.reply_error(command, err)
+            except E.Disconnect as disconnect:
+                code = disconnect.code
+                await self.close(disconnect)
+            except Exception:
+                code = 100
+                log.exception("command %s failed for client=%s user=%s", method, self.client_id, self.user)
+                self.reply_error(command, E.INTERNAL)
+            self.node.metrics.command(method, code, time.perf_counter() - started)
+
+    def reply(self, reply: Reply) -> None:
+        self.writer.push(self.codec.encode_reply(reply))
+
+    def reply_error(self, command: Command, err: E.ClientError) -> None:
+        if command.id:
+            self.reply(Reply(id=command.id, error=Error(err.code, err.message, err.temporary)))
+
+    async def close(self, disconnect: E.Disconnect | None = None) -> None:
+        """Close once: free subscriptions and presence, then close the transport with ``disconnect``."""
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        self._closing = self._loop.create_future()
+        try:
+            await self._close(disconnect)
+        finally:
+            self._closing.set_result(None)
+
+    async def _close(self, disconnect: E.Disconnect | None) -> None:
+        was_connected = self.state is State.CONNECTED
+        self.state = State.CLOSED
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        code = disconnect.code if disconnect is not None else 3000
+        self.close_code = code
+        if disconnect is not None:
+            log.info(
+                "disconnect client=%s user=%s code=%d reason=%s",
+                self.client_id,
+                self.user,
+                disconnect.code,
+                disconnect.reason,
+            )
+        if was_connected:
+            self.node.hub.remove_connection(self.client_id, self.user, self)
+        await self._release_subscriptions()
+        if disconnect is not None:
+            if disconnect.code == E.SLOW.code:
+                self.writer.abort()
+            else:
+                await self.writer.drain_and_stop(self.node.settings.websocket.write_timeout)
+            try:
+                await asyncio.wait_for(
+                    self.transport.close(disconnect.code, disconnect.reason), self.node.settings.websocket.write_timeout
+                )
+            except (TimeoutError, ConnectionError, RuntimeError):
+                self.transport.abort()
+        self.writer.abort()
+        self.node.metrics.connection_closed(self.transport.name, code)
+        if was_connected and self.node.hooks.disconnect is not None:
+            reason = disconnect.reason if disconnect is not None else "connection closed"
+            try:
+                await self.node.hooks.disconnect(DisconnectEvent(self.view, code, reason))
+            except Exception:
+                log.exception("on_disconnect hook failed")
+
+    async def _release_subscriptions(self) -> None:
+        channels = list(self.subscriptions) + [c for c in self.pending if c not in self.subscriptions]
+        for channel in channels:
+            await self.release(channel)
+
+    async def release(self, channel: str) -> None:
+        """Drop one subscription: hub, presence, leave push, broker interest."""
+        sub = self.subscriptions.pop(channel, None)
+        self.pending.pop(channel, None)
+        node = self.node
+        if node.hub.remove(channel, self):
+            node.detach_channel(channel)
+        if sub is None:
+            return
+        info = node.client_info(self.user, self.client_id, self.conn_info, sub.chan_info)
+        try:
+            if sub.presence:
+                await node.presence_manager.remove_presence(channel, self.client_id)
+            if sub.join_leave:
+                await node.broker.publish_leave(channel, info)
+        except Exception as exc:
+            log.warning("cannot remove presence of client=%s in a channel: %s", self.client_id, exc)
+
+    # ------------------------------------------------------------------ heartbeats and timers
+
+    def _set_timer(self, name: str, delay: float, callback: object) -> None:
+        old = self._timers.pop(name, None)
+        if old is not None:
+            old.cancel()
+        if delay > 0:
+            self._timers[name] = self._loop.call_later(delay, callback)  # type: ignore[arg-type]
+
+    def cancel_timer(self, name: str) -> None:
+        timer = self._timers.pop(name, None)
+        if timer is not None:
+            timer.cancel()
+
+    def start_heartbeat(self) -> None:
+        self.cancel_timer("stale")
+        self._set_timer("ping", self.node.settings.client.ping_interval, self._send_ping)
+
+    def _send_ping(self) -> None:
+        if self.state is not State.CONNECTED:
+            return
+        client = self.node.settings.client
+        self.writer.push(PING_FRAME)
+        if not self._ping_outstanding:
+            self._ping_outstanding = True
+            self._set_timer("pong", client.pong_timeout, self._on_no_pong)
+        self._set_timer("ping", client.ping_interval, self._send_ping)
+
+    def handle_pong(self) -> None:
+        if not self._ping_outstanding:
+            raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: unexpected pong")
+        self._ping_outstanding = False
+        self.cancel_timer("pong")
+
+    def _on_no_pong(self) -> None:
+        self.node.spawn(self.close(E.NO_PONG))
+
+    def _on_stale(self) -> None:
+        if self.state is State.CONNECTING:
+            self.node.spawn(self.close(E.STALE))
+
+    def schedule_expiry(self) -> None:
+        """Close with 3005 at expire_at + expired_close_delay unless refreshed before."""
+        if self.expire_at is None:
+            self.cancel_timer("expire")
+            return
+        delay = self.expire_at - time.time() + self.node.settings.client.expired_close_delay
+        self._set_timer("expire", max(delay, 0.001), self._on_expired)
+
+    def _on_expired(self) -> None:
+        if self.expire_at is not None and self.expire_at <= time.time():
+            self.node.spawn(self.close(E.CONNECTION_EXPIRED))
+
+    def schedule_sub_expiry(self, sub: Subscription) -> None:
+        name = "sub:" + sub.channel
+        if sub.expire_at is None:
+            self.cancel_timer(name)
+            return
+        delay = sub.expire_at - time.time() + self.node.settings.client.expired_sub_close_delay
+        self._set_timer(name, max(delay, 0.001), lambda: self._on_sub_expired(sub.channel))
+
+    def _on_sub_expired(self, channel: str) -> None:
+        sub = self.subscriptions.get(channel)
+        if sub is None or sub.expire_at is None or sub.expire_at > time.time():
+            return
+        if sub.server_side:
+            self.node.spawn(self.close(E.SUBSCRIPTION_EXPIRED))
+            return
+        self.node.spawn(self.server_unsubscribe(channel, *E.UNSUBSCRIBE_EXPIRED))
+
+    async def server_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+        if channel not in self.subscriptions:
+            return
+        await self.release(channel)
+        self.writer.push(
+            b'{"push":{"channel":'
+            + msgspec.json.encode(channel)
+            + b',"unsubscribe":{"code":%d,"reason":' % code
+            + msgspec.json.encode(reason)
+            + b"}}}"
+        )
+
+    def _take_token(self) -> bool:
+        if self._rate <= 0:
+            return True
+        now = self._loop.time()
+        self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
+        self._tokens_at = now
+        self._tokens -= 1
+        return self._tokens >= 0
+
+    # ------------------------------------------------------------------ writer callbacks
+
+    def _on_overflow(self) -> None:
+        self.node.metrics.slow_consumer()
+        self.node.spawn(self.close(E.SLOW))
+
+    def _on_write_error(self, exc: BaseException) -> None:
+        if self.state is not State.CLOSED:
+            log.info("write failed for client=%s: %s", self.client_id, exc)
+            self.node.spawn(self.close(None))
+
+    # ------------------------------------------------------------------ control (server API)
+
+    async def apply_control(self, cmd: Control) -> None:
+        from .commands import apply_control
+
+        if self.state is State.CONNECTED:
+            await apply_control(self, cmd)
