@@ -85,6 +85,10 @@ def build_app(node: Node, *, with_admin: bool = True) -> web.Application:
         app.router.add_get("/ready", health.ready)
     if with_admin:
         _add_admin_routes(app, settings)
+    if settings.demo.enabled:
+        from .web.demo import add_demo_routes
+
+        add_demo_routes(app, settings)
     app.router.add_get("/", _index)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     return app

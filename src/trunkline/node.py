@@ -68,6 +68,10 @@ class Control(msgspec.Struct, omit_defaults=True):
 
 _control_decoder = msgspec.json.Decoder(Control)
 
+#: Channels of the node itself (the dashboard's live stats); only admin connections subscribe.
+SYSTEM_PREFIX = "__trunkline:"
+ADMIN_META = {"trunkline_admin": True}
+
 
 class Node(BrokerEventHandler):
     def __init__(
@@ -95,6 +99,11 @@ class Node(BrokerEventHandler):
         self.verifier = TokenVerifier.from_settings(client.token)
         self.sub_verifier = (
             TokenVerifier.from_settings(client.subscription_token) if client.subscription_token.enabled else self.verifier
+        )
+        self.admin_verifier = (
+            TokenVerifier(hmac_secret_key=self.settings.admin.secret)
+            if self.settings.admin.enabled and self.settings.admin.secret
+            else None
         )
         self.hooks = Hooks()
         self.uid = str(uuid.uuid4())
@@ -179,6 +188,8 @@ class Node(BrokerEventHandler):
     # ------------------------------------------------------------------ channels
 
     def namespace_options(self, channel: str) -> NamespaceOptions | None:
+        if channel.startswith(SYSTEM_PREFIX):
+            return None
         return self.settings.namespace(self.rules.namespace_of(channel))
 
     def publish_options(self, opts: NamespaceOptions) -> PublishOptions:

@@ -75,6 +75,7 @@ class Session:
         self.user = ""
         self.conn_info: bytes | None = None
         self.expire_at: int | None = None
+        self.is_admin = False
         self.state = State.CONNECTING
         self.subscriptions: dict[str, Subscription] = {}
         self.pending: dict[str, list[StreamPublication]] = {}

@@ -15,6 +15,7 @@ from ..broker.base import StreamPosition
 from ..config import NamespaceOptions
 from ..events import PublishEvent, SubscribeEvent
 from ..hub import permissions
+from ..node import SYSTEM_PREFIX
 from ..protocol.messages import (
     ClientInfo,
     Command,
@@ -57,6 +58,9 @@ async def subscribe(s: Session, cmd: Command) -> None:
     channel = req.channel
     if not channel:
         raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: empty channel")
+    if channel.startswith(SYSTEM_PREFIX):
+        await _subscribe_system(s, cmd, channel)
+        return
     opts = channel_options(s, channel)
     if req.type != 0:
         raise E.PERMISSION_DENIED
@@ -99,6 +103,18 @@ async def subscribe(s: Session, cmd: Command) -> None:
     s.reply(Reply(id=cmd.id, subscribe=result))
     finish()
     await announce(s, channel)
+
+
+async def _subscribe_system(s: Session, cmd: Command, channel: str) -> None:
+    """The node's own channels (dashboard stats): admin connections only, no history."""
+    assert cmd.subscribe is not None
+    if not s.is_admin:
+        raise E.PERMISSION_DENIED
+    if channel in s.subscriptions or channel in s.pending:
+        raise E.ALREADY_SUBSCRIBED
+    result, finish = await join_channel(s, channel, NamespaceOptions(), cmd.subscribe)
+    s.reply(Reply(id=cmd.id, subscribe=result))
+    finish()
 
 
 async def unsubscribe(s: Session, cmd: Command) -> None:

@@ -12,6 +12,7 @@ from .. import errors as E
 from ..auth import ConnectionClaims, Override
 from ..events import ConnectEvent, Credentials
 from ..protocol.messages import Command, ConnectResult, RefreshResult, Reply, SubscribeRequest, SubscribeResult
+from ..node import ADMIN_META
 from ..session import State
 from .subscribing import Finish, announce, join_channel
 
@@ -38,10 +39,12 @@ async def connect(s: Session, cmd: Command) -> None:
     claims: ConnectionClaims | None = None
     credentials: Credentials | None = None
     if req.token:
-        if node.verifier.configured or not client.insecure:
+        claims = await _admin_claims(s, req.token, now)
+        if claims is None and (node.verifier.configured or not client.insecure):
             claims = await node.verifier.verify_connection(req.token, now)
             if claims.user == "" and client.disallow_anonymous_connection_tokens:
                 raise E.PERMISSION_DENIED_DISCONNECT
+        if claims is not None:
             credentials = Credentials(claims.user, claims.expire_at, claims.info, claims.channels)
     reply_data: bytes | None = None
     extra_channels: tuple[str, ...] = ()
@@ -124,6 +127,21 @@ async def connect(s: Session, cmd: Command) -> None:
         await announce(s, channel)
     if node.hooks.connect is not None:
         await node.hooks.connect(s.view)
+
+
+async def _admin_claims(s: Session, token: str, now: float) -> ConnectionClaims | None:
+    """Claims of a dashboard token (signed with ``admin.secret``), or None for any other token."""
+    verifier = s.node.admin_verifier
+    if verifier is None:
+        return None
+    try:
+        claims = await verifier.verify_connection(token, now)
+    except E.Disconnect:
+        return None
+    if claims.meta != ADMIN_META:
+        return None
+    s.is_admin = True
+    return claims
 
 
 def _server_side_channels(

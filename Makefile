@@ -1,0 +1,56 @@
+# Trunkline: `make run` sets everything up and starts the server; `make test` sets up and runs every test.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+VENDOR := src/trunkline/web/static/vendor
+CONFIG ?= examples/demo.toml
+PYTEST_ARGS ?=
+
+.PHONY: run test setup system-deps lint typecheck bench clean
+
+setup: $(VENV)/.installed $(VENDOR)/.installed
+
+# Debian packages the tests need (redis-server, chromium); installed only when missing.
+system-deps:
+	@if ! command -v redis-server >/dev/null || ! test -x /usr/bin/chromium; then \
+	  echo "installing redis-server and chromium (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    redis-server chromium fonts-liberation >/dev/null; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+node_modules/.package-lock.json: package.json package-lock.json
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund
+
+# Browser libraries are served from the package itself (no CDN).
+$(VENDOR)/.installed: node_modules/.package-lock.json
+	mkdir -p $(VENDOR)
+	cp node_modules/centrifuge/dist/centrifuge.js $(VENDOR)/centrifuge.js
+	cp node_modules/uplot/dist/uPlot.iife.min.js $(VENDOR)/uPlot.iife.min.js
+	cp node_modules/uplot/dist/uPlot.min.css $(VENDOR)/uPlot.min.css
+	touch $@
+
+run: setup
+	$(PY) -m trunkline serve --config $(CONFIG)
+
+lint: setup
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests
+
+typecheck: setup
+	$(VENV)/bin/mypy --strict src/trunkline
+
+test: setup system-deps lint typecheck
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,792 @@
+"""Settings: typed, frozen, validated; loaded from a file, the environment and flags.
+
+Keys and sections are Centrifugo v6's (``http_server.port``, ``client.token.hmac_secret_key``,
+``channel.namespaces``); every attribute path of :class:`Settings` equals its config key.
+Layers, lowest first::
+
+    defaults  <  file (TOML or JSON)  <  TRUNKLINE_* environment variables  <  overrides (CLI flags)
+
+Every problem raises :class:`~trunkline.errors.ConfigError` naming the full dotted key
+(``channel.namespaces[1].history_size``) and where the value came from (the file, or
+``environment variable TRUNKLINE_X``). Unknown keys are errors, never ignored.
+
+``Settings()`` is a valid default configuration; code and tests may build settings
+directly (such settings are not validated, so a test may use ``port=0``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from trunkline.durations import parse_duration
+from trunkline.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "Admin",
+    "Channel",
+    "Client",
+    "Engine",
+    "Health",
+    "HttpApi",
+    "HttpServer",
+    "Log",
+    "Namespace",
+    "NamespaceOptions",
+    "Node",
+    "PersonalChannel",
+    "Prometheus",
+    "RedisSettings",
+    "Settings",
+    "Shutdown",
+    "SubscriptionTokenSettings",
+    "Tls",
+    "TokenSettings",
+    "WebSocket",
+    "env_var_for",
+    "load_settings",
+    "parse_bool",
+    "setting_keys",
+    "settings_from_mapping",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema. Field types drive parsing: bool, int (never negative), float (a duration, seconds),
+# str, tuple[str, ...], tuple[Namespace, ...] and nested sections.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tls:
+    enabled: bool = False
+    cert_pem_file: str = ""
+    key_pem_file: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpServer:
+    address: str = "127.0.0.1"
+    port: int = 8000
+    internal_address: str = ""
+    internal_port: int = 0  # 0: no separate internal listener
+    tls: Tls = field(default_factory=Tls)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TokenSettings:
+    hmac_secret_key: str = ""
+    rsa_public_key: str = ""
+    ecdsa_public_key: str = ""
+    jwks_public_endpoint: str = ""
+    audience: str = ""
+    issuer: str = ""
+    user_id_claim: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubscriptionTokenSettings(TokenSettings):
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PersonalChannel:
+    enabled: bool = False
+    personal_channel_namespace: str = ""
+    single_connection: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Client:
+    token: TokenSettings = field(default_factory=TokenSettings)
+    subscription_token: SubscriptionTokenSettings = field(default_factory=SubscriptionTokenSettings)
+    allowed_origins: tuple[str, ...] = ()
+    insecure: bool = False
+    allow_anonymous_connect_without_token: bool = False
+    disallow_anonymous_connection_tokens: bool = False
+    ping_interval: float = 25.0
+    pong_timeout: float = 8.0
+    stale_close_delay: float = 10.0
+    expired_close_delay: float = 25.0
+    expired_sub_close_delay: float = 25.0
+    channel_limit: int = 128
+    user_connection_limit: int = 0  # 0: unlimited
+    connection_limit: int = 0  # 0: unlimited (total on this node)
+    queue_max_size: int = 1048576  # bytes of outbound data per connection
+    history_max_publication_limit: int = 300
+    recovery_max_publication_limit: int = 300
+    command_rate_limit: int = 0  # commands per second per connection; 0: off
+    command_rate_burst: int = 0  # 0: same as command_rate_limit
+    subscribe_to_user_personal_channel: PersonalChannel = field(default_factory=PersonalChannel)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WebSocket:
+    message_size_limit: int = 65536
+    compression: bool = False
+    handshake_timeout: float = 10.0
+    write_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpApi:
+    key: str = ""
+    insecure: bool = False
+    handler_prefix: str = "/api"
+    error_mode: str = ""  # "" or "transport"
+    max_body_size: int = 1048576
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamespaceOptions:
+    presence: bool = False
+    join_leave: bool = False
+    force_push_join_leave: bool = False
+    history_size: int = 0
+    history_ttl: float = 0.0
+    force_recovery: bool = False
+    allow_recovery: bool = False
+    force_positioning: bool = False
+    allow_positioning: bool = False
+    allow_subscribe_for_client: bool = False
+    allow_subscribe_for_anonymous: bool = False
+    allow_publish_for_client: bool = False
+    allow_publish_for_subscriber: bool = False
+    allow_publish_for_anonymous: bool = False
+    allow_presence_for_client: bool = False
+    allow_presence_for_subscriber: bool = False
+    allow_presence_for_anonymous: bool = False
+    allow_history_for_client: bool = False
+    allow_history_for_subscriber: bool = False
+    allow_history_for_anonymous: bool = False
+    allow_user_limited_channels: bool = False
+    channel_regex: str = ""
+    allowed_delta_types: tuple[str, ...] = ()
+    delta_publish: bool = False
+    publication_data_format: str = ""
+
+    @property
+    def history_enabled(self) -> bool:
+        """History is kept only when both ``history_size`` and ``history_ttl`` are above zero."""
+        return self.history_size > 0 and self.history_ttl > 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Namespace(NamespaceOptions):
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Channel:
+    max_length: int = 255
+    private_prefix: str = "$"
+    namespace_boundary: str = ":"
+    user_boundary: str = "#"
+    user_separator: str = ","
+    history_meta_ttl: float = 2592000.0  # 720h
+    without_namespace: NamespaceOptions = field(default_factory=NamespaceOptions)
+    namespaces: tuple[Namespace, ...] = ()
+    # Lookup table by name, derived from ``namespaces``; not a setting.
+    _by_name: Mapping[str, Namespace] = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "namespaces", tuple(self.namespaces))
+        object.__setattr__(self, "_by_name", {ns.name: ns for ns in self.namespaces})
+
+    def namespace(self, name: str) -> NamespaceOptions | None:
+        """Options for namespace ``name``; ``""`` gives ``without_namespace``; unknown gives ``None``."""
+        if name == "":
+            return self.without_namespace
+        return self._by_name.get(name)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RedisSettings:
+    address: str = "redis://127.0.0.1:6379"
+    prefix: str = "trunkline"
+    connect_timeout: float = 5.0
+    io_timeout: float = 4.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Engine:
+    type: str = "memory"  # "memory" or "redis"
+    redis: RedisSettings = field(default_factory=RedisSettings)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Admin:
+    enabled: bool = False
+    password: str = ""
+    secret: str = ""
+    insecure: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prometheus:
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Health:
+    enabled: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Log:
+    level: str = "info"  # debug, info, warning, error
+    format: str = "text"  # text or json
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Shutdown:
+    timeout: float = 10.0  # drain period on SIGTERM
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Node:
+    name: str = ""  # "": the host name, resolved at run time
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Demo:
+    enabled: bool = False  # serve POST /demo/token (mints tokens for any name: demos only)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    http_server: HttpServer = field(default_factory=HttpServer)
+    client: Client = field(default_factory=Client)
+    websocket: WebSocket = field(default_factory=WebSocket)
+    http_api: HttpApi = field(default_factory=HttpApi)
+    channel: Channel = field(default_factory=Channel)
+    engine: Engine = field(default_factory=Engine)
+    admin: Admin = field(default_factory=Admin)
+    prometheus: Prometheus = field(default_factory=Prometheus)
+    health: Health = field(default_factory=Health)
+    log: Log = field(default_factory=Log)
+    shutdown: Shutdown = field(default_factory=Shutdown)
+    node: Node = field(default_factory=Node)
+    demo: Demo = field(default_factory=Demo)
+
+    @property
+    def tls(self) -> Tls:
+        """Same as ``http_server.tls`` (a file may also write the section as top-level ``tls``)."""
+        return self.http_server.tls
+
+    def namespace(self, name: str) -> NamespaceOptions | None:
+        """Options for namespace ``name``; ``""`` gives ``channel.without_namespace``; unknown gives ``None``."""
+        return self.channel.namespace(name)
+
+    def masked_dict(self) -> dict[str, Any]:
+        """The effective settings as plain JSON-ready data, secrets replaced by ``"***"``."""
+        data = _to_plain(self, "")
+        assert isinstance(data, dict)
+        return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Public helpers
+# ---------------------------------------------------------------------------------------------
+
+ENV_PREFIX: Final = "TRUNKLINE_"
+# TRUNKLINE_* names that are not settings: the CLI's config file path, and test infrastructure.
+_ENV_RESERVED: Final = frozenset({"TRUNKLINE_CONFIG"})
+_ENV_RESERVED_PREFIXES: Final = ("TRUNKLINE_TEST_",)
+
+_SECRETS: Final = frozenset(
+    {
+        "client.token.hmac_secret_key",
+        "client.subscription_token.hmac_secret_key",
+        "http_api.key",
+        "admin.password",
+        "admin.secret",
+    }
+)
+_URLS_WITH_PASSWORD: Final = frozenset({"engine.redis.address"})
+_MASK: Final = "***"
+
+_TRUE: Final = frozenset({"true", "1", "yes"})
+_FALSE: Final = frozenset({"false", "0", "no"})
+
+
+def parse_bool(text: str, key: str = "", source: str = "") -> bool:
+    """Parse an environment value: true/false, 1/0, yes/no (any case)."""
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ConfigError(key, f"expected true/false, 1/0 or yes/no, got {_clip(text)!r}", source)
+
+
+def env_var_for(key: str) -> str:
+    """The environment variable of a dotted key: ``http_server.port`` → ``TRUNKLINE_HTTP_SERVER_PORT``."""
+    return ENV_PREFIX + key.upper().replace(".", "_")
+
+
+def setting_keys() -> tuple[str, ...]:
+    """Every settable dotted key, in schema order (lists such as ``channel.namespaces`` are one key)."""
+    return tuple(key for key, _ in _leaves(Settings, ""))
+
+
+def settings_from_mapping(data: Mapping[str, Any], source: str = "<dict>") -> Settings:
+    """Validate plain data (as parsed from TOML/JSON) into :class:`Settings`."""
+    where = _Sources(source)
+    raw = _apply_aliases(_copy_tree(data, "", where), where)
+    return _build(raw, where)
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Settings:
+    """Defaults, then the file at ``path`` (``.toml`` or ``.json``; ``None`` or ``""``: no file), then
+    ``TRUNKLINE_*`` variables from ``env`` (default ``os.environ``), then ``overrides`` (dotted keys,
+    e.g. ``{"http_server.port": 9000}``; a section key such as ``"client.token"`` takes a mapping).
+    """
+    file_name = os.fspath(path) if path is not None else ""
+    where = _Sources(file_name)
+    raw: dict[str, Any] = {}
+    if file_name:
+        raw = _apply_aliases(_copy_tree(_read_file(Path(file_name)), "", where), where)
+    _apply_env(raw, os.environ if env is None else env, where)
+    for key, value in (overrides or {}).items():
+        _set_path(raw, _resolve_key(key, "overrides"), value, where, "overrides")
+    return _build(raw, where)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------------------------
+
+
+class _Sources:
+    """Where each value came from: the default (the file) unless a key was set by env or overrides."""
+
+    def __init__(self, default: str) -> None:
+        self.default = default
+        self.by_key: dict[str, str] = {}
+
+    def __call__(self, key: str) -> str:
+        best, found = -1, self.default
+        for prefix, source in self.by_key.items():
+            if len(prefix) > best and (key == prefix or key.startswith((prefix + ".", prefix + "["))):
+                best, found = len(prefix), source
+        return found
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    name = str(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".toml", ".json"):
+        raise ConfigError(name, f"unsupported config file type {path.suffix or '(none)'!r}; use .toml or .json")
+    try:
+        content = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(name, f"cannot read config file: {exc.strerror or exc}") from None
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(name, f"config file is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if suffix == ".toml":
+        try:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(name, f"invalid TOML: {exc}") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(name, f"invalid JSON: {exc}") from None
+    except _DuplicateKey as exc:
+        raise ConfigError(name, f"invalid JSON: duplicate key {exc.args[0]!r}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(name, f"the top level must be a JSON object, got {_describe(data)}")
+    return data
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _copy_tree(data: Mapping[str, Any], key: str, where: _Sources) -> dict[str, Any]:
+    """Copy nested mappings into fresh dicts (leaves and lists are kept), so layers can be merged."""
+    result: dict[str, Any] = {}
+    for name, value in data.items():
+        if not isinstance(name, str):
+            raise ConfigError(_join(key, str(name)), "keys must be strings", where(key))
+        result[name] = _copy_tree(value, _join(key, name), where) if isinstance(value, Mapping) else value
+    return result
+
+
+def _apply_aliases(raw: dict[str, Any], where: _Sources) -> dict[str, Any]:
+    """A top-level ``tls`` section is ``http_server.tls``."""
+    if "tls" not in raw:
+        return raw
+    tls = raw.pop("tls")
+    http = raw.setdefault("http_server", {})
+    if not isinstance(http, dict):
+        raise ConfigError("http_server", f"expected a table, got {_describe(http)}", where("http_server"))
+    if "tls" in http:
+        raise ConfigError("tls", "set both as top-level tls and as http_server.tls; keep one", where("tls"))
+    http["tls"] = tls
+    return raw
+
+
+def _set_path(raw: dict[str, Any], key: str, value: object, where: _Sources, source: str) -> None:
+    """Set dotted ``key`` in the raw tree, merging into a section when ``value`` is a mapping."""
+    parts = key.split(".")
+    node = raw
+    for depth, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            prefix = ".".join(parts[: depth + 1])
+            raise ConfigError(prefix, f"expected a table, got {_describe(child)}", where(prefix))
+        node = child
+    last = parts[-1]
+    if isinstance(value, Mapping) and isinstance(node.get(last), dict):
+        for name, item in _copy_tree(value, key, where).items():
+            _set_path(raw, f"{key}.{name}", item, where, source)
+        return
+    node[last] = _copy_tree(value, key, where) if isinstance(value, Mapping) else value
+    where.by_key[key] = source
+
+
+def _resolve_key(key: str, source: str) -> str:
+    """Check an override's dotted key against the schema; return its canonical form."""
+    parts = key.split(".")
+    if parts[0] == "tls":
+        parts = ["http_server", *parts]
+    tp: Any = Settings
+    for depth, part in enumerate(parts):
+        fields = _schema(tp) if _is_section(tp) else {}
+        if part not in fields:
+            known = ".".join(parts[:depth])
+            raise ConfigError(key, _unknown("setting", part, fields, known), source)
+        tp = fields[part]
+    return ".".join(parts)
+
+
+def _apply_env(raw: dict[str, Any], env: Mapping[str, str], where: _Sources) -> None:
+    table = _env_table()
+    seen: dict[str, str] = {}
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in _ENV_RESERVED or name.startswith(_ENV_RESERVED_PREFIXES):
+            continue
+        source = f"environment variable {name}"
+        if name not in table:
+            close = difflib.get_close_matches(name, list(table), n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            raise ConfigError(name, f"unknown environment variable{hint}", "environment")
+        key, tp = table[name]
+        if key in seen:
+            raise ConfigError(key, f"set by both {seen[key]} and {name}; keep one", source)
+        seen[key] = name
+        _set_path(raw, key, _parse_env_value(tp, env[name], key, source), where, source)
+
+
+def _parse_env_value(tp: Any, text: str, key: str, source: str) -> object:
+    if tp is bool:
+        return parse_bool(text, key, source)
+    if tp is int:
+        try:
+            if re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):
+                return int(text)
+        except ValueError:  # more digits than int() accepts
+            pass
+        raise ConfigError(key, f"expected an integer, got {_clip(text)!r}", source)
+    if typing.get_origin(tp) is tuple:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(key, f'expected a JSON array, e.g. ["..."]: {exc}', source) from None
+    return text  # str, and durations (parsed by the schema walk)
+
+
+@functools.cache
+def _env_table() -> dict[str, tuple[str, Any]]:
+    """Environment variable name → (dotted key, type), by walking the schema (``TRUNKLINE_TLS_*`` included)."""
+    table: dict[str, tuple[str, Any]] = {}
+    for key, tp in _leaves(Settings, ""):
+        spellings = [key]
+        if key.startswith("http_server.tls."):
+            spellings.append(key.removeprefix("http_server."))
+        for spelled in spellings:
+            name = env_var_for(spelled)
+            if name in table:  # pragma: no cover - a schema bug, caught by the tests
+                raise RuntimeError(f"{name} would name both {table[name][0]} and {key}")
+            table[name] = (key, tp)
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema walk: raw data → typed settings
+# ---------------------------------------------------------------------------------------------
+
+
+def _is_section(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+@functools.cache
+def _schema(cls: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def _leaves(cls: type, key: str) -> Iterator[tuple[str, Any]]:
+    for name, tp in _schema(cls).items():
+        sub = _join(key, name)
+        if _is_section(tp):
+            yield from _leaves(tp, sub)
+        else:
+            yield sub, tp
+
+
+def _build(raw: Mapping[str, Any], where: _Sources) -> Settings:
+    settings = _convert(Settings, raw, "", where)
+    assert isinstance(settings, Settings)
+    _validate(settings, where)
+    return settings
+
+
+def _convert(tp: Any, value: object, key: str, where: _Sources) -> Any:
+    if _is_section(tp):
+        return _convert_section(tp, value, key, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected a boolean (true or false), got {_describe(value)}", where(key))
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {_describe(value)}", where(key))
+        if value < 0:
+            raise ConfigError(key, f"must not be negative, got {value}", where(key))
+        return value
+    if tp is float:
+        return parse_duration(value, key, where(key))
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {_describe(value)}", where(key))
+        return value
+    if typing.get_origin(tp) is tuple:
+        item_type = typing.get_args(tp)[0]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(key, f"expected an array, got {_describe(value)}", where(key))
+        return tuple(_convert(item_type, item, f"{key}[{i}]", where) for i, item in enumerate(value))
+    raise TypeError(f"unsupported settings type {tp!r} for {key}")  # pragma: no cover - a schema bug
+
+
+def _convert_section(cls: type, value: object, key: str, where: _Sources) -> Any:
+    if not isinstance(value, Mapping):
+        raise ConfigError(key or "(top level)", f"expected a table, got {_describe(value)}", where(key))
+    fields = _schema(cls)
+    kwargs: dict[str, Any] = {}
+    for name, item in value.items():
+        sub = _join(key, str(name))
+        if name not in fields:
+            raise ConfigError(sub, _unknown("key", str(name), fields, key), where(sub))
+        kwargs[name] = _convert(fields[name], item, sub, where)
+    for f in dataclasses.fields(cls):
+        required = f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and f.name not in kwargs:
+            sub = _join(key, f.name)
+            raise ConfigError(sub, "is required", where(key))
+    return cls(**kwargs)
+
+
+def _unknown(what: str, name: str, fields: Mapping[str, Any], section: str) -> str:
+    close = difflib.get_close_matches(name, list(fields), n=1)
+    hint = f"; did you mean {_join(section, close[0])!r}?" if close else ""
+    return f"unknown {what}{hint}"
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key else name
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, int):
+        return f"integer {value}"
+    if isinstance(value, float):
+        return f"number {value}"
+    if isinstance(value, str):
+        return f"string {_clip(value)!r}"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "a table"
+    return type(value).__name__
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation of values and of relations between values
+# ---------------------------------------------------------------------------------------------
+
+_NAMESPACE_NAME: Final = re.compile(r"[-a-zA-Z0-9_]{2,}")
+_LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+_LOG_FORMATS: Final = ("text", "json")
+_ENGINES: Final = ("memory", "redis")
+_ERROR_MODES: Final = ("", "transport")
+_DATA_FORMATS: Final = ("", "json", "json_object", "binary")
+_DELTA_TYPES: Final = ("fossil",)
+_REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+def _validate(s: Settings, where: Callable[[str], str]) -> None:
+    def fail(key: str, message: str) -> typing.NoReturn:
+        raise ConfigError(key, message, where(key))
+
+    def choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+        if value not in allowed:
+            fail(key, f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+
+    if not 1 <= s.http_server.port <= 65535:
+        fail("http_server.port", f"must be between 1 and 65535, got {s.http_server.port}")
+    if s.http_server.internal_port > 65535:
+        fail("http_server.internal_port", f"must be between 0 and 65535, got {s.http_server.internal_port}")
+    tls = s.http_server.tls
+    if tls.enabled:
+        missing = [name for name in ("cert_pem_file", "key_pem_file") if not getattr(tls, name)]
+        if missing:
+            fail("http_server.tls.enabled", f"TLS needs {' and '.join('http_server.tls.' + m for m in missing)}")
+
+    client = s.client
+    if client.ping_interval > 0 and client.pong_timeout >= client.ping_interval:
+        fail("client.pong_timeout", "must be less than client.ping_interval")
+    for i, origin in enumerate(client.allowed_origins):
+        if not origin.strip():
+            fail(f"client.allowed_origins[{i}]", "must not be empty")
+    for section in ("token", "subscription_token"):
+        endpoint = getattr(client, section).jwks_public_endpoint
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            fail(f"client.{section}.jwks_public_endpoint", "must be an http:// or https:// URL")
+
+    choice("http_api.error_mode", s.http_api.error_mode, _ERROR_MODES)
+    if not s.http_api.handler_prefix.startswith("/"):
+        fail("http_api.handler_prefix", f"must start with '/', got {s.http_api.handler_prefix!r}")
+
+    channel = s.channel
+    for name in ("private_prefix", "namespace_boundary", "user_boundary", "user_separator"):
+        if not getattr(channel, name):
+            fail(f"channel.{name}", "must not be empty")
+    _validate_options(channel.without_namespace, "channel.without_namespace", fail)
+    first_index: dict[str, int] = {}
+    for i, ns in enumerate(channel.namespaces):
+        prefix = f"channel.namespaces[{i}]"
+        if not _NAMESPACE_NAME.fullmatch(ns.name):
+            fail(f"{prefix}.name", f"{ns.name!r} must match ^[-a-zA-Z0-9_]{{2,}}$")
+        if ns.name in first_index:
+            fail(f"{prefix}.name", f"duplicate namespace {ns.name!r} (also channel.namespaces[{first_index[ns.name]}])")
+        first_index[ns.name] = i
+        _validate_options(ns, prefix, fail)
+
+    personal = client.subscribe_to_user_personal_channel
+    key = "client.subscribe_to_user_personal_channel"
+    if personal.personal_channel_namespace and s.namespace(personal.personal_channel_namespace) is None:
+        fail(f"{key}.personal_channel_namespace", f"no namespace named {personal.personal_channel_namespace!r}")
+    options = s.namespace(personal.personal_channel_namespace)
+    if personal.enabled and personal.single_connection and options is not None and not options.presence:
+        fail(f"{key}.single_connection", "needs presence enabled in the personal channel's namespace")
+
+    choice("engine.type", s.engine.type, _ENGINES)
+    address = s.engine.redis.address
+    try:
+        scheme = urlsplit(address).scheme
+    except ValueError as exc:
+        fail("engine.redis.address", f"is not a valid URL: {exc}")
+    if scheme not in _REDIS_SCHEMES:
+        fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL")
+
+    admin = s.admin
+    if admin.enabled and not admin.insecure and not (admin.password and admin.secret):
+        fail("admin.enabled", "needs admin.password and admin.secret (or admin.insecure = true)")
+
+    choice("log.level", s.log.level, _LOG_LEVELS)
+    choice("log.format", s.log.format, _LOG_FORMATS)
+
+
+def _validate_options(opts: NamespaceOptions, prefix: str, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    if opts.history_size > 0 and opts.history_ttl <= 0:
+        fail(f"{prefix}.history_size", "history_size > 0 requires history_ttl > 0")
+    if opts.history_ttl > 0 and opts.history_size <= 0:
+        fail(f"{prefix}.history_ttl", "history_ttl > 0 requires history_size > 0")
+    for name in ("force_recovery", "allow_recovery", "force_positioning", "allow_positioning"):
+        if getattr(opts, name) and not opts.history_enabled:
+            fail(f"{prefix}.{name}", "needs history (history_size > 0 and history_ttl > 0)")
+    if opts.channel_regex:
+        try:
+            re.compile(opts.channel_regex)
+        except re.error as exc:
+            fail(f"{prefix}.channel_regex", f"does not compile: {exc}")
+    if opts.publication_data_format not in _DATA_FORMATS:
+        allowed = ", ".join(repr(a) for a in _DATA_FORMATS)
+        fail(f"{prefix}.publication_data_format", f"must be one of {allowed}, got {opts.publication_data_format!r}")
+    for i, delta in enumerate(opts.allowed_delta_types):
+        if delta not in _DELTA_TYPES:
+            fail(f"{prefix}.allowed_delta_types[{i}]", f"unknown delta type {delta!r}; known: fossil")
+
+
+# ---------------------------------------------------------------------------------------------
+# Masked plain view
+# ---------------------------------------------------------------------------------------------
+
+
+def _to_plain(value: object, key: str) -> object:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        fields = [f.name for f in dataclasses.fields(value) if f.init]
+        if "name" in fields:  # a namespace reads best with its name first
+            fields.remove("name")
+            fields.insert(0, "name")
+        return {name: _to_plain(getattr(value, name), _join(key, name)) for name in fields}
+    if isinstance(value, tuple):
+        return [_to_plain(item, f"{key}[]") for item in value]
+    if isinstance(value, str) and value:
+        if key in _SECRETS:
+            return _MASK
+        if key in _URLS_WITH_PASSWORD:
+            return _mask_url_password(value)
+    return value
+
+
+def _mask_url_password(url: str) -> str:
+    """``redis://user:secret@host`` → ``redis://user:***@host``; also a ``password=`` query parameter."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return _MASK
+    userinfo, at, host = parts.netloc.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if at and colon and password:
+        url = parts._replace(netloc=f"{user}:{_MASK}@{host}").geturl()
+    return re.sub(r"([?&]password=)[^&#]+", rf"\1{_MASK}", url)
