@@ -1,0 +1,253 @@
+"""Verify Centrifugo connection and subscription JWTs (reference §3.2, §3.5, §4.2).
+
+Key sources and the algorithms each allows:
+
+* ``hmac_secret_key``: HS256/384/512;
+* ``rsa_public_key`` (PEM public key or certificate): RS256/384/512, PS256/384/512;
+* ``ecdsa_public_key`` (PEM): the ES256/384/512 matching the key's curve, or
+  EdDSA if the PEM holds an Ed25519/Ed448 key;
+* ``jwks_public_endpoint``: per key, the ``alg`` it declares, else the algorithms
+  of its type (RSA: RS*/PS*, EC: ES* by curve, OKP: EdDSA).
+
+The token header's ``alg`` picks the key; a key is only ever used with the
+algorithms of its own type, so an ``HS*`` token can never be checked with a
+public key as HMAC secret, and ``none`` is never accepted. An asymmetric token
+with a ``kid`` header is verified against the JWKS when one is configured; any
+other token against the static keys.
+
+PyJWT parses the JWS structure and provides the algorithm implementations; the
+time, audience and issuer checks are done here against the caller's ``now`` so
+the node decides what time it is. Errors: an expired token raises
+``TOKEN_EXPIRED`` (109); every other failure the 3500 ``INVALID_TOKEN``
+disconnect with ``invalid token: <short reason>``. Reasons are fixed texts and
+never echo token content.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Final
+
+import msgspec
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jwt import PyJWS, PyJWTError
+
+from trunkline.auth.claims import (
+    ConnectionClaims,
+    SubscriptionClaims,
+    invalid_token,
+    parse_connection_claims,
+    parse_subscription_claims,
+)
+from trunkline.auth.jwks import (
+    ASYMMETRIC_ALGORITHMS,
+    HMAC_ALGORITHMS,
+    AlgKey,
+    JwksClient,
+    algorithms_for_public_key,
+)
+from trunkline.errors import TOKEN_EXPIRED, ConfigError
+
+__all__ = ["TokenVerifier"]
+
+log = logging.getLogger("trunkline.auth")
+
+_JWS: Final = PyJWS()
+_SUPPORTED: Final = frozenset((*HMAC_ALGORITHMS, *ASYMMETRIC_ALGORITHMS))
+_MIN_RSA_BITS: Final = 2048
+_MIN_HMAC_BYTES: Final = 32
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _load_public_key(pem: str, setting: str) -> object:
+    """A public key from a PEM public key or X.509 certificate; ``ConfigError`` otherwise."""
+    data = pem.strip().encode()
+    try:
+        return load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm):
+        pass
+    try:
+        return x509.load_pem_x509_certificate(data).public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        raise ConfigError(setting, "not a PEM public key or certificate") from None
+
+
+def _str_setting(s: object, name: str) -> str:
+    value = getattr(s, name, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ConfigError(name, "must be a string")
+    return value
+
+
+class TokenVerifier:
+    """Verify connection and subscription tokens with the configured keys."""
+
+    def __init__(
+        self,
+        *,
+        hmac_secret_key: str = "",
+        rsa_public_key: str = "",
+        ecdsa_public_key: str = "",
+        jwks_public_endpoint: str = "",
+        audience: str = "",
+        issuer: str = "",
+        user_id_claim: str = "",
+        leeway: float = 1.0,
+        jwks_cache_ttl: float = 300.0,
+        jwks_timeout: float = 5.0,
+        jwks_min_refetch_interval: float = 10.0,
+    ) -> None:
+        self.audience = audience
+        self.issuer = issuer
+        self.user_id_claim = user_id_claim
+        self.leeway = leeway
+        self._static: dict[str, AlgKey] = {}
+
+        if hmac_secret_key:
+            if len(hmac_secret_key.encode()) < _MIN_HMAC_BYTES:
+                log.warning("hmac_secret_key is shorter than %d bytes; use a longer random secret", _MIN_HMAC_BYTES)
+            for name in HMAC_ALGORITHMS:
+                algorithm = _JWS.get_algorithm_by_name(name)
+                try:
+                    self._static[name] = (algorithm, algorithm.prepare_key(hmac_secret_key))
+                except PyJWTError as exc:
+                    # PyJWT refuses a PEM/JWK-looking secret: it is a public key by mistake.
+                    raise ConfigError("hmac_secret_key", "looks like a key, not an HMAC secret") from exc
+
+        if rsa_public_key:
+            key = _load_public_key(rsa_public_key, "rsa_public_key")
+            if not isinstance(key, rsa.RSAPublicKey):
+                raise ConfigError("rsa_public_key", "not an RSA public key")
+            if key.key_size < _MIN_RSA_BITS:
+                log.warning("rsa_public_key has %d bits, fewer than %d", key.key_size, _MIN_RSA_BITS)
+            self._static.update(algorithms_for_public_key(key))
+
+        if ecdsa_public_key:
+            key = _load_public_key(ecdsa_public_key, "ecdsa_public_key")
+            if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+                raise ConfigError("ecdsa_public_key", "not an EC (or Ed25519) public key")
+            algorithms = algorithms_for_public_key(key)
+            if not algorithms:
+                raise ConfigError("ecdsa_public_key", "unsupported curve (use P-256, P-384 or P-521)")
+            self._static.update(algorithms)
+
+        self._jwks: JwksClient | None = None
+        if jwks_public_endpoint:
+            if not jwks_public_endpoint.startswith(("http://", "https://")):
+                raise ConfigError("jwks_public_endpoint", "must be an http:// or https:// URL")
+            self._jwks = JwksClient(
+                jwks_public_endpoint,
+                cache_ttl=jwks_cache_ttl,
+                timeout=jwks_timeout,
+                min_refetch_interval=jwks_min_refetch_interval,
+            )
+
+    @classmethod
+    def from_settings(cls, s: object) -> TokenVerifier:
+        """Build from any object with the token settings as attributes (missing or ``None``: unset)."""
+        return cls(
+            hmac_secret_key=_str_setting(s, "hmac_secret_key"),
+            rsa_public_key=_str_setting(s, "rsa_public_key"),
+            ecdsa_public_key=_str_setting(s, "ecdsa_public_key"),
+            jwks_public_endpoint=_str_setting(s, "jwks_public_endpoint"),
+            audience=_str_setting(s, "audience"),
+            issuer=_str_setting(s, "issuer"),
+            user_id_claim=_str_setting(s, "user_id_claim"),
+        )
+
+    @property
+    def configured(self) -> bool:
+        """Whether at least one key source is set."""
+        return bool(self._static) or self._jwks is not None
+
+    @property
+    def jwks(self) -> JwksClient | None:
+        """The JWKS client, if ``jwks_public_endpoint`` is set."""
+        return self._jwks
+
+    async def verify_connection(self, token: str, now: float) -> ConnectionClaims:
+        """Verify a connection token (connect or refresh) at unix time ``now``."""
+        payload = await self._verify(token, now)
+        return parse_connection_claims(payload, user_id_claim=self.user_id_claim)
+
+    async def verify_subscription(self, token: str, now: float) -> SubscriptionClaims:
+        """Verify a subscription token at unix time ``now``."""
+        payload = await self._verify(token, now)
+        return parse_subscription_claims(payload, user_id_claim=self.user_id_claim)
+
+    async def close(self) -> None:
+        """Release the JWKS client, if any."""
+        if self._jwks is not None:
+            await self._jwks.close()
+
+    async def _key_for(self, alg: str, header: dict[str, Any]) -> AlgKey:
+        if alg not in _SUPPORTED:
+            raise invalid_token("algorithm not allowed")
+        kid = header.get("kid")  # PyJWT has checked it is a string if present
+        if self._jwks is not None and kid is not None and alg in ASYMMETRIC_ALGORITHMS:
+            found = (await self._jwks.get(kid)).get(alg)
+            if found is None:
+                raise invalid_token("algorithm not allowed")
+            return found
+        found = self._static.get(alg)
+        if found is None:
+            if self._jwks is not None and alg in ASYMMETRIC_ALGORITHMS:
+                raise invalid_token("missing kid")
+            raise invalid_token("algorithm not allowed")
+        return found
+
+    async def _verify(self, token: str, now: float) -> dict[str, Any]:
+        if not self.configured:
+            raise invalid_token("no key configured")
+        try:
+            raw = token.encode("ascii")
+            # Structure, base64url, header JSON, "kid" type and "crit" only; the
+            # signature is checked below with a key chosen for the header's alg.
+            parts = _JWS.decode_complete(raw, options={"verify_signature": False})
+        except (PyJWTError, ValueError, TypeError):
+            raise invalid_token("malformed") from None
+        header: dict[str, Any] = parts["header"]
+        alg = header.get("alg")
+        if not isinstance(alg, str):
+            raise invalid_token("algorithm not allowed")
+        algorithm, key = await self._key_for(alg, header)
+        signing_input = raw.rsplit(b".", 1)[0]
+        if not algorithm.verify(signing_input, key, parts["signature"]):
+            raise invalid_token("bad signature")
+
+        try:
+            payload = msgspec.json.decode(parts["payload"])
+        except (msgspec.DecodeError, RecursionError):
+            raise invalid_token("malformed payload") from None
+        if not isinstance(payload, dict):
+            raise invalid_token("malformed payload")
+        self._check_registered(payload, now)
+        return payload
+
+    def _check_registered(self, payload: dict[str, Any], now: float) -> None:
+        """Audience, issuer, not-before, then expiry (the only retryable failure) last."""
+        for name in ("exp", "nbf", "iat"):
+            value = payload.get(name)
+            if value is not None and not _is_number(value):
+                raise invalid_token(f"bad {name} claim")
+        if self.audience:
+            aud = payload.get("aud")
+            if not (aud == self.audience or (isinstance(aud, list) and self.audience in aud)):
+                raise invalid_token("audience mismatch")
+        if self.issuer and payload.get("iss") != self.issuer:
+            raise invalid_token("issuer mismatch")
+        nbf = payload.get("nbf")
+        if nbf is not None and nbf > now + self.leeway:
+            raise invalid_token("not yet valid")
+        exp = payload.get("exp")
+        if exp is not None and exp < now - self.leeway:
+            # A fresh copy: raising the shared constant would grow its traceback.
+            raise TOKEN_EXPIRED.with_message(TOKEN_EXPIRED.message)
