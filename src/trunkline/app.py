@@ -133,22 +133,32 @@ class Server:
         hs = settings.http_server
         await self.node.start()
         internal = hs.internal_port > 0
-        public = web.AppRunner(build_app(self.node, with_admin=not internal), handle_signals=False, access_log=None)
+        public = web.AppRunner(
+            build_app(self.node, with_admin=not internal), handle_signals=False, access_log=None, shutdown_timeout=1.0
+        )
         await public.setup()
         self._runners.append(public)
-        site = web.TCPSite(public, hs.address, hs.port, ssl_context=ssl_context(settings), shutdown_timeout=1.0)
+        site = web.TCPSite(public, hs.address, hs.port, ssl_context=ssl_context(settings))
         await site.start()
         self.port = _bound_port(site)
         if internal:
-            runner = web.AppRunner(build_internal_app(self.node), handle_signals=False, access_log=None)
+            runner = web.AppRunner(
+                build_internal_app(self.node), handle_signals=False, access_log=None, shutdown_timeout=1.0
+            )
             await runner.setup()
             self._runners.append(runner)
             isite = web.TCPSite(runner, hs.internal_address or hs.address, hs.internal_port)
             await isite.start()
             self.internal_port = _bound_port(isite)
         scheme = "https" if hs.tls.enabled else "http"
-        log.info("trunkline %s listening on %s://%s:%d (engine %s)", self.node.version, scheme, hs.address,
-                 self.port, settings.engine.type)
+        log.info(
+            "trunkline %s listening on %s://%s:%d (engine %s)",
+            self.node.version,
+            scheme,
+            hs.address,
+            self.port,
+            settings.engine.type,
+        )
 
     async def stop(self, timeout: float | None = None) -> None:
         """Graceful shutdown: stop accepting, close clients with 3001, release everything."""

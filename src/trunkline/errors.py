@@ -42,9 +42,10 @@ class ClientError(TrunklineError):
         super().__init__(f"{code} {message}")
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, ClientError)
-            and (self.code, self.message, self.temporary) == (other.code, other.message, other.temporary)
+        return isinstance(other, ClientError) and (self.code, self.message, self.temporary) == (
+            other.code,
+            other.message,
+            other.temporary,
         )
 
     def __hash__(self) -> int:

@@ -98,7 +98,9 @@ class Node(BrokerEventHandler):
         client = self.settings.client
         self.verifier = TokenVerifier.from_settings(client.token)
         self.sub_verifier = (
-            TokenVerifier.from_settings(client.subscription_token) if client.subscription_token.enabled else self.verifier
+            TokenVerifier.from_settings(client.subscription_token)
+            if client.subscription_token.enabled
+            else self.verifier
         )
         self.admin_verifier = (
             TokenVerifier(hmac_secret_key=self.settings.admin.secret)
@@ -353,7 +355,13 @@ class Node(BrokerEventHandler):
         await self.control(Control(op="unsubscribe", user=user, client=client, channel=channel))
 
     async def disconnect_user(
-        self, user: str, *, client: str = "", code: int = 3503, reason: str = "force disconnect", whitelist: list[str] | None = None
+        self,
+        user: str,
+        *,
+        client: str = "",
+        code: int = 3503,
+        reason: str = "force disconnect",
+        whitelist: list[str] | None = None,
     ) -> None:
         await self.control(
             Control(op="disconnect", user=user, client=client, code=code, reason=reason, whitelist=whitelist or [])

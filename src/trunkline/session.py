@@ -65,7 +65,9 @@ class Subscription:
 
 
 class Session:
-    def __init__(self, node: Node, transport: Transport, remote: str = "", headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, node: Node, transport: Transport, remote: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         self.node = node
         self.transport = transport
         self.remote = remote

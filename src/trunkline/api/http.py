@@ -104,7 +104,9 @@ async def api_method(request: web.Request) -> web.StreamResponse:
         return _json({"error": error})
     except Exception:
         log.exception("server API method %s failed", name)
-        return _json({"error": {"code": 100, "message": "internal server error"}}, status=500 if transport_mode else 200)
+        return _json(
+            {"error": {"code": 100, "message": "internal server error"}}, status=500 if transport_mode else 200
+        )
     return _json({"result": result})
 
 

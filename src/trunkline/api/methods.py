@@ -109,9 +109,7 @@ async def disconnect(node: Node, body: bytes) -> Result:
     spec = req.disconnect or S.DisconnectSpec()
     if not (3000 <= spec.code <= 4999):
         raise E.BAD_REQUEST.with_message("bad request: disconnect code must be 3000-4999")
-    await node.disconnect_user(
-        req.user, client=req.client, code=spec.code, reason=spec.reason, whitelist=req.whitelist
-    )
+    await node.disconnect_user(req.user, client=req.client, code=spec.code, reason=spec.reason, whitelist=req.whitelist)
     return {}
 
 
@@ -175,7 +173,7 @@ async def batch(node: Node, body: bytes) -> Result:
     async def one(command: dict[str, Raw]) -> Result:
         if len(command) != 1:
             return {"error": {"code": 107, "message": "bad request: one method per command"}}
-        (name, params), = command.items()
+        ((name, params),) = command.items()
         fn = METHODS.get(name)
         if fn is None or name == "batch":
             return {"error": {"code": 104, "message": "method not found"}}

@@ -106,11 +106,7 @@ async def _server_subscribe(s: Session, cmd: Control) -> None:
         data=bytes(cmd.data) if cmd.data else None,
     )
     push = (
-        b'{"push":{"channel":'
-        + msgspec.json.encode(channel)
-        + b',"subscribe":'
-        + msgspec.json.encode(result)
-        + b"}}"
+        b'{"push":{"channel":' + msgspec.json.encode(channel) + b',"subscribe":' + msgspec.json.encode(result) + b"}}"
     )
     s.writer.push(push)
     try:

@@ -90,9 +90,7 @@ async def subscribe(s: Session, cmd: Command) -> None:
         if not rules.user_allowed(channel, s.user):
             raise E.PERMISSION_DENIED
     elif node.hooks.subscribe is not None:
-        hook_reply = await node.hooks.subscribe(
-            SubscribeEvent(s.view, channel, bytes(req.data) if req.data else None)
-        )
+        hook_reply = await node.hooks.subscribe(SubscribeEvent(s.view, channel, bytes(req.data) if req.data else None))
         if hook_reply is not None:
             chan_info, data = hook_reply.info, hook_reply.data
     elif not permissions.can_subscribe(opts, s.user, node.settings.client.insecure):
@@ -163,9 +161,7 @@ async def presence(s: Session, cmd: Command) -> None:
     if not permissions.can_read_presence(opts, s.user, req.channel in s.subscriptions, s.node.settings.client.insecure):
         raise E.PERMISSION_DENIED
     members = await s.node.presence_manager.presence(req.channel)
-    s.reply(
-        Reply(id=cmd.id, presence=PresenceResult({cid: msgspec.Raw(info) for cid, info in members.items()}))
-    )
+    s.reply(Reply(id=cmd.id, presence=PresenceResult({cid: msgspec.Raw(info) for cid, info in members.items()})))
 
 
 async def presence_stats(s: Session, cmd: Command) -> None:

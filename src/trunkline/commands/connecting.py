@@ -11,8 +11,8 @@ import msgspec
 from .. import errors as E
 from ..auth import ConnectionClaims, Override
 from ..events import ConnectEvent, Credentials
-from ..protocol.messages import Command, ConnectResult, RefreshResult, Reply, SubscribeRequest, SubscribeResult
 from ..node import ADMIN_META
+from ..protocol.messages import Command, ConnectResult, RefreshResult, Reply, SubscribeRequest, SubscribeResult
 from ..session import State
 from .subscribing import Finish, announce, join_channel
 
@@ -77,9 +77,9 @@ async def connect(s: Session, cmd: Command) -> None:
     hub = node.hub
     if client.connection_limit and hub.num_clients >= client.connection_limit:
         raise E.CONNECTION_LIMIT.with_reason("connection limit: server is full")
-    if client.user_connection_limit and credentials.user:
-        if len(hub.user_connections(credentials.user)) >= client.user_connection_limit:
-            raise E.CONNECTION_LIMIT.with_reason("connection limit: too many connections for this user")
+    limit = client.user_connection_limit
+    if limit and credentials.user and len(hub.user_connections(credentials.user)) >= limit:
+        raise E.CONNECTION_LIMIT.with_reason("connection limit: too many connections for this user")
 
     s.user = credentials.user
     s.conn_info = credentials.info

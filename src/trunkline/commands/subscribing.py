@@ -119,9 +119,7 @@ async def join_channel(
     return result, finish
 
 
-async def _position(
-    s: Session, channel: str, req: SubscribeRequest, result: SubscribeResult, recoverable: bool
-) -> int:
+async def _position(s: Session, channel: str, req: SubscribeRequest, result: SubscribeResult, recoverable: bool) -> int:
     """Fill offset/epoch (and recovered publications); return the client's position after the reply."""
     node = s.node
     meta_ttl = node.settings.channel.history_meta_ttl

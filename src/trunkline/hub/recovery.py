@@ -8,6 +8,7 @@ never reported as recovered.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 from ..broker.base import StreamPosition, StreamPublication
 
@@ -25,7 +26,7 @@ def decide(since: StreamPosition, history: list[StreamPublication], top: StreamP
     if not history:
         return Recovery(top.offset == since.offset, [])
     contiguous = history[0].offset == since.offset + 1 and history[-1].offset == top.offset
-    contiguous = contiguous and all(b.offset == a.offset + 1 for a, b in zip(history, history[1:], strict=False))
+    contiguous = contiguous and all(b.offset == a.offset + 1 for a, b in pairwise(history))
     return Recovery(True, history) if contiguous else Recovery(False, [])
 
 
