@@ -158,15 +158,24 @@ class Process:
 
     def start(self, timeout: float = 15.0) -> None:
         assert self.log_path is not None
-        log = self.log_path.open("ab")
         env = {**os.environ, **self.extra_env}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trunkline", "serve", "--config", str(self.config_path), "--port", str(self.port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=ROOT,
-        )
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "trunkline",
+                    "serve",
+                    "--config",
+                    str(self.config_path),
+                    "--port",
+                    str(self.port),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=ROOT,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

@@ -25,6 +25,7 @@ from centrifuge import (
     ServerSubscribedContext,
     ServerUnsubscribedContext,
     SubscribedContext,
+    Subscription,
     SubscriptionEventHandler,
     UnsubscribedContext,
 )
@@ -143,3 +144,10 @@ class TcpProxy:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
+
+
+async def subscribe_ready(sub: Subscription, timeout: float = 5.0) -> Subscription:
+    """Subscribe and wait until the server confirmed the subscription."""
+    await sub.subscribe()
+    await sub.ready(timeout)
+    return sub

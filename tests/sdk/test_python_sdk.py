@@ -21,7 +21,7 @@ from cent import (
 from centrifuge import PublicationContext, ReplyError
 
 from tests.conftest import API_KEY, SECRET, Running, eventually, token
-from tests.sdk.helpers import ClientRecorder, Recorder, new_client
+from tests.sdk.helpers import ClientRecorder, Recorder, new_client, subscribe_ready
 
 
 def gentoken(user: str, config_path: str) -> str:
@@ -47,6 +47,7 @@ async def test_connect_subscribe_receive_api_publication_and_publish(server: Run
     sub = client.new_subscription("news", rec)
     await client.connect()
     await sub.subscribe()
+    await sub.ready()
     await eventually(lambda: rec.subscribed)
     assert events.connected[0].client and events.connected[0].version
 
@@ -84,10 +85,11 @@ async def test_client_publication_carries_info(server: Running) -> None:
     reader = new_client(server.ws_url, token=token("8"))
     rec = InfoRecorder()
     await reader.connect()
-    await reader.new_subscription("room", rec).subscribe()
+    await subscribe_ready(reader.new_subscription("room", rec))
     await publisher.connect()
     psub = publisher.new_subscription("room")
     await psub.subscribe()
+    await psub.ready()
     await psub.publish({"t": 1})
     await eventually(lambda: rec.infos)
     info = rec.infos[0]
@@ -135,8 +137,7 @@ async def test_unknown_channel_and_permission_errors(server: Running) -> None:
     await eventually(lambda: private.unsubscribed)
     assert private.unsubscribed[0].code == 103
 
-    nohistory = client.new_subscription("nohistory:x")
-    await nohistory.subscribe()
+    nohistory = await subscribe_ready(client.new_subscription("nohistory:x"))
     with pytest.raises(ReplyError) as err:
         await nohistory.history(limit=10)
     assert err.value.code == 108
@@ -179,7 +180,7 @@ async def test_many_clients_fan_out(server: Running) -> None:
     recs = [Recorder() for _ in clients]
     for c, r in zip(clients, recs, strict=True):
         await c.connect()
-        await c.new_subscription("fan", r).subscribe()
+        await subscribe_ready(c.new_subscription("fan", r))
     async with AsyncClient(server.api_url, API_KEY) as api:
         for i in range(50):
             await api.publish(PublishRequest(channel="fan", data={"i": i}))
