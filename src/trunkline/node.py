@@ -68,6 +68,15 @@ class Control(msgspec.Struct, omit_defaults=True):
 
 _control_decoder = msgspec.json.Decoder(Control)
 
+def _with_raws(cmd: Control, info: bytes | None = None, data: bytes | None = None) -> Control:
+    """Set the raw JSON fields that have a value; absent ones keep the (omitted) default."""
+    if info:
+        cmd.info = msgspec.Raw(info)
+    if data:
+        cmd.data = msgspec.Raw(data)
+    return cmd
+
+
 #: Channels of the node itself (the dashboard's live stats); only admin connections subscribe.
 SYSTEM_PREFIX = "__trunkline:"
 ADMIN_META = {"trunkline_admin": True}
@@ -341,14 +350,7 @@ class Node(BrokerEventHandler):
     ) -> None:
         self._require_namespace(channel)
         await self.control(
-            Control(
-                op="subscribe",
-                user=user,
-                client=client,
-                channel=channel,
-                info=msgspec.Raw(info or b""),
-                data=msgspec.Raw(data or b""),
-            )
+            _with_raws(Control(op="subscribe", user=user, client=client, channel=channel), info=info, data=data)
         )
 
     async def unsubscribe_user(self, user: str, channel: str, *, client: str = "") -> None:
@@ -370,16 +372,8 @@ class Node(BrokerEventHandler):
     async def refresh_user(
         self, user: str, *, client: str = "", expire_at: int = 0, expired: bool = False, info: bytes | None = None
     ) -> None:
-        await self.control(
-            Control(
-                op="refresh",
-                user=user,
-                client=client,
-                expire_at=expire_at,
-                expired=expired,
-                info=msgspec.Raw(info or b""),
-            )
-        )
+        cmd = Control(op="refresh", user=user, client=client, expire_at=expire_at, expired=expired)
+        await self.control(_with_raws(cmd, info=info))
 
     # ------------------------------------------------------------------ node info
 

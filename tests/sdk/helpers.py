@@ -16,6 +16,7 @@ from centrifuge import (
     Client,
     ClientEventHandler,
     ConnectedContext,
+    ConnectingContext,
     DisconnectedContext,
     JoinContext,
     LeaveContext,
@@ -60,11 +61,15 @@ class Recorder(SubscriptionEventHandler):
 @dataclass
 class ClientRecorder(ClientEventHandler):
     connected: list[ConnectedContext] = field(default_factory=list)
+    connecting: list[ConnectingContext] = field(default_factory=list)
     disconnected: list[DisconnectedContext] = field(default_factory=list)
     server_subscribed: list[ServerSubscribedContext] = field(default_factory=list)
     server_unsubscribed: list[ServerUnsubscribedContext] = field(default_factory=list)
     server_publications: list[ServerPublicationContext] = field(default_factory=list)
     server_joins: list[ServerJoinContext] = field(default_factory=list)
+
+    async def on_connecting(self, ctx: ConnectingContext) -> None:
+        self.connecting.append(ctx)
 
     async def on_connected(self, ctx: ConnectedContext) -> None:
         self.connected.append(ctx)
