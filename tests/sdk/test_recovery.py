@@ -224,3 +224,31 @@ async def test_many_concurrent_publishers_deliver_everything(server: Running) ->
     await eventually(lambda: len(rec.publications) == 200)
     assert offsets(rec) == list(range(1, 201))
     await reader.disconnect()
+
+
+async def test_server_side_subscription_recovers_through_connect_subs(start_server: object) -> None:
+    srv: Running = await start_server()  # type: ignore[operator]
+    proxy = await TcpProxy(srv.port).start()
+    events = ClientRecorder()
+    client = new_client(proxy.ws_url, events, token=token("42", channels=["srv"]))
+    try:
+        await client.connect()
+        await eventually(lambda: any(s.channel == "srv" for s in events.server_subscribed))
+        assert events.server_subscribed[0].recoverable
+        async with AsyncClient(srv.api_url, API_KEY) as api:
+            for i in range(5):
+                await api.publish(PublishRequest(channel="srv", data={"i": i}))
+            await eventually(lambda: len(events.server_publications) == 5)
+            proxy.accepting = False
+            proxy.cut()
+            for i in range(5, 25):
+                await api.publish(PublishRequest(channel="srv", data={"i": i}))
+            proxy.accepting = True
+            await eventually(lambda: len(events.server_publications) >= 25, timeout=15)
+        assert [p.pub.data["i"] for p in events.server_publications] == list(range(25))
+        assert len(events.connected) >= 2
+        last = events.server_subscribed[-1]
+        assert last.channel == "srv" and last.was_recovering and last.recovered
+    finally:
+        await client.disconnect()
+        await proxy.close()
