@@ -234,3 +234,7 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: f
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s (last value: {last!r})")
+
+
+# A real redis-server on 127.0.0.1 for every test that asks for ``redis_url`` (started once per session).
+from tests.broker.conftest import redis_url  # noqa: E402, F401

@@ -22,7 +22,6 @@ import signal
 import ssl
 from pathlib import Path
 from types import TracebackType
-from typing import Any
 
 from aiohttp import web
 
@@ -44,13 +43,9 @@ def make_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
         from .broker.redis import RedisBroker, RedisPresence
 
         r = settings.engine.redis
-        kwargs: dict[str, Any] = {
-            "address": r.address,
-            "prefix": r.prefix,
-            "connect_timeout": r.connect_timeout,
-            "io_timeout": r.io_timeout,
-        }
-        return RedisBroker(**kwargs), RedisPresence(**kwargs)
+        broker = RedisBroker(r.address, r.prefix, r.connect_timeout, r.io_timeout)
+        presence = RedisPresence.from_client(broker.client, r.prefix, r.connect_timeout, r.io_timeout)
+        return broker, presence
     from .broker.memory import MemoryBroker, MemoryPresence
 
     return MemoryBroker(), MemoryPresence()

@@ -68,6 +68,7 @@ class Control(msgspec.Struct, omit_defaults=True):
 
 _control_decoder = msgspec.json.Decoder(Control)
 
+
 def _with_raws(cmd: Control, info: bytes | None = None, data: bytes | None = None) -> Control:
     """Set the raw JSON fields that have a value; absent ones keep the (omitted) default."""
     if info:
@@ -124,6 +125,7 @@ class Node(BrokerEventHandler):
         self.accepting = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
+        self._offsets: dict[str, int] = {}
         self._peers: dict[str, tuple[float, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ hooks (decorators)
@@ -215,9 +217,16 @@ class Node(BrokerEventHandler):
         fut = self._broker_subs.get(channel)
         if fut is None:
             fut = self._broker_subs[channel] = asyncio.ensure_future(self.broker.subscribe(channel))
-        await asyncio.shield(fut)
+        try:
+            await asyncio.shield(fut)
+        except ConnectionError as exc:
+            if self._broker_subs.get(channel) is fut:
+                del self._broker_subs[channel]
+            log.warning("broker unavailable, cannot subscribe a channel: %s", exc)
+            raise E.INTERNAL.with_message("broker unavailable") from None
 
     def detach_channel(self, channel: str) -> None:
+        self._offsets.pop(channel, None)
         if self._broker_subs.pop(channel, None) is not None:
             self.spawn(self.broker.unsubscribe(channel))
 
@@ -225,9 +234,29 @@ class Node(BrokerEventHandler):
 
     def handle_publication(self, channel: str, data: bytes, offset: int) -> None:
         started = time.perf_counter()
+        if offset and channel in self._broker_subs:
+            last = self._offsets.get(channel)
+            self._offsets[channel] = offset
+            if last is not None and offset != last + 1:
+                self._stream_gap(channel)
         count = self.hub.broadcast_publication(channel, data, offset)
         if count:
             self.metrics.fanout(self.rules.namespace_of(channel), count, time.perf_counter() - started)
+
+    def _stream_gap(self, channel: str) -> None:
+        """This node missed publications of ``channel`` (e.g. the broker link dropped).
+
+        Positioned subscribers are told to resubscribe (2500), which recovers the gap
+        from history or reports it honestly as not recovered.
+        """
+        log.warning(
+            "publications missed on a channel of namespace %r; resubscribing positioned clients",
+            self.rules.namespace_of(channel),
+        )
+        for session in self.hub.subscribers(channel):
+            sub = session.subscriptions.get(channel)
+            if sub is not None and sub.positioned:
+                self.spawn(session.server_unsubscribe(channel, *E.UNSUBSCRIBE_INSUFFICIENT_STATE))
 
     def handle_join(self, channel: str, info: bytes) -> None:
         self.hub.broadcast_join_leave(channel, "join", info)

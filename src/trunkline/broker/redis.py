@@ -44,7 +44,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (
@@ -77,7 +77,7 @@ class _Script:
     @classmethod
     def load(cls, name: str) -> _Script:
         source = (resources.files(__package__ or "trunkline.broker") / "lua" / f"{name}.lua").read_bytes()
-        return cls(source, hashlib.sha1(source).hexdigest())
+        return cls(source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
 
 
 _PUBLISH = _Script.load("publish")
@@ -97,8 +97,10 @@ def make_client(
 ) -> Redis:
     """A client for ``address`` that both the broker and presence can share.
 
-    A command retries once on a broken connection (a stale pooled socket after a
-    Redis restart), never on a timeout, which could run a publication twice.
+    Commands are never retried: a retry after a connection broke mid-command could
+    run a publication twice. Stale pooled connections (after a Redis restart) are
+    replaced when they are checked out, so a failure reaches the caller only when
+    Redis really is unreachable.
     """
     pool = BlockingConnectionPool.from_url(
         address,
@@ -106,10 +108,88 @@ def make_client(
         timeout=io_timeout,
         socket_connect_timeout=connect_timeout,
         socket_timeout=io_timeout,
-        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+        retry=Retry(NoBackoff(), 0),
         decode_responses=False,
     )
     return Redis.from_pool(pool)
+
+
+class _Pipeliner:
+    """Send the commands issued in one event-loop turn as one pipeline.
+
+    Each call gets its own reply (or its own error, such as NOSCRIPT); a lone
+    command goes out as a plain command. Several pipelines may be in flight, each
+    on its own pooled connection, so only commands of one turn keep their order
+    on the wire (concurrent callers have no order to keep).
+    """
+
+    MAX_BATCH = 1000
+
+    def __init__(self, client: Redis, deadline: float) -> None:
+        self._client = client
+        self._execute = cast("Callable[..., Awaitable[Any]]", client.execute_command)
+        self._deadline = deadline
+        self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def submit(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+        self._pending.append((args, reply))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._start_flush)
+        return reply
+
+    def _start_flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        for i in range(0, len(pending), self.MAX_BATCH):
+            task = asyncio.create_task(self._flush(pending[i : i + self.MAX_BATCH]))
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+
+    async def _flush(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            async with asyncio.timeout(self._deadline):
+                if len(batch) == 1:
+                    try:
+                        results = [await self._execute(*batch[0][0])]
+                    except ResponseError as exc:
+                        results = [exc]
+                else:
+                    async with self._client.pipeline(transaction=False) as pipeline:
+                        for args, _ in batch:
+                            pipeline.execute_command(*args)
+                        results = await pipeline.execute(raise_on_error=False)
+        except BaseException as exc:
+            error = exc if isinstance(exc, Exception) else RedisUnavailable("redis client closed")
+            for _, reply in batch:
+                if not reply.done():
+                    reply.set_exception(error)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for (_, reply), result in zip(batch, results, strict=True):
+            if reply.done():
+                continue  # the caller gave up
+            if isinstance(result, Exception):
+                reply.set_exception(result)
+            else:
+                reply.set_result(result)
+
+    async def close(self) -> None:
+        """Fail what is queued or in flight."""
+        pending, self._pending = self._pending, []
+        for _, reply in pending:
+            if not reply.done():
+                reply.set_exception(RedisUnavailable("redis client closed"))
+        flushes = list(self._flushes)
+        for task in flushes:
+            task.cancel()
+        if flushes:
+            await asyncio.wait(flushes)
 
 
 class _RedisUser:
@@ -126,19 +206,19 @@ class _RedisUser:
         if client.connection_pool.connection_kwargs.get("decode_responses"):
             raise ValueError("the Redis client must return bytes (decode_responses=False)")
         self._client = client
-        # redis-py leaves execute_command untyped: give it a type once, here.
-        self._execute = cast("Callable[..., Awaitable[Any]]", client.execute_command)
         self._prefix = prefix
         self._connect_timeout = connect_timeout
         self._io_timeout = io_timeout
         self._deadline = connect_timeout + io_timeout
         self._owns_client = owns_client
+        self._pipeliner = _Pipeliner(client, self._deadline)
 
     @property
     def client(self) -> Redis:
         return self._client
 
     async def _close_client(self) -> None:
+        await self._pipeliner.close()
         if self._owns_client:
             self._owns_client = False
             await self._client.aclose()
@@ -146,7 +226,7 @@ class _RedisUser:
     async def _call(self, *args: Any) -> Any:
         try:
             async with asyncio.timeout(self._deadline):
-                return await self._execute(*args)
+                return await self._pipeliner.submit(args)
         except _UNAVAILABLE as exc:
             raise RedisUnavailable(f"redis {args[0]} failed: {exc!r}") from exc
 
@@ -154,10 +234,10 @@ class _RedisUser:
         try:
             async with asyncio.timeout(self._deadline):
                 try:
-                    return await self._execute("EVALSHA", script.sha, len(keys), *keys, *args)
+                    return await self._pipeliner.submit(("EVALSHA", script.sha, len(keys), *keys, *args))
                 except NoScriptError:
                     # The script cache is empty after a restart; EVAL loads it again.
-                    return await self._execute("EVAL", script.source, len(keys), *keys, *args)
+                    return await self._pipeliner.submit(("EVAL", script.source, len(keys), *keys, *args))
         except _UNAVAILABLE as exc:
             raise RedisUnavailable(f"redis script failed: {exc!r}") from exc
 
@@ -201,7 +281,6 @@ class RedisBroker(_RedisUser):
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
-        self._closed = False
 
     # --- keys -------------------------------------------------------------
 
@@ -218,7 +297,6 @@ class RedisBroker(_RedisUser):
         if self._reader is not None:
             raise RuntimeError("broker already started")
         self._handler = handler
-        self._closed = False
         self._reader = asyncio.create_task(self._run_pubsub(), name="trunkline-redis-pubsub")
         try:
             async with asyncio.timeout(self._deadline):
@@ -228,7 +306,6 @@ class RedisBroker(_RedisUser):
             raise RedisUnavailable(f"redis pub/sub did not connect: {self._last_error!r}") from None
 
     async def close(self) -> None:
-        self._closed = True
         await self._stop_reader()
         await self._close_client()
 
@@ -262,9 +339,9 @@ class RedisBroker(_RedisUser):
                 await conn.send_command("SUBSCRIBE", name, check_health=False)
                 await confirmed
         except BaseException as exc:
-            waiters = self._sub_waiters.get(name)
-            if waiters is not None and confirmed in waiters:
-                waiters.remove(confirmed)
+            # The (now cancelled) waiter stays queued: it still stands for the SUBSCRIBE
+            # sent on this connection, so later confirmations keep matching their calls.
+            # Should Redis apply it after all, the channel's messages are dropped.
             if self._channels.get(name) == channel:
                 del self._channels[name]
             if isinstance(exc, _UNAVAILABLE):
@@ -288,7 +365,15 @@ class RedisBroker(_RedisUser):
     def _new_pubsub_connection(self) -> AbstractConnection:
         pool = self._client.connection_pool
         kwargs = dict(pool.connection_kwargs)
-        kwargs.update(protocol=2, decode_responses=False, retry=Retry(NoBackoff(), 0))
+        # RESP2 (pub/sub messages are plain arrays), no retries behind the reader's
+        # back, and none of RESP3's maintenance notifications.
+        kwargs.update(
+            protocol=2,
+            decode_responses=False,
+            retry=Retry(NoBackoff(), 0),
+            maint_notifications_config=None,
+            maint_notifications_pool_handler=None,
+        )
         connection: AbstractConnection = pool.connection_class(**kwargs)
         return connection
 
@@ -296,8 +381,9 @@ class RedisBroker(_RedisUser):
         """Keep one pub/sub connection up: connect, subscribe everything, read."""
         delay = self.reconnect_delay_min
         while True:
-            conn = self._new_pubsub_connection()
+            conn: AbstractConnection | None = None
             try:
+                conn = self._new_pubsub_connection()
                 async with asyncio.timeout(self._deadline):
                     await cast("Callable[[], Awaitable[None]]", conn.connect)()
                 self._conn = conn
@@ -319,7 +405,8 @@ class RedisBroker(_RedisUser):
                 self._conn = None
                 self._ready.clear()
                 self._fail_waiters(RedisUnavailable(f"redis pub/sub connection lost: {self._last_error!r}"))
-                await conn.disconnect(nowait=True)
+                if conn is not None:
+                    await conn.disconnect(nowait=True)
             await asyncio.sleep(delay * (0.5 + random.random() / 2))
             delay = min(delay * 2, self.reconnect_delay_max)
 
