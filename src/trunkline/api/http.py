@@ -61,9 +61,11 @@ async def _read_body(request: web.Request, node: Node) -> bytes | web.Response:
 
 
 def _is_json(body: bytes) -> bool:
+    """Valid UTF-8 JSON of bounded depth (payloads are passed through to clients as they are)."""
     try:
+        body.decode("utf-8")
         msgspec.json.decode(body or b"{}")
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return False
     return True
 
@@ -120,6 +122,8 @@ async def api_legacy(request: web.Request) -> web.StreamResponse:
     for line in body.split(b"\n"):
         if not line.strip():
             continue
+        if not _is_json(line):
+            return _json({"error": {"code": 107, "message": "malformed JSON body"}}, status=400)
         try:
             cmd = msgspec.json.decode(line, type=S.LegacyCommand)
         except (msgspec.DecodeError, msgspec.ValidationError):

@@ -32,7 +32,7 @@ def _decode(body: bytes, tp: type[Any]) -> Any:
         return msgspec.json.decode(body or b"{}", type=tp)
     except msgspec.ValidationError as exc:
         raise E.BAD_REQUEST.with_message(f"bad request: {exc}") from None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         raise E.BAD_REQUEST.with_message("bad request: malformed JSON") from None
 
 

@@ -53,6 +53,10 @@ class JsonCodec:
         self.max_commands_per_frame = max_commands_per_frame
 
     def decode_commands(self, frame: bytes) -> list[Command]:
+        try:
+            frame.decode("utf-8")  # raw payloads are passed through: they must be valid UTF-8 JSON
+        except UnicodeDecodeError:
+            raise ProtocolError("frame is not valid UTF-8") from None
         lines = [line for line in frame.strip().split(b"\n") if line.strip()]
         if not lines:
             raise ProtocolError("empty frame")
@@ -64,6 +68,8 @@ class JsonCodec:
                 commands.append(_command_decoder.decode(line))
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise ProtocolError(f"malformed command: {exc}") from None
+            except RecursionError:
+                raise ProtocolError("malformed command: nested too deeply") from None
         return commands
 
     def encode_reply(self, reply: Reply) -> bytes:

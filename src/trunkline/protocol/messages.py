@@ -158,7 +158,7 @@ class Publication(Struct, omit_defaults=True):
     tags: dict[str, str] | None = None
 
 
-class Error(Struct):
+class Error(Struct, omit_defaults=True):
     code: int
     message: str
     temporary: bool = False
