@@ -30,7 +30,7 @@ from .broker.base import Broker, PresenceManager
 from .config import Settings
 from .node import Node
 from .observe import health
-from .transport.websocket import websocket_handler
+from .transport.websocket import GuardedTCPSite, runner_options, websocket_handler
 
 log = logging.getLogger("trunkline.app")
 NODE_KEY = web.AppKey("node", Node)
@@ -128,17 +128,29 @@ class Server:
         hs = settings.http_server
         await self.node.start()
         internal = hs.internal_port > 0
+        # Connections that do not finish their TLS handshake or request head in time are dropped.
+        guard = runner_options(settings)
         public = web.AppRunner(
-            build_app(self.node, with_admin=not internal), handle_signals=False, access_log=None, shutdown_timeout=1.0
+            build_app(self.node, with_admin=not internal),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1.0,
+            **guard,
         )
         await public.setup()
         self._runners.append(public)
-        site = web.TCPSite(public, hs.address, hs.port, ssl_context=ssl_context(settings))
+        site = GuardedTCPSite(
+            public,
+            hs.address,
+            hs.port,
+            ssl_context=ssl_context(settings),
+            handshake_timeout=settings.websocket.handshake_timeout,
+        )
         await site.start()
         self.port = _bound_port(site)
         if internal:
             runner = web.AppRunner(
-                build_internal_app(self.node), handle_signals=False, access_log=None, shutdown_timeout=1.0
+                build_internal_app(self.node), handle_signals=False, access_log=None, shutdown_timeout=1.0, **guard
             )
             await runner.setup()
             self._runners.append(runner)

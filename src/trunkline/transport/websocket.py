@@ -1,23 +1,79 @@
-"""The WebSocket endpoint (``/connection/websocket``): Origin check, upgrade, read loop.
+"""The WebSocket endpoint (``/connection/websocket``): Origin check, limits, upgrade, read loop.
 
 This is the only module that awaits the client socket. It feeds each frame to the
 session in order and lets the session's writer send what the node hands it.
+
+Before the upgrade, a request is refused with an HTTP status and a JSON body that
+names the reason: ``403 origin not allowed`` (cross-site WebSocket hijacking),
+``503 connection limit reached`` (``client.connection_limit`` counts every open
+WebSocket, also those that have not sent ``connect`` yet) and ``503 server is
+shutting down``. After the upgrade, every close frame carries a reason, including
+those aiohttp sends on its own (1009 ``message too big`` for a message over
+``websocket.message_size_limit``).
+
+The listener itself is guarded too: :func:`runner_options` and
+:class:`GuardedTCPSite` make a connection that does not complete its TLS handshake
+or its HTTP request head within ``websocket.handshake_timeout`` be dropped.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import asyncio
+import functools
 import logging
-from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+import re
+import weakref
+from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from .. import errors as E
 
 if TYPE_CHECKING:
+    from ssl import SSLContext
+
+    from ..config import Settings
     from ..node import Node
 
 log = logging.getLogger("trunkline.transport")
 SUBPROTOCOLS = ("centrifuge-json",)
+
+#: Reasons for the close frames aiohttp sends by itself with an empty reason.
+_CLOSE_REASONS: Final[dict[int, str]] = {
+    WSCloseCode.PROTOCOL_ERROR: "protocol error",
+    WSCloseCode.UNSUPPORTED_DATA: "unsupported data",
+    WSCloseCode.INVALID_TEXT: "invalid frame payload data",
+    WSCloseCode.POLICY_VIOLATION: "policy violation",
+    WSCloseCode.MESSAGE_TOO_BIG: E.MESSAGE_TOO_BIG.reason,
+}
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+# A serialized origin as browsers send it: scheme "://" host [":" port], nothing else
+# (no path, no user info). Hosts are ASCII (IDNs arrive punycoded) or bracketed IPv6.
+_ORIGIN: Final = re.compile(r"([a-z][a-z0-9+.-]*)://(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::([0-9]{1,5}))?")
+_HOST: Final = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::([0-9]{1,5}))?")
+_LOG_CLIP: Final = 100
+
+
+class _Counter:
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+#: Open WebSockets per node, connected or not yet (a node does not know about sockets).
+_open: weakref.WeakKeyDictionary[Node, _Counter] = weakref.WeakKeyDictionary()
+
+
+def open_websockets(node: Node) -> int:
+    """WebSockets of ``node`` open right now, including those that have not sent ``connect``."""
+    counter = _open.get(node)
+    return counter.value if counter is not None else 0
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class WebSocketTransport:
@@ -30,11 +86,26 @@ class WebSocketTransport:
         self._ws = ws
         self._request = request
 
+    # aiohttp makes every task that waits for a full socket buffer await one shared
+    # future; cancelling one of them (the session's writer, stopped on 3008 or on a
+    # drain timeout) cancels that future under the others too. A CancelledError the
+    # current task was not asked for is therefore a dead connection, not a cancel.
+
     async def send(self, frame: bytes) -> None:
-        await self._ws.send_frame(frame, WSMsgType.TEXT)
+        try:
+            await self._ws.send_frame(frame, WSMsgType.TEXT)
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            raise ConnectionResetError("websocket write aborted") from None
 
     async def close(self, code: int, reason: str) -> None:
-        await self._ws.close(code=code, message=reason.encode())
+        try:
+            await self._ws.close(code=code, message=reason.encode())
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            self.abort()
 
     def abort(self) -> None:
         transport = self._request.transport
@@ -42,18 +113,91 @@ class WebSocketTransport:
             transport.abort()
 
 
-def origin_allowed(origin: str | None, host: str | None, patterns: tuple[str, ...]) -> bool:
-    """Browsers send Origin; non-browser SDKs usually do not and are allowed.
+class _WebSocketResponse(web.WebSocketResponse):
+    """Gives the close frames aiohttp sends on its own (1009 for an oversized message,
+    1002/1007 for broken frames) a reason, so every close names why."""
 
-    With no patterns configured only same-origin pages may connect; ``*`` allows all;
-    patterns are globs such as ``https://*.example.com``.
+    async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if not message and code in _CLOSE_REASONS:
+            message = _CLOSE_REASONS[code].encode()
+        return await super().close(code=code, message=message, drain=drain)
+
+
+# ------------------------------------------------------------------------------------ Origin
+
+
+def _port(text: str | None, default: int) -> int | None:
+    if not text:
+        return default
+    port = int(text)
+    return port if 0 < port <= 65535 else None
+
+
+def parse_origin(origin: str) -> tuple[str, str, int] | None:
+    """``(scheme, host, port)`` of a serialized origin, lower-cased, the port made explicit;
+    ``None`` for anything a browser would not send (paths, user info, bad ports, ``null``)."""
+    match = _ORIGIN.fullmatch(origin.strip().lower())
+    if match is None:
+        return None
+    scheme, host, port_text = match.groups()
+    port = _port(port_text, _DEFAULT_PORTS.get(scheme, 0))
+    if port is None:
+        return None
+    return scheme, host, port
+
+
+@functools.lru_cache(maxsize=256)
+def _glob(pattern: str) -> re.Pattern[str]:
+    """``*`` matches any run of characters, ``?`` one; everything else is literal."""
+    pattern = pattern.strip().lower().rstrip("/")
+    parts = [".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern]
+    return re.compile("".join(parts))
+
+
+def origin_allowed(origin: str | None, host: str | None, patterns: tuple[str, ...]) -> bool:
+    """Whether a WebSocket handshake with this ``Origin`` header may proceed.
+
+    Browsers always send Origin; non-browser SDKs usually do not and are allowed
+    (cross-site WebSocket hijacking needs a victim's browser). With no patterns only
+    a same-origin page may connect (the Origin's host and port equal the ``Host``
+    header's); ``*`` allows every origin; other patterns are globs on the origin
+    ``scheme://host[:port]`` (default ports omitted), e.g. ``https://*.example.com``.
+    ``null`` (sandboxed frames, ``file:`` pages) and malformed origins are refused
+    unless ``*`` is configured (or, for ``null``, the pattern ``null``).
     """
     if not origin:
         return True
-    origin = origin.lower()
-    if patterns:
-        return any(fnmatch.fnmatchcase(origin, p.lower()) for p in patterns)
-    return bool(host) and urlsplit(origin).netloc == (host or "").lower()
+    normalized = tuple(p.strip().lower() for p in patterns)
+    if "*" in normalized:
+        return True
+    value = origin.strip().lower()
+    if value == "null":
+        return "null" in normalized
+    parsed = parse_origin(value)
+    if parsed is None:
+        return False
+    scheme, origin_host, port = parsed
+    default = _DEFAULT_PORTS.get(scheme, 0)
+    if normalized:
+        explicit = f"{scheme}://{origin_host}:{port}"
+        canonical = f"{scheme}://{origin_host}" if port == default else explicit
+        return any(_glob(p).fullmatch(canonical) or _glob(p).fullmatch(explicit) for p in normalized)
+    match = _HOST.fullmatch((host or "").strip().lower())
+    if match is None:
+        return False
+    # A Host without a port means the default port of the scheme the page was loaded with.
+    return match.group(1) == origin_host and _port(match.group(2), default) == port
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= _LOG_CLIP else text[:_LOG_CLIP] + "..."
+
+
+def _refuse(status: int, reason: str) -> web.Response:
+    return web.json_response({"error": reason}, status=status, headers={"Cache-Control": "no-store"})
+
+
+# ------------------------------------------------------------------------------------ endpoint
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -62,31 +206,99 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node: Node = request.app[NODE_KEY]
     settings = node.settings
     if not node.accepting:
-        return web.json_response({"error": "server is shutting down"}, status=503)
-    if not origin_allowed(request.headers.get("Origin"), request.host, settings.client.allowed_origins):
-        log.info("refused websocket from origin %r", request.headers.get("Origin"))
-        return web.json_response({"error": "origin not allowed"}, status=403)
+        return _refuse(503, "server is shutting down")
+    origin = request.headers.get("Origin")
+    if not origin_allowed(origin, request.host, settings.client.allowed_origins):
+        log.info("refused websocket from %s: origin %r not allowed", request.remote, _clip(origin or ""))
+        return _refuse(403, "origin not allowed")
+    counter = _open.setdefault(node, _Counter())
     limit = settings.client.connection_limit
-    if limit and node.hub.num_clients >= limit:
-        return web.json_response({"error": "connection limit reached"}, status=503)
-    ws = web.WebSocketResponse(
+    if limit and (counter.value >= limit or node.hub.num_clients >= limit):
+        log.info("refused websocket from %s: connection limit %d reached", request.remote, limit)
+        return _refuse(503, "connection limit reached")
+    ws = _WebSocketResponse(
         protocols=SUBPROTOCOLS,
         max_msg_size=settings.websocket.message_size_limit,
         compress=settings.websocket.compression,
         autoping=True,
     )
-    await ws.prepare(request)
-    session = node.new_session(WebSocketTransport(ws, request), remote=request.remote or "")
+    counter.value += 1
     try:
-        async for msg in ws:
-            if msg.type is WSMsgType.TEXT:
-                await session.handle_frame(msg.data.encode())
-            elif msg.type is WSMsgType.BINARY:
-                await session.handle_frame(msg.data)
-            else:
-                break
-    except Exception:  # a failing read must never take the server down
-        log.exception("websocket read loop failed for client=%s", session.client_id)
+        await ws.prepare(request)
+        session = node.new_session(WebSocketTransport(ws, request), remote=request.remote or "")
+        try:
+            async for msg in ws:
+                if msg.type is WSMsgType.TEXT:
+                    await session.handle_frame(msg.data.encode())
+                elif msg.type is WSMsgType.BINARY:
+                    await session.handle_frame(msg.data)
+                else:
+                    if msg.type is WSMsgType.ERROR:
+                        log.info("websocket of client=%s closed with %s", session.client_id, ws.close_code)
+                    break
+        except Exception:  # a failing read must never take the server down
+            log.exception("websocket read loop failed for client=%s", session.client_id)
+        finally:
+            await session.close(None)
     finally:
-        await session.close(None)
+        counter.value -= 1
     return ws
+
+
+# ------------------------------------------------------------------------------------ listener
+
+
+def runner_options(settings: Settings) -> dict[str, Any]:
+    """``AppRunner`` keyword arguments that bound the wait for a request head.
+
+    aiohttp arms its keep-alive timer when a connection is accepted and closes a
+    connection whose request head has not fully arrived when it fires, so a client
+    that opens TCP and sends a partial request (slowloris) is dropped after
+    ``websocket.handshake_timeout``; idle keep-alive connections close after the
+    same time. ``0`` keeps aiohttp's default.
+    """
+    timeout = settings.websocket.handshake_timeout
+    return {"keepalive_timeout": timeout} if timeout > 0 else {}
+
+
+class GuardedTCPSite(web.TCPSite):
+    """A ``TCPSite`` whose TLS handshake must finish within ``handshake_timeout`` seconds.
+
+    aiohttp leaves asyncio's default of 60 s; a client that opens TCP to a TLS port
+    and never sends a ClientHello holds a socket that long.
+    """
+
+    __slots__ = ("_tls_handshake_timeout",)
+
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        handshake_timeout: float = 0.0,
+        ssl_context: SSLContext | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(runner, host, port, ssl_context=ssl_context, **kwargs)
+        self._tls_handshake_timeout = handshake_timeout
+
+    async def start(self) -> None:
+        if self._ssl_context is None or self._tls_handshake_timeout <= 0:
+            await super().start()
+            return
+        self._runner._reg_site(self)
+        server = self._runner.server
+        assert server is not None
+        self._server = await asyncio.get_running_loop().create_server(
+            server,
+            self._host,
+            self._port,
+            ssl=self._ssl_context,
+            backlog=self._backlog,
+            reuse_address=self._reuse_address,
+            reuse_port=self._reuse_port,
+            ssl_handshake_timeout=self._tls_handshake_timeout,
+        )
+        sockets = self._server.sockets
+        self._bound_port = sockets[0].getsockname()[1] if sockets else self._port
