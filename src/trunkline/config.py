@@ -123,12 +123,12 @@ class Client:
     expired_sub_close_delay: float = 25.0
     channel_limit: int = 128
     user_connection_limit: int = 0  # 0: unlimited
-    connection_limit: int = 0  # 0: unlimited (total on this node)
+    connection_limit: int = 100000  # total on this node; 0: unlimited
     queue_max_size: int = 1048576  # bytes of outbound data per connection
     history_max_publication_limit: int = 300
     recovery_max_publication_limit: int = 300
-    command_rate_limit: int = 0  # commands per second per connection; 0: off
-    command_rate_burst: int = 0  # 0: same as command_rate_limit
+    command_rate_limit: int = 500  # commands per second per connection; 0: off
+    command_rate_burst: int = 1000  # room for a reconnect that resubscribes every channel; 0: = rate
     subscribe_to_user_personal_channel: PersonalChannel = field(default_factory=PersonalChannel)
 
 

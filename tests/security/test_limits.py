@@ -31,6 +31,8 @@ def test_defaults_are_bounded() -> None:
     assert 0 < s.websocket.message_size_limit <= 1 << 20
     assert 0 < s.client.queue_max_size <= 16 << 20
     assert 0 < s.client.channel_limit <= 1024
+    assert 0 < s.client.command_rate_limit <= 1000 and s.client.command_rate_burst >= s.client.channel_limit + 10
+    assert 0 < s.client.connection_limit <= 1_000_000
     assert 0 < s.client.stale_close_delay <= 30
     assert 0 < s.websocket.handshake_timeout <= 30
     assert 0 < s.websocket.write_timeout <= 30
@@ -87,7 +89,7 @@ async def test_sdk_sees_message_size_limit(serve: Serve) -> None:
 
 
 async def test_command_flood_gets_111_then_3013(serve: Serve, raw: Raw) -> None:
-    running = await serve({"client": {"command_rate_limit": 10}})
+    running = await serve({"client": {"command_rate_limit": 10, "command_rate_burst": 10}})
     client = await connected(raw, running, conn_token("42"))
     ids = await client.send(*[{"ping": {}} for _ in range(40)])
     outcomes = [await client.outcome(i) for i in ids]
@@ -104,7 +106,7 @@ async def test_command_flood_gets_111_then_3013(serve: Serve, raw: Raw) -> None:
 
 
 async def test_commands_under_the_rate_are_not_limited(serve: Serve, raw: Raw) -> None:
-    running = await serve({"client": {"command_rate_limit": 20}})
+    running = await serve({"client": {"command_rate_limit": 20, "command_rate_burst": 20}})
     client = await connected(raw, running, conn_token("42"))
     for _ in range(10):
         assert "ping" in await client.call("ping")
