@@ -1,34 +1,82 @@
 """A connection's bounded, batched outbound buffer.
 
-``push`` only appends bytes and wakes the writer task; everything pushed during
-one event-loop turn leaves in one WebSocket frame (messages joined by ``\\n``, as
-the JSON protocol allows), so a fan-out to N subscribers costs N appends plus one
-write per connection per turn. When the buffered bytes pass ``max_size`` (the
-client does not read), the writer stops, drops the buffer and reports the overflow
-— the connection is closed with 3008 "slow" instead of growing memory.
+``push`` only appends bytes. Once per event-loop turn one shared flusher writes
+every connection that received something: everything pushed to a connection during
+that turn leaves in one WebSocket frame (messages joined by ``\\n``, as the JSON
+protocol allows), so a fan-out to N subscribers costs N appends plus one write per
+connection per turn — and no task per connection.
+
+The write itself is aiohttp's ``send_frame`` coroutine, started eagerly: for an
+uncompressed frame it writes to the transport and returns without suspending, so
+the flusher just runs it to completion in place (Python 3.11 has no eager tasks).
+Only when the socket pushes back (the kernel buffer is full) does the coroutine
+suspend; the rest of that frame and whatever queues meanwhile are then written by
+a task that waits for the socket to drain.
+
+When the queued bytes pass ``max_size`` (the client does not read) the writer stops,
+drops its queue and reports the overflow — the connection is closed with 3008
+"slow" instead of growing memory.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Callable, Coroutine, Generator
+from typing import Any
 
-SendFrame = Callable[[bytes], Awaitable[None]]
+SendFrame = Callable[[bytes], Coroutine[Any, Any, None]]
 MAX_FRAME = 64 * 1024
+
+
+class _Flusher:
+    """Writes every writer that got data during this loop turn, once, on the next turn."""
+
+    __slots__ = ("_dirty", "_loop", "_scheduled")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._dirty: list[Writer] = []
+        self._scheduled = False
+
+    def mark(self, writer: Writer) -> None:
+        self._dirty.append(writer)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        self._scheduled = False
+        dirty = self._dirty
+        self._dirty = []
+        for writer in dirty:
+            writer._flush()
+
+
+_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Flusher] = weakref.WeakKeyDictionary()
+
+
+def _flusher(loop: asyncio.AbstractEventLoop) -> _Flusher:
+    flusher = _flushers.get(loop)
+    if flusher is None:
+        flusher = _flushers[loop] = _Flusher(loop)
+    return flusher
 
 
 class Writer:
     __slots__ = (
         "_buf",
         "_closed",
+        "_draining",
+        "_flusher",
         "_loop",
+        "_marked",
         "_max_size",
         "_on_error",
         "_on_overflow",
         "_send",
         "_size",
-        "_task",
-        "_wakeup",
+        "_started",
         "bytes_sent",
         "frames_sent",
     )
@@ -47,14 +95,18 @@ class Writer:
         self._buf: list[bytes] = []
         self._size = 0
         self._closed = False
+        self._started = False
+        self._marked = False
         self._loop = asyncio.get_running_loop()
-        self._wakeup: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._flusher = _flusher(self._loop)
+        self._draining: asyncio.Task[None] | None = None
         self.bytes_sent = 0
         self.frames_sent = 0
 
     def start(self) -> None:
-        self._task = self._loop.create_task(self._run())
+        self._started = True
+        if self._buf:
+            self._mark()
 
     @property
     def buffered(self) -> int:
@@ -77,40 +129,74 @@ class Writer:
             self._size = 0
             self._loop.call_soon(self._on_overflow)
             return
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
+        if not self._marked and self._started and self._draining is None:
+            self._mark()
 
-    async def _run(self) -> None:
+    def _mark(self) -> None:
+        self._marked = True
+        self._flusher.mark(self)
+
+    def _take(self) -> list[bytes]:
+        buf = self._buf
+        self._buf = []
+        self._size = 0
+        return _frames(buf) if buf else []
+
+    def _flush(self) -> None:
+        """Write what is queued, in place unless the socket pushes back."""
+        self._marked = False
+        if self._draining is not None:
+            return
+        frames = self._take()
+        for i, frame in enumerate(frames):
+            coro = self._send(frame)
+            try:
+                pending = _step(coro)
+            except StopIteration:
+                self.bytes_sent += len(frame)
+                self.frames_sent += 1
+                continue
+            except Exception as exc:
+                self._fail(exc)
+                return
+            self._draining = self._loop.create_task(self._drain(coro, pending, frames[i:]))
+            return
+
+    async def _drain(self, coro: Coroutine[Any, Any, None], pending: Any, frames: list[bytes]) -> None:
+        """Finish a suspended write, then keep writing until nothing is queued."""
         try:
-            while True:
-                if not self._buf:
-                    if self._closed:
-                        return
-                    self._wakeup = self._loop.create_future()
-                    await self._wakeup
-                    self._wakeup = None
-                    continue
-                buf = self._buf
-                self._buf = []
-                self._size = 0
-                for frame in _frames(buf):
+            await _resume(coro, pending)
+            self._account(frames[0])
+            for frame in frames[1:]:
+                await self._send(frame)
+                self._account(frame)
+            while frames := self._take():
+                for frame in frames:
                     await self._send(frame)
-                    self.bytes_sent += len(frame)
-                    self.frames_sent += 1
+                    self._account(frame)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # the socket failed: let the session close
-            self._closed = True
-            self._on_error(exc)
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._draining = None
+
+    def _account(self, frame: bytes) -> None:
+        self.bytes_sent += len(frame)
+        self.frames_sent += 1
+
+    def _fail(self, exc: BaseException) -> None:
+        self._closed = True
+        self._buf = []
+        self._size = 0
+        self._on_error(exc)
 
     async def drain_and_stop(self, timeout: float) -> None:
         """Stop accepting pushes, write what is queued (bounded by ``timeout``)."""
         self._closed = True
-        wakeup = self._wakeup
-        if wakeup is not None and not wakeup.done():
-            wakeup.set_result(None)
-        task = self._task
+        if self._draining is None and self._buf:
+            self._flush()
+        task = self._draining
         if task is None or task.done():
             return
         try:
@@ -123,8 +209,55 @@ class Writer:
         self._closed = True
         self._buf = []
         self._size = 0
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        if self._draining is not None and not self._draining.done():
+            self._draining.cancel()
+
+
+def _step(coro: Coroutine[Any, Any, None]) -> Any:
+    """Run ``coro`` until it suspends (returns what it waits on) or finishes (StopIteration)."""
+    try:
+        return coro.send(None)
+    except BaseException:
+        coro.close()
+        raise
+
+
+async def _resume(coro: Coroutine[Any, Any, None], pending: Any) -> None:
+    """Continue a coroutine started by :func:`_step` that suspended on ``pending``."""
+    while True:
+        try:
+            if pending is None:
+                await asyncio.sleep(0)
+            else:
+                await _Wait(pending)
+        except BaseException as exc:
+            try:
+                pending = coro.throw(exc)
+            except StopIteration:
+                return
+            continue
+        try:
+            pending = coro.send(None)
+        except StopIteration:
+            return
+
+
+class _Wait:
+    """Await a future that a coroutine yielded, on that coroutine's behalf."""
+
+    __slots__ = ("_fut",)
+
+    def __init__(self, fut: Any) -> None:
+        self._fut = fut
+
+    def __await__(self) -> Generator[Any, None, None]:
+        if not self._fut.done():
+            yield self._fut
+        if self._fut.cancelled():
+            raise asyncio.CancelledError
+        exc = self._fut.exception()
+        if exc is not None:
+            raise exc
 
 
 def _frames(messages: list[bytes]) -> list[bytes]:
