@@ -29,7 +29,9 @@ class ChannelRules:
 
     def allowed_users(self, channel: str) -> list[str]:
         """Users listed after the last user boundary (``news#42,43`` -> ``["42", "43"]``)."""
-        _, _, users = channel.rpartition(self.user_boundary)
+        _, sep, users = channel.rpartition(self.user_boundary)
+        if not sep:
+            return []
         return [u for u in users.split(self.user_separator) if u]
 
     def user_allowed(self, channel: str, user: str) -> bool:

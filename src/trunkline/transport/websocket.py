@@ -218,7 +218,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         return _refuse(503, "connection limit reached")
     ws = _WebSocketResponse(
         protocols=SUBPROTOCOLS,
-        max_msg_size=settings.websocket.message_size_limit,
+        # aiohttp refuses a message of exactly max_msg_size bytes; the configured limit is inclusive.
+        max_msg_size=settings.websocket.message_size_limit + 1 if settings.websocket.message_size_limit else 0,
         compress=settings.websocket.compression,
         autoping=True,
     )
