@@ -26,6 +26,7 @@ from types import TracebackType
 from aiohttp import web
 
 from .api.http import api_legacy, api_method, api_not_allowed
+from .appkeys import NODE_KEY
 from .broker.base import Broker, PresenceManager
 from .config import Settings
 from .node import Node
@@ -33,7 +34,6 @@ from .observe import health
 from .transport.websocket import GuardedTCPSite, runner_options, websocket_handler
 
 log = logging.getLogger("trunkline.app")
-NODE_KEY = web.AppKey("node", Node)
 STATIC = Path(__file__).parent / "web" / "static"
 
 

@@ -17,6 +17,7 @@ import msgspec
 from aiohttp import web
 
 from .. import errors as E
+from ..appkeys import NODE_KEY
 from . import schemas as S
 from .methods import LEGACY_IDS, METHODS
 
@@ -71,8 +72,6 @@ def _is_json(body: bytes) -> bool:
 
 
 async def _prepare(request: web.Request) -> tuple[Node, bytes] | web.Response:
-    from ..app import NODE_KEY
-
     node: Node = request.app[NODE_KEY]
     if not _authorized(request, node):
         return _json({"error": {"code": 401, "message": "unauthorized"}}, status=401)

@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from ..appkeys import NODE_KEY
+
 if TYPE_CHECKING:
     from ..node import Node
 
 
 def _node(request: web.Request) -> Node:
-    from ..app import NODE_KEY
-
     return request.app[NODE_KEY]
 
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Final
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from .. import errors as E
+from ..appkeys import NODE_KEY
 
 if TYPE_CHECKING:
     from ssl import SSLContext
@@ -201,8 +202,6 @@ def _refuse(status: int, reason: str) -> web.Response:
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    from ..app import NODE_KEY
-
     node: Node = request.app[NODE_KEY]
     settings = node.settings
     if not node.accepting:

@@ -1,0 +1,117 @@
+"""The dependency rule: imports point inward only (docs/architecture.md).
+
+Every module of ``src/trunkline`` gets a layer; a module may import its own layer or
+lower ones, never a higher one — also not lazily inside a function, and also not
+under ``TYPE_CHECKING`` (type-only imports may reach across one layer up, for the
+node/session pair that refer to each other).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "trunkline"
+
+# Lower number = more inward. Longest matching prefix wins.
+LAYERS: dict[str, int] = {
+    "trunkline": 0,  # __init__: the version
+    "trunkline.errors": 0,
+    "trunkline.durations": 0,
+    "trunkline.config": 0,
+    "trunkline.protocol": 1,
+    "trunkline.hub": 2,
+    "trunkline.auth": 2,
+    "trunkline.broker": 2,
+    "trunkline.events": 2,
+    "trunkline.observe.metrics": 2,
+    "trunkline.transport.writer": 2,  # the outbound buffer sessions own; imports nothing of ours
+    "trunkline.node": 3,
+    "trunkline.session": 3,
+    "trunkline.commands": 3,
+    "trunkline.appkeys": 3,
+    "trunkline.transport": 4,
+    "trunkline.api": 4,
+    "trunkline.observe": 4,
+    "trunkline.web": 4,
+    "trunkline.app": 5,
+    "trunkline.cli": 6,
+    "trunkline.__main__": 6,
+}
+
+
+def layer_of(module: str) -> int:
+    best = ""
+    for prefix in LAYERS:
+        if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > len(best):
+            best = prefix
+    assert best, f"no layer for {module}"
+    return LAYERS[best]
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(SRC.parent).with_suffix("")
+    parts = list(rel.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports(path: Path, module: str) -> list[tuple[str, bool]]:
+    """(imported module, type-checking only) for every trunkline import in ``path``."""
+    tree = ast.parse(path.read_text())
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    type_only: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in ast.walk(node):
+                type_only.add(id(child))
+    found: list[tuple[str, bool]] = []
+    for node in ast.walk(tree):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join([*base, node.module] if node.module else base)
+            else:
+                target = node.module or ""
+            names = [target]
+            # "from . import x" / "from .pkg import mod": the imported names may be modules
+            names += [
+                f"{target}.{a.name}"
+                for a in node.names
+                if (SRC.parent / f"{target}.{a.name}".replace(".", "/")).with_suffix(".py").exists()
+            ]
+        for name in names:
+            if name == "trunkline" or name.startswith("trunkline."):
+                found.append((name, id(node) in type_only))
+    return found
+
+
+MODULES = sorted(SRC.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(SRC)))
+def test_imports_point_inward(path: Path) -> None:
+    module = module_name(path)
+    own = layer_of(module)
+    for imported, type_only in imports(path, module):
+        allowed = own + 1 if type_only else own
+        assert layer_of(imported) <= allowed, f"{module} (layer {own}) imports {imported} (layer {layer_of(imported)})"
+
+
+def test_protocol_core_is_free_of_io() -> None:
+    for path in (SRC / "protocol").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] + [getattr(node, "module", None) or ""]
+                assert not any(n.split(".")[0] in {"asyncio", "socket", "aiohttp", "time", "redis"} for n in names), (
+                    f"{path.name} imports I/O or a clock: {names}"
+                )
+            assert not isinstance(node, ast.AsyncFunctionDef | ast.Await), f"{path.name} has async code"
