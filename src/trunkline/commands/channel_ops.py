@@ -152,14 +152,19 @@ async def publish(s: Session, cmd: Command) -> None:
     s.reply(Reply(id=cmd.id, publish=PublishResult()))
 
 
+def _check_presence(s: Session, channel: str) -> None:
+    """Presence must be on in the namespace (108) and readable by this connection (103)."""
+    opts = channel_options(s, channel)
+    if not opts.presence:
+        raise E.NOT_AVAILABLE
+    if not permissions.can_read_presence(opts, s.user, channel in s.subscriptions, s.node.settings.client.insecure):
+        raise E.PERMISSION_DENIED
+
+
 async def presence(s: Session, cmd: Command) -> None:
     req = cmd.presence
     assert req is not None
-    opts = channel_options(s, req.channel)
-    if not opts.presence:
-        raise E.NOT_AVAILABLE
-    if not permissions.can_read_presence(opts, s.user, req.channel in s.subscriptions, s.node.settings.client.insecure):
-        raise E.PERMISSION_DENIED
+    _check_presence(s, req.channel)
     members = await s.node.presence_manager.presence(req.channel)
     s.reply(Reply(id=cmd.id, presence=PresenceResult({cid: msgspec.Raw(info) for cid, info in members.items()})))
 
@@ -167,11 +172,7 @@ async def presence(s: Session, cmd: Command) -> None:
 async def presence_stats(s: Session, cmd: Command) -> None:
     req = cmd.presence_stats
     assert req is not None
-    opts = channel_options(s, req.channel)
-    if not opts.presence:
-        raise E.NOT_AVAILABLE
-    if not permissions.can_read_presence(opts, s.user, req.channel in s.subscriptions, s.node.settings.client.insecure):
-        raise E.PERMISSION_DENIED
+    _check_presence(s, req.channel)
     clients, users = await s.node.presence_manager.presence_stats(req.channel)
     s.reply(Reply(id=cmd.id, presence_stats=PresenceStatsResult(clients, users)))
 
@@ -187,12 +188,7 @@ async def history(s: Session, cmd: Command) -> None:
     since = StreamPosition(req.since.offset, req.since.epoch) if req.since is not None else None
     limit = None if req.limit < 0 else req.limit
     pubs, top = await s.node.history(req.channel, limit, since, req.reverse)
-    s.reply(
-        Reply(
-            id=cmd.id,
-            history=HistoryResult([msgspec.Raw(p.data) for p in pubs], top.epoch, top.offset),
-        )
-    )
+    s.reply(Reply(id=cmd.id, history=HistoryResult([msgspec.Raw(p.data) for p in pubs], top.epoch, top.offset)))
 
 
 async def sub_refresh(s: Session, cmd: Command) -> None:
