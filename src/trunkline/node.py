@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import time
 import uuid
@@ -37,7 +38,7 @@ from .config import NamespaceOptions, Settings
 from .events import Hooks
 from .hub.channels import ChannelRules
 from .hub.registry import Hub
-from .observe.metrics import Metrics
+from .observe.metrics import WRITE_SAMPLE_SUBSCRIBERS, Metrics
 from .protocol.messages import ClientInfo, Publication
 
 if TYPE_CHECKING:
@@ -105,6 +106,7 @@ class Node(BrokerEventHandler):
         self.broker: Broker = broker or MemoryBroker()
         self.presence_manager: PresenceManager = presence or MemoryPresence()
         self.metrics = metrics or Metrics()
+        self.metrics.track_hub(self.hub)
         client = self.settings.client
         self.verifier = TokenVerifier.from_settings(client.token)
         self.sub_verifier = (
@@ -112,10 +114,11 @@ class Node(BrokerEventHandler):
             if client.subscription_token.enabled
             else self.verifier
         )
+        admin = self.settings.admin
+        #: signs and checks dashboard tokens; random per process when admin.insecure has no secret
+        self.admin_secret = admin.secret or (secrets.token_urlsafe(32) if admin.enabled else "")
         self.admin_verifier = (
-            TokenVerifier(hmac_secret_key=self.settings.admin.secret)
-            if self.settings.admin.enabled and self.settings.admin.secret
-            else None
+            TokenVerifier(hmac_secret_key=self.admin_secret) if admin.enabled and self.admin_secret else None
         )
         self.hooks = Hooks()
         self.uid = str(uuid.uuid4())
@@ -241,7 +244,12 @@ class Node(BrokerEventHandler):
                 self._stream_gap(channel)
         count = self.hub.broadcast_publication(channel, data, offset)
         if count:
-            self.metrics.fanout(self.rules.namespace_of(channel), count, time.perf_counter() - started)
+            metrics = self.metrics
+            metrics.fanout(self.rules.namespace_of(channel), count, time.perf_counter() - started)
+            if metrics.sample_write(started):  # publish-to-write latency, on a few subscribers
+                subscribers = self.hub.subscribers(channel)
+                for session in subscribers[:: max(1, len(subscribers) // WRITE_SAMPLE_SUBSCRIBERS)]:
+                    session.writer.sample(started)
 
     def _stream_gap(self, channel: str) -> None:
         """This node missed publications of ``channel`` (e.g. the broker link dropped).
@@ -344,29 +352,34 @@ class Node(BrokerEventHandler):
         query = HistoryQuery(
             limit=limit, since=since, reverse=reverse, history_meta_ttl=self.settings.channel.history_meta_ttl
         )
-        pubs, top = await self.broker.history(channel, query)
+        with self.metrics.broker_timer("history"):
+            pubs, top = await self.broker.history(channel, query)
         if since is not None and since.epoch and since.epoch != top.epoch:
             raise E.UNRECOVERABLE_POSITION
         return pubs, top
 
     async def remove_history(self, channel: str) -> None:
         self._require_namespace(channel)
-        await self.broker.remove_history(channel)
+        with self.metrics.broker_timer("remove_history"):
+            await self.broker.remove_history(channel)
 
     async def presence(self, channel: str) -> dict[str, bytes]:
         opts = self._require_namespace(channel)
         if not opts.presence:
             raise E.NOT_AVAILABLE
-        return await self.presence_manager.presence(channel)
+        with self.metrics.broker_timer("presence"):
+            return await self.presence_manager.presence(channel)
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:
         opts = self._require_namespace(channel)
         if not opts.presence:
             raise E.NOT_AVAILABLE
-        return await self.presence_manager.presence_stats(channel)
+        with self.metrics.broker_timer("presence_stats"):
+            return await self.presence_manager.presence_stats(channel)
 
     async def control(self, cmd: Control) -> None:
-        await self.broker.publish_control(_encoder.encode(cmd))
+        with self.metrics.broker_timer("control"):
+            await self.broker.publish_control(_encoder.encode(cmd))
 
     async def subscribe_user(
         self,

@@ -83,7 +83,9 @@ class Session:
         self.pending: dict[str, list[StreamPublication]] = {}
         self.close_code = 0
         client = node.settings.client
-        self.writer = Writer(transport.send, client.queue_max_size, self._on_overflow, self._on_write_error)
+        self.writer = Writer(
+            transport.send, client.queue_max_size, self._on_overflow, self._on_write_error, node.metrics.outbound
+        )
         self.writer.start()
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -228,9 +230,11 @@ class Session:
         info = node.client_info(self.user, self.client_id, self.conn_info, sub.chan_info)
         try:
             if sub.presence:
-                await node.presence_manager.remove_presence(channel, self.client_id)
+                with node.metrics.broker_timer("remove_presence"):
+                    await node.presence_manager.remove_presence(channel, self.client_id)
             if sub.join_leave:
-                await node.broker.publish_leave(channel, info)
+                with node.metrics.broker_timer("publish_leave"):
+                    await node.broker.publish_leave(channel, info)
         except Exception as exc:
             log.warning("cannot remove presence of client=%s in a channel: %s", self.client_id, exc)
 

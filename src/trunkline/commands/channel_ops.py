@@ -165,7 +165,8 @@ async def presence(s: Session, cmd: Command) -> None:
     req = cmd.presence
     assert req is not None
     _check_presence(s, req.channel)
-    members = await s.node.presence_manager.presence(req.channel)
+    with s.node.metrics.broker_timer("presence"):
+        members = await s.node.presence_manager.presence(req.channel)
     s.reply(Reply(id=cmd.id, presence=PresenceResult({cid: msgspec.Raw(info) for cid, info in members.items()})))
 
 
@@ -173,7 +174,8 @@ async def presence_stats(s: Session, cmd: Command) -> None:
     req = cmd.presence_stats
     assert req is not None
     _check_presence(s, req.channel)
-    clients, users = await s.node.presence_manager.presence_stats(req.channel)
+    with s.node.metrics.broker_timer("presence_stats"):
+        clients, users = await s.node.presence_manager.presence_stats(req.channel)
     s.reply(Reply(id=cmd.id, presence_stats=PresenceStatsResult(clients, users)))
 
 

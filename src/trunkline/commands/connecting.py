@@ -167,7 +167,13 @@ async def refresh(s: Session, cmd: Command) -> None:
     if not req.token:
         raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: refresh without token")
     now = time.time()
-    claims = await node.verifier.verify_connection(req.token, now)
+    if s.is_admin:  # the dashboard's connection refreshes with a new admin token
+        admin = await _admin_claims(s, req.token, now)
+        if admin is None:
+            raise E.INVALID_TOKEN.with_reason("invalid token: not an admin token")
+        claims = admin
+    else:
+        claims = await node.verifier.verify_connection(req.token, now)
     if claims.user != s.user:
         raise E.INVALID_TOKEN.with_reason("invalid token: user mismatch")
     if claims.expire_at is not None and claims.expire_at <= now:

@@ -126,9 +126,10 @@ async def _position(s: Session, channel: str, req: SubscribeRequest, result: Sub
     if recoverable and req.recover:
         since = StreamPosition(req.offset, req.epoch)
         limit = node.settings.client.recovery_max_publication_limit or None
-        pubs, top = await node.broker.history(
-            channel, HistoryQuery(limit=limit, since=since, history_meta_ttl=meta_ttl)
-        )
+        with node.metrics.broker_timer("history"):
+            pubs, top = await node.broker.history(
+                channel, HistoryQuery(limit=limit, since=since, history_meta_ttl=meta_ttl)
+            )
         recovery = decide(since, pubs, top)
         result.was_recovering = True
         result.epoch = top.epoch
@@ -142,7 +143,8 @@ async def _position(s: Session, channel: str, req: SubscribeRequest, result: Sub
             raise E.UNRECOVERABLE_POSITION
         result.offset = top.offset
         return top.offset
-    _, top = await node.broker.history(channel, HistoryQuery(limit=0, history_meta_ttl=meta_ttl))
+    with node.metrics.broker_timer("history"):
+        _, top = await node.broker.history(channel, HistoryQuery(limit=0, history_meta_ttl=meta_ttl))
     result.epoch = top.epoch
     result.offset = top.offset
     return top.offset
@@ -156,8 +158,10 @@ async def announce(s: Session, channel: str) -> None:
     node = s.node
     info = node.client_info(s.user, s.client_id, s.conn_info, sub.chan_info)
     if sub.presence:
-        await node.presence_manager.add_presence(
-            channel, s.client_id, s.user, info, node.settings.client.ping_interval * 3 + 60
-        )
+        with node.metrics.broker_timer("add_presence"):
+            await node.presence_manager.add_presence(
+                channel, s.client_id, s.user, info, node.settings.client.ping_interval * 3 + 60
+            )
     if sub.join_leave:
-        await node.broker.publish_join(channel, info)
+        with node.metrics.broker_timer("publish_join"):
+            await node.broker.publish_join(channel, info)

@@ -1,65 +1,312 @@
 """Prometheus metrics behind intent-named methods.
 
 Labels are bounded: a namespace name (``""`` is shown as ``_``), a command method,
-a numeric code — never a raw channel or user. Each :class:`Metrics` owns its own
-registry, so several nodes (or tests) in one process do not collide.
+a numeric code, a broker operation — never a raw channel or user. Each
+:class:`Metrics` owns its own registry, so several nodes (or tests) in one process
+do not collide.
+
+Hot-path figures (commands, frames in, publications, deliveries, fan-out, broker
+operations) are kept as plain numbers in :class:`CounterVec` and
+:class:`HistogramVec` — a dict update and a ``bisect`` each, no lock, several times
+cheaper than ``prometheus_client``'s thread-safe values — and turned into metric
+families when ``/metrics`` is scraped. That is safe because the node runs on one
+thread, the event loop's, and the scrape handler runs on it too. Rare events
+(connects, disconnects, slow consumers, recoveries) use ``prometheus_client``
+objects directly.
+
+Two more sources, both read only when scraped:
+
+- gauges computed from the hub (:meth:`Metrics.track_hub`): subscriptions,
+  channels, users, bytes waiting in outbound buffers — nothing to maintain;
+- the outbound totals (:class:`Outbound`), plain integer attributes that every
+  connection's writer adds to once per write, and the publish-to-write latency,
+  which a writer observes for the publications the node samples (at most one per
+  ``WRITE_SAMPLE_INTERVAL``, on at most about ``WRITE_SAMPLE_SUBSCRIBERS`` of their
+  subscribers).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from bisect import bisect_left
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+from .. import __version__
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
+#: At most one publication per this many seconds has its publish-to-write latency measured.
+WRITE_SAMPLE_INTERVAL = 0.01
+#: A sampled publication is timed on at most about this many of its subscribers (evenly spread).
+WRITE_SAMPLE_SUBSCRIBERS = 64
 
-def _ns(namespace: str) -> str:
-    return namespace or "_"
+
+class _Writer(Protocol):
+    @property
+    def buffered(self) -> int: ...
+
+
+class _Connection(Protocol):
+    @property
+    def writer(self) -> _Writer: ...
+
+
+class HubView(Protocol):
+    """What the scrape-time gauges read from the node's hub."""
+
+    @property
+    def num_subscriptions(self) -> int: ...
+
+    @property
+    def num_channels(self) -> int: ...
+
+    @property
+    def num_users(self) -> int: ...
+
+    def connections(self) -> Sequence[_Connection]: ...
+
+
+class Outbound:
+    """Totals of what the writers of one node wrote. Incremented in place, read at scrape time.
+
+    A writer holds a reference and does ``out.bytes += n`` — an attribute add on a
+    slotted object, cheaper than any Prometheus call on the per-write path.
+    """
+
+    __slots__ = ("_observe", "bytes", "frames", "messages")
+
+    def __init__(self, observe_write: Callable[[float], None] | None = None) -> None:
+        self.messages = 0  # protocol messages (replies and pushes) written
+        self.frames = 0  # WebSocket frames written (several messages per frame)
+        self.bytes = 0  # payload bytes of those frames
+        self._observe = observe_write
+
+    def observe_write(self, seconds: float) -> None:
+        """A sampled publication reached the socket ``seconds`` after it entered the node."""
+        if self._observe is not None:
+            self._observe(seconds)
+
+
+class CounterVec:
+    """A counter family kept as plain numbers, keyed by a tuple of label values (any hashables, ``str``-ed)."""
+
+    __slots__ = ("documentation", "labelnames", "name", "values")
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.values: dict[tuple[Hashable, ...], float] = {}
+
+    def inc(self, key: tuple[Hashable, ...] = (), amount: float = 1.0) -> None:
+        values = self.values
+        values[key] = values.get(key, 0.0) + amount
+
+    def get(self, *key: Hashable) -> float:
+        return self.values.get(key, 0.0)
+
+    def total(self) -> float:
+        return sum(self.values.values())
+
+    def family(self) -> CounterMetricFamily:
+        fam = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, value in self.values.items():
+            fam.add_metric([str(k) for k in key], value)
+        return fam
+
+
+class HistogramVec:
+    """A histogram family kept as plain numbers: per label tuple, one count per bucket then the sum."""
+
+    __slots__ = ("bounds", "documentation", "labelnames", "name", "series")
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: Sequence[str] = (), buckets: Sequence[float] = LATENCY_BUCKETS
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.labelnames = tuple(labelnames)
+        self.bounds = tuple(sorted(buckets))
+        self.series: dict[tuple[Hashable, ...], list[float]] = {}
+
+    def observe(self, key: tuple[Hashable, ...], value: float) -> None:
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = [0.0] * (len(self.bounds) + 2)
+        series[bisect_left(self.bounds, value)] += 1  # the first bucket whose bound is >= value (le)
+        series[-1] += value
+
+    def count(self, *key: Hashable) -> float:
+        series = self.series.get(key)
+        return sum(series[:-1]) if series is not None else 0.0
+
+    def cumulative(self) -> dict[float, float]:
+        """Every label set summed: upper bound (``inf`` last) -> observations at or below it."""
+        per_bucket = [0.0] * (len(self.bounds) + 1)
+        for series in self.series.values():
+            for i, n in enumerate(series[:-1]):
+                per_bucket[i] += n
+        out: dict[float, float] = {}
+        running = 0.0
+        for bound, n in zip((*self.bounds, float("inf")), per_bucket, strict=True):
+            running += n
+            out[bound] = running
+        return out
+
+    def family(self) -> HistogramMetricFamily:
+        fam = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for key, series in self.series.items():
+            buckets = []
+            running = 0.0
+            for bound, n in zip((*self.bounds, float("inf")), series[:-1], strict=True):
+                running += n
+                buckets.append(("+Inf" if bound == float("inf") else repr(bound), running))
+            fam.add_metric([str(k) for k in key], buckets, sum_value=series[-1])
+        return fam
+
+
+class _Families:
+    """Exports the plain-number families and the outbound totals at scrape time."""
+
+    def __init__(self, vecs: Sequence[CounterVec | HistogramVec], out: Outbound) -> None:
+        self._vecs = vecs
+        self._out = out
+
+    def collect(self) -> Iterator[Metric]:
+        for vec in self._vecs:
+            yield vec.family()
+        out = self._out
+        yield CounterMetricFamily(
+            "trunkline_messages_sent", "Protocol messages (replies and pushes) written to clients.", value=out.messages
+        )
+        yield CounterMetricFamily("trunkline_frames_sent", "WebSocket frames written to clients.", value=out.frames)
+        yield CounterMetricFamily("trunkline_bytes_sent", "Bytes written to clients in frames.", value=out.bytes)
+
+    def describe(self) -> Iterator[Metric]:
+        return self.collect()  # the names, for the registry's duplicate check
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Totals at one instant, for computing rates and windowed quantiles (:mod:`.stats`)."""
+
+    commands: float = 0.0
+    frames_in: float = 0.0
+    bytes_in: float = 0.0
+    messages_out: float = 0.0
+    bytes_out: float = 0.0
+    publications: dict[str, float] = field(default_factory=dict)
+    deliveries: dict[str, float] = field(default_factory=dict)
+    #: cumulative bucket counts (upper bound -> count), every method summed; ``inf`` is the total
+    command_buckets: dict[float, float] = field(default_factory=dict)
+    write_buckets: dict[float, float] = field(default_factory=dict)
 
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # rare events: prometheus_client objects
         self.connections = Gauge("trunkline_connections", "Open client connections.", ["transport"], registry=r)
         self.connects = Counter("trunkline_connects_total", "Accepted client connections.", ["transport"], registry=r)
         self.disconnects = Counter(
             "trunkline_disconnects_total", "Closed client connections by close code.", ["code"], registry=r
         )
-        self.commands = Counter(
-            "trunkline_commands_total", "Client commands by method and result code (0 = ok).", ["method", "code"],
-            registry=r,
-        )
-        self.command_seconds = Histogram(
-            "trunkline_command_duration_seconds", "Time to handle a client command.", ["method"],
-            buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.messages_in = Counter("trunkline_frames_received_total", "WebSocket frames received.", registry=r)
-        self.bytes_in = Counter("trunkline_bytes_received_total", "Bytes received in frames.", registry=r)
-        self.publications = Counter(
-            "trunkline_publications_total", "Publications accepted by this node.", ["namespace"], registry=r
-        )
-        self.deliveries = Counter(
-            "trunkline_deliveries_total", "Publications queued to local subscribers.", ["namespace"], registry=r
-        )
-        self.fanout_seconds = Histogram(
-            "trunkline_fanout_duration_seconds", "Time to queue one publication to every local subscriber.",
-            ["namespace"], buckets=LATENCY_BUCKETS, registry=r,
-        )
-        self.broker_seconds = Histogram(
-            "trunkline_broker_duration_seconds", "Broker operation latency.", ["op"], buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.broker_errors = Counter("trunkline_broker_errors_total", "Failed broker operations.", ["op"], registry=r)
         self.slow = Counter("trunkline_slow_consumers_total", "Connections closed for not reading (3008).", registry=r)
         self.recoveries = Counter(
             "trunkline_recoveries_total", "Recovery attempts by outcome.", ["recovered"], registry=r
         )
+        Gauge("trunkline_build_info", "Always 1; the version is a label.", ["version"], registry=r).labels(
+            __version__
+        ).set(1)
+
+        # hot path: plain numbers, exported at scrape time
+        self.commands = CounterVec(
+            "trunkline_commands", "Client commands by method and result code (0 = ok).", ["method", "code"]
+        )
+        self.command_seconds = HistogramVec(
+            "trunkline_command_duration_seconds", "Time to handle a client command.", ["method"]
+        )
+        self.messages_in = CounterVec("trunkline_frames_received", "WebSocket frames received.")
+        self.bytes_in = CounterVec("trunkline_bytes_received", "Bytes received in frames.")
+        self.publications = CounterVec("trunkline_publications", "Publications accepted by this node.", ["namespace"])
+        self.deliveries = CounterVec("trunkline_deliveries", "Publications queued to local subscribers.", ["namespace"])
+        self.fanout_seconds = HistogramVec(
+            "trunkline_fanout_duration_seconds",
+            "Time to queue one publication to every local subscriber.",
+            ["namespace"],
+        )
+        self.write_seconds = HistogramVec(
+            "trunkline_publish_to_write_seconds",
+            "Time from a publication entering the node (from the broker) to its frame being written "
+            "to a subscriber's socket; sampled.",
+        )
+        self.broker_seconds = HistogramVec("trunkline_broker_duration_seconds", "Broker operation latency.", ["op"])
+        self.broker_errors = CounterVec("trunkline_broker_errors", "Failed broker operations.", ["op"])
+        #: shared by every connection's writer (``Writer(..., counters=metrics.outbound)``)
+        self.outbound = Outbound(self._observe_write)
+        vecs = (
+            self.commands,
+            self.command_seconds,
+            self.messages_in,
+            self.bytes_in,
+            self.publications,
+            self.deliveries,
+            self.fanout_seconds,
+            self.write_seconds,
+            self.broker_seconds,
+            self.broker_errors,
+        )
+        r.register(_Families(vecs, self.outbound))
+
+        # read from the hub at scrape time
+        self._hub: HubView | None = None
+        self.gauge_from("trunkline_subscriptions", "Live subscriptions on this node.", self._subscriptions)
+        self.gauge_from("trunkline_channels", "Channels with at least one local subscriber.", self._channels)
+        self.gauge_from("trunkline_users", "Distinct users connected to this node.", self._users)
+        self.gauge_from(
+            "trunkline_outbound_buffered_bytes",
+            "Bytes waiting in outbound buffers, summed over connections.",
+            self._buffered_total,
+        )
+        self.gauge_from(
+            "trunkline_outbound_buffered_max_bytes",
+            "Bytes waiting in the fullest outbound buffer.",
+            self._buffered_max,
+        )
+        ProcessCollector(registry=r)
+        self._last_write_sample = float("-inf")
 
     def gauge_from(self, name: str, documentation: str, fn: Callable[[], float]) -> None:
         """Register a gauge read at scrape time (subscriptions, channels, buffered bytes…)."""
         Gauge(name, documentation, registry=self.registry).set_function(fn)
+
+    def track_hub(self, hub: HubView) -> None:
+        """Read the scrape-time gauges from ``hub`` (the node calls this once; calling again re-points)."""
+        self._hub = hub
+
+    def _subscriptions(self) -> float:
+        return self._hub.num_subscriptions if self._hub is not None else 0
+
+    def _channels(self) -> float:
+        return self._hub.num_channels if self._hub is not None else 0
+
+    def _users(self) -> float:
+        return self._hub.num_users if self._hub is not None else 0
+
+    def _buffered_total(self) -> float:
+        return sum(c.writer.buffered for c in self._hub.connections()) if self._hub is not None else 0
+
+    def _buffered_max(self) -> float:
+        if self._hub is None:
+            return 0
+        return max((c.writer.buffered for c in self._hub.connections()), default=0)
 
     # intent-named recorders ------------------------------------------------
 
@@ -72,25 +319,32 @@ class Metrics:
         self.disconnects.labels(str(code)).inc()
 
     def command(self, method: str, code: int, seconds: float) -> None:
-        self.commands.labels(method, str(code)).inc()
-        self.command_seconds.labels(method).observe(seconds)
+        self.commands.inc((method, code))
+        self.command_seconds.observe((method,), seconds)
 
     def received(self, size: int) -> None:
         self.messages_in.inc()
-        self.bytes_in.inc(size)
+        self.bytes_in.inc((), size)
 
     def published(self, namespace: str) -> None:
-        self.publications.labels(_ns(namespace)).inc()
+        self.publications.inc((namespace or "_",))
 
     def fanout(self, namespace: str, subscribers: int, seconds: float) -> None:
-        ns = _ns(namespace)
-        self.deliveries.labels(ns).inc(subscribers)
-        self.fanout_seconds.labels(ns).observe(seconds)
+        key = (namespace or "_",)
+        self.deliveries.inc(key, subscribers)
+        self.fanout_seconds.observe(key, seconds)
 
     def broker_op(self, op: str, seconds: float, error: bool) -> None:
-        self.broker_seconds.labels(op).observe(seconds)
+        self.broker_seconds.observe((op,), seconds)
         if error:
-            self.broker_errors.labels(op).inc()
+            self.broker_errors.inc((op,))
+
+    def broker_timer(self, op: str) -> BrokerTimer:
+        """Time a broker call: ``with metrics.broker_timer("history"): await broker.history(...)``.
+
+        An exception counts as an error of ``op``; a cancellation counts as nothing.
+        """
+        return BrokerTimer(self, op)
 
     def slow_consumer(self) -> None:
         self.slow.inc()
@@ -98,5 +352,77 @@ class Metrics:
     def recovery(self, recovered: bool) -> None:
         self.recoveries.labels("true" if recovered else "false").inc()
 
+    def sample_write(self, now: float) -> bool:
+        """Whether the publication entering the node at ``now`` (``perf_counter``) should be timed to the socket.
+
+        Time-based: at most one publication per ``WRITE_SAMPLE_INTERVAL``, so the cost
+        stays bounded at any publication rate while quiet nodes time every one.
+        """
+        if now - self._last_write_sample < WRITE_SAMPLE_INTERVAL:
+            return False
+        self._last_write_sample = now
+        return True
+
+    def _observe_write(self, seconds: float) -> None:
+        self.write_seconds.observe((), seconds)
+
+    # reading ----------------------------------------------------------------
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+    def snapshot(self) -> Snapshot:
+        """Current totals, for the dashboard's rates and windowed quantiles."""
+        return Snapshot(
+            commands=self.commands.total(),
+            frames_in=self.messages_in.total(),
+            bytes_in=self.bytes_in.total(),
+            messages_out=self.outbound.messages,
+            bytes_out=self.outbound.bytes,
+            publications={str(key[0]): n for key, n in self.publications.values.items()},
+            deliveries={str(key[0]): n for key, n in self.deliveries.values.items()},
+            command_buckets=self.command_seconds.cumulative(),
+            write_buckets=self.write_seconds.cumulative(),
+        )
+
+
+class BrokerTimer:
+    """The context manager of :meth:`Metrics.broker_timer` (a class: cheaper than ``@contextmanager``)."""
+
+    __slots__ = ("_metrics", "_op", "_started")
+
+    def __init__(self, metrics: Metrics, op: str) -> None:
+        self._metrics = metrics
+        self._op = op
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.perf_counter()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None or issubclass(exc_type, Exception):
+            self._metrics.broker_op(self._op, time.perf_counter() - self._started, exc_type is not None)
+
+
+def quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """``histogram_quantile`` over cumulative ``buckets`` (upper bound -> count); None without samples."""
+    bounds = sorted(buckets)
+    if not bounds:
+        return None
+    total = buckets[bounds[-1]]
+    if total <= 0:
+        return None
+    rank = q * total
+    lower, below = 0.0, 0.0
+    for bound in bounds:
+        count = buckets[bound]
+        if count >= rank:
+            if bound == float("inf"):
+                return lower  # beyond the last finite bucket: report its bound
+            if count == below:
+                return bound
+            return lower + (bound - lower) * (rank - below) / (count - below)
+        lower, below = bound, count
+    return lower

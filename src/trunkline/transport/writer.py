@@ -21,9 +21,12 @@ drops its queue and reports the overflow — the connection is closed with 3008
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any
+
+from ..observe.metrics import Outbound
 
 SendFrame = Callable[[bytes], Coroutine[Any, Any, None]]
 MAX_FRAME = 64 * 1024
@@ -74,6 +77,9 @@ class Writer:
         "_max_size",
         "_on_error",
         "_on_overflow",
+        "_out",
+        "_sample",
+        "_sampled_at",
         "_send",
         "_size",
         "_started",
@@ -87,6 +93,7 @@ class Writer:
         max_size: int,
         on_overflow: Callable[[], None],
         on_error: Callable[[BaseException], None],
+        counters: Outbound | None = None,
     ) -> None:
         self._send = send
         self._max_size = max_size
@@ -102,6 +109,14 @@ class Writer:
         self._draining: asyncio.Task[None] | None = None
         self.bytes_sent = 0
         self.frames_sent = 0
+        self._out = counters if counters is not None else Outbound()
+        self._sampled_at = 0.0  # perf_counter() at which a sampled publication now queued entered the node
+        self._sample = 0.0  # the same, once taken for writing
+
+    def sample(self, entered: float) -> None:
+        """Time the message just pushed: report its publish-to-write latency once it is written."""
+        if not self._sampled_at and self._buf:
+            self._sampled_at = entered
 
     def start(self) -> None:
         self._started = True
@@ -138,9 +153,20 @@ class Writer:
 
     def _take(self) -> list[bytes]:
         buf = self._buf
+        if not buf:
+            return []
         self._buf = []
         self._size = 0
-        return _frames(buf) if buf else []
+        self._out.messages += len(buf)
+        self._sample = self._sampled_at
+        self._sampled_at = 0.0
+        return _frames(buf)
+
+    def _written(self) -> None:
+        """Everything taken has been written: report the sampled latency, if any."""
+        if self._sample:
+            self._out.observe_write(time.perf_counter() - self._sample)
+            self._sample = 0.0
 
     def _flush(self) -> None:
         """Write what is queued, in place unless the socket pushes back."""
@@ -153,14 +179,19 @@ class Writer:
             try:
                 pending = _step(coro)
             except StopIteration:
-                self.bytes_sent += len(frame)
+                size = len(frame)
+                self.bytes_sent += size
                 self.frames_sent += 1
+                out = self._out
+                out.bytes += size
+                out.frames += 1
                 continue
             except Exception as exc:
                 self._fail(exc)
                 return
             self._draining = self._loop.create_task(self._drain(coro, pending, frames[i:]))
             return
+        self._written()
 
     async def _drain(self, coro: Coroutine[Any, Any, None], pending: Any, frames: list[bytes]) -> None:
         """Finish a suspended write, then keep writing until nothing is queued."""
@@ -170,10 +201,12 @@ class Writer:
             for frame in frames[1:]:
                 await self._send(frame)
                 self._account(frame)
+            self._written()
             while frames := self._take():
                 for frame in frames:
                     await self._send(frame)
                     self._account(frame)
+                self._written()
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -182,8 +215,12 @@ class Writer:
             self._draining = None
 
     def _account(self, frame: bytes) -> None:
-        self.bytes_sent += len(frame)
+        size = len(frame)
+        self.bytes_sent += size
         self.frames_sent += 1
+        out = self._out
+        out.bytes += size
+        out.frames += 1
 
     def _fail(self, exc: BaseException) -> None:
         self._closed = True
