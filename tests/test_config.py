@@ -669,3 +669,16 @@ def test_documented_examples_load(tmp_path: Path) -> None:
     for i, (kind, text) in enumerate(blocks):
         s = load_settings(write(tmp_path, f"example{i}.{kind}", text), env={})
         assert s != Settings()
+
+
+def test_admin_secret_must_differ_from_the_client_token_secret() -> None:
+    from trunkline.config import settings_from_mapping
+    from trunkline.errors import ConfigError
+
+    data = {
+        "client": {"token": {"hmac_secret_key": "same-secret"}},
+        "admin": {"enabled": True, "password": "pw", "secret": "same-secret"},
+    }
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping(data, source="x.toml")
+    assert err.value.key == "admin.secret" and "x.toml" in str(err.value)

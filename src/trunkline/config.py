@@ -731,6 +731,8 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
     admin = s.admin
     if admin.enabled and not admin.insecure and not (admin.password and admin.secret):
         fail("admin.enabled", "needs admin.password and admin.secret (or admin.insecure = true)")
+    if admin.secret and admin.secret == s.client.token.hmac_secret_key:
+        fail("admin.secret", "must differ from client.token.hmac_secret_key (client tokens would sign admin ones)")
 
     choice("log.level", s.log.level, _LOG_LEVELS)
     choice("log.format", s.log.format, _LOG_FORMATS)
