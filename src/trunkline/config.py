@@ -125,6 +125,7 @@ class Client:
     user_connection_limit: int = 0  # 0: unlimited
     connection_limit: int = 100000  # total on this node; 0: unlimited
     queue_max_size: int = 1048576  # bytes of outbound data per connection
+    write_delay: float = 0.0  # wait this long before writing, so more messages share one frame
     history_max_publication_limit: int = 300
     recovery_max_publication_limit: int = 300
     command_rate_limit: int = 500  # commands per second per connection; 0: off

@@ -84,7 +84,12 @@ class Session:
         self.close_code = 0
         client = node.settings.client
         self.writer = Writer(
-            transport.send, client.queue_max_size, self._on_overflow, self._on_write_error, node.metrics.outbound
+            transport.send,
+            client.queue_max_size,
+            self._on_overflow,
+            self._on_write_error,
+            node.metrics.outbound,
+            delay=client.write_delay,
         )
         self.writer.start()
         loop = asyncio.get_running_loop()
