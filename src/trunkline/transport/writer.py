@@ -103,6 +103,7 @@ class Writer:
         on_overflow: Callable[[], None],
         on_error: Callable[[BaseException], None],
         counters: Outbound | None = None,
+        *,
         delay: float = 0.0,
     ) -> None:
         self._send = send
