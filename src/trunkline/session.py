@@ -65,6 +65,33 @@ class Subscription:
 
 
 class Session:
+    __slots__ = (
+        "__weakref__",
+        "_burst",
+        "_closing",
+        "_loop",
+        "_ping_outstanding",
+        "_rate",
+        "_timers",
+        "_tokens",
+        "_tokens_at",
+        "client_id",
+        "close_code",
+        "codec",
+        "conn_info",
+        "expire_at",
+        "headers",
+        "is_admin",
+        "node",
+        "pending",
+        "remote",
+        "state",
+        "subscriptions",
+        "transport",
+        "user",
+        "writer",
+    )
+
     def __init__(
         self, node: Node, transport: Transport, remote: str = "", headers: dict[str, str] | None = None
     ) -> None:
