@@ -49,7 +49,10 @@ typecheck: setup
 test: setup system-deps lint typecheck
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# Issue-6 benchmarks: Trunkline vs Node ws, Socket.IO and python-socketio, same load generator (< 10 min).
 bench: setup
+	npm ci --ignore-scripts --no-audit --no-fund --prefix bench/peers
+	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/run.py
 
 clean:

@@ -22,8 +22,10 @@ import resource
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ class Server:
     proto: str
     argv: tuple[str, ...]  # "{port}" is replaced
     label: str
+    tls_argv: tuple[str, ...] = ()  # the same server with TLS; "{port}", "{config}", "{cert}", "{key}" replaced
 
 
 SERVERS: dict[str, Server] = {
@@ -53,8 +56,15 @@ SERVERS: dict[str, Server] = {
             "centrifugo",
             (PY, "-m", "trunkline", "serve", "--config", str(BENCH / "trunkline.toml"), "--port", "{port}"),
             "Trunkline (aiohttp+uvloop)",
+            (PY, "-m", "trunkline", "serve", "--config", "{config}", "--port", "{port}"),
         ),
-        Server("node-ws", "ws", (NODE, str(BENCH / "peers" / "ws_server.js"), "{port}"), "Node ws"),
+        Server(
+            "node-ws",
+            "ws",
+            (NODE, str(BENCH / "peers" / "ws_server.js"), "{port}"),
+            "Node ws",
+            (NODE, str(BENCH / "peers" / "ws_server.js"), "{port}", "{cert}", "{key}"),
+        ),
         Server(
             "socketio-node", "sio", (NODE, str(BENCH / "peers" / "socketio_server.js"), "{port}"), "Socket.IO (Node)"
         ),
@@ -71,7 +81,7 @@ SERVERS: dict[str, Server] = {
 @dataclass(frozen=True)
 class Scenario:
     name: str
-    kind: str  # fanout | latency | rr | idle | ceiling
+    kind: str  # fanout | latency | rr | idle | ceiling | channels | tls
     args: tuple[str, ...]
     servers: tuple[str, ...] = ()  # empty: all
     timeout: float = 120.0
@@ -81,6 +91,34 @@ class Scenario:
 
 CPU_M = "server_cpu_s_per_million_deliveries"
 IDLE_CONNS = 19000  # the container's hard RLIMIT_NOFILE is 20000 for server and load generator alike
+CH_RATE, CH_GROUP_RATE, CH_GROUP_SIZE = 2000, 200, 100  # channels-10000: offered personal and group publications/s
+TLS_CONNS = 3000
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throw-away CA and server certificate made with trustme (in a temp dir removed at exit)."""
+
+    ca: str
+    cert: str
+    key: str
+    config: str  # bench/trunkline.toml plus [http_server.tls]
+
+    @classmethod
+    def make(cls, d: Path) -> TlsFiles:
+        import trustme
+
+        ca = trustme.CA()
+        leaf = ca.issue_cert("127.0.0.1", "localhost")
+        ca.cert_pem.write_to_path(str(d / "ca.pem"))
+        leaf.private_key_pem.write_to_path(str(d / "key.pem"))
+        (d / "cert.pem").write_bytes(b"".join(b.bytes() for b in leaf.cert_chain_pems))
+        config = (BENCH / "trunkline.toml").read_text() + (
+            f'\n[http_server.tls]\nenabled = true\ncert_pem_file = "{d / "cert.pem"}"\n'
+            f'key_pem_file = "{d / "key.pem"}"\n'
+        )
+        (d / "trunkline-tls.toml").write_text(config)
+        return cls(str(d / "ca.pem"), str(d / "cert.pem"), str(d / "key.pem"), str(d / "trunkline-tls.toml"))
 
 
 def scenarios(scale: float) -> list[Scenario]:
@@ -88,9 +126,13 @@ def scenarios(scale: float) -> list[Scenario]:
     d = f"{5.0 * scale:g}"
     dl = f"{10.0 * scale:g}"
     idle = ("--mode", "idle", "--conns", str(IDLE_CONNS))
+    # "as fast as the server takes them": 16 publications in flight, up to 64 ahead of the slowest sampler
+    offer = ("--pub-concurrency", "16", "--window", "64")
     lat = ("--mode", "rate", "--conns", "5000", "--rate", "20", "--duration", dl, "--warmup", "2")
     return [
-        Scenario("fanout-5000", "fanout", ("--mode", "fanout", "--conns", "5000", "--duration", d), estimate=14),
+        Scenario(
+            "fanout-5000", "fanout", ("--mode", "fanout", "--conns", "5000", "--duration", d, *offer), estimate=14
+        ),
         Scenario(
             "latency-5000x20",
             "latency",
@@ -106,12 +148,14 @@ def scenarios(scale: float) -> list[Scenario]:
             timeout=90.0,
             estimate=25,
         ),
-        Scenario("fanout-1000", "fanout", ("--mode", "fanout", "--conns", "1000", "--duration", d), estimate=9),
-        Scenario("fanout-10000", "fanout", ("--mode", "fanout", "--conns", "10000", "--duration", d), estimate=20),
+        Scenario("fanout-1000", "fanout", ("--mode", "fanout", "--conns", "1000", "--duration", d, *offer), estimate=9),
+        Scenario(
+            "fanout-10000", "fanout", ("--mode", "fanout", "--conns", "10000", "--duration", d, *offer), estimate=20
+        ),
         Scenario(
             "fanout-5000-wspub",
             "fanout",
-            ("--mode", "fanout", "--conns", "5000", "--duration", d, "--publish", "ws"),
+            ("--mode", "fanout", "--conns", "5000", "--duration", d, "--publish", "ws", *offer),
             servers=("trunkline",),
             notes="Trunkline publishing with client-side publish over WebSocket instead of POST /api/publish",
             estimate=12,
@@ -123,6 +167,58 @@ def scenarios(scale: float) -> list[Scenario]:
             servers=("node-ws",),
             notes="node-ws sending 10 publications per frame: the load generator's own limit",
             estimate=9,
+        ),
+        Scenario(
+            "channels-10000",
+            "channels",
+            (
+                "--mode",
+                "channels",
+                "--conns",
+                "10000",
+                "--rate",
+                str(CH_RATE),
+                "--group-rate",
+                str(CH_GROUP_RATE),
+                "--group-size",
+                str(CH_GROUP_SIZE),
+                "--duration",
+                d,
+                "--warmup",
+                "2",
+                "--ramp-concurrency",
+                "100",
+                "--source-ips",
+                "16",
+            ),
+            notes=(
+                f"10000 personal channels + 100 groups of {CH_GROUP_SIZE}; {CH_RATE} personal + {CH_GROUP_RATE} "
+                f"group publications/s = {CH_RATE + CH_GROUP_RATE * CH_GROUP_SIZE} deliveries/s offered"
+            ),
+            timeout=150.0,
+            estimate=22 + 5 * scale,
+        ),
+        Scenario(
+            "connects-tls",
+            "tls",
+            (
+                "--mode",
+                "idle",
+                "--conns",
+                str(TLS_CONNS),
+                "--ramp-concurrency",
+                "100",
+                "--ramp-timeout",
+                "40",
+                "--source-ips",
+                "16",
+                "--settle",
+                "0.5",
+            ),
+            servers=("trunkline", "node-ws"),
+            notes=f"{TLS_CONNS} connections, 100 handshakes in flight, plain then TLS (wss, TLS 1.3, ECDSA P-256)",
+            timeout=60.0,
+            estimate=12,
         ),
     ]
 
@@ -136,14 +232,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> bool:
+def wait_listening(
+    port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0, tls: TlsFiles | None = None
+) -> bool:
     """Poll until the server answers any HTTP request (bounded)."""
     end = time.monotonic() + timeout
+    ctx = ssl.create_default_context(cafile=tls.ca) if tls else None
     while time.monotonic() < end:
         if proc.poll() is not None:
             return False
         try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+            conn: http.client.HTTPConnection = (
+                http.client.HTTPSConnection("127.0.0.1", port, timeout=1.0, context=ctx)
+                if ctx
+                else http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+            )
             conn.request("GET", "/health")
             conn.getresponse().read()
             conn.close()
@@ -190,18 +293,25 @@ def wait_quiet(max_wait: float, threshold: float = 0.2) -> float:
     return round(busy, 2)
 
 
-def run_one(server: Server, sc: Scenario, outdir: Path, quiet_wait: float, attempt: int = 0) -> dict[str, Any]:
+def run_one(
+    server: Server, sc: Scenario, outdir: Path, quiet_wait: float, attempt: int = 0, *, tls: TlsFiles | None = None
+) -> dict[str, Any]:
     busy_before = wait_quiet(quiet_wait)
     port = free_port()
-    argv = ["taskset", "-c", SERVER_CORE, *(a.replace("{port}", str(port)) for a in server.argv)]
-    stem = f"{sc.name}__{server.name}" + (f".{attempt + 1}" if attempt else "")
+    subst = {"{port}": str(port)}
+    if tls is not None:
+        subst.update({"{config}": tls.config, "{cert}": tls.cert, "{key}": tls.key})
+    argv = ["taskset", "-c", SERVER_CORE]
+    for a in server.tls_argv if tls is not None else server.argv:
+        argv.append(subst.get(a, a.replace("{port}", str(port))))
+    stem = f"{sc.name}__{server.name}" + (".tls" if tls else "") + (f".{attempt + 1}" if attempt else "")
     log = open(outdir / f"{stem}.server.log", "wb")  # noqa: SIM115 - closed in finally
     srv = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     gen: subprocess.Popen[bytes] | None = None
     out = outdir / f"{stem}.json"
     t0 = time.monotonic()
     try:
-        if not wait_listening(port, srv):
+        if not wait_listening(port, srv, tls=tls):
             return {"error": f"server did not start (exit {srv.poll()}); see {log.name}"}
         time.sleep(0.3)
         gen_argv = [
@@ -219,6 +329,7 @@ def run_one(server: Server, sc: Scenario, outdir: Path, quiet_wait: float, attem
             "--out",
             str(out),
             *sc.args,
+            *(("--tls-ca", tls.ca) if tls is not None else ()),
         ]
         gen = subprocess.Popen(
             gen_argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
@@ -241,7 +352,24 @@ def run_one(server: Server, sc: Scenario, outdir: Path, quiet_wait: float, attem
         stop(srv)
         log.close()
         elapsed = time.monotonic() - t0
-        print(f"  {sc.name:<20} {server.name:<16} {elapsed:5.1f} s", file=sys.stderr, flush=True)
+        label = sc.name + (" (tls)" if tls else "")
+        print(f"  {label:<20} {server.name:<16} {elapsed:5.1f} s", file=sys.stderr, flush=True)
+
+
+def run_tls_pair(
+    server: Server, sc: Scenario, outdir: Path, quiet_wait: float, attempt: int, *, tls: TlsFiles
+) -> dict[str, Any]:
+    """connects-tls: the same ramp without TLS, then with TLS; the row is the TLS run plus ``plain``."""
+    plain = run_one(server, sc, outdir, quiet_wait, attempt)
+    if "error" in plain:
+        return {"error": f"plain: {plain['error']}"}
+    r = run_one(server, sc, outdir, quiet_wait, attempt, tls=tls)
+    if "error" in r:
+        return r
+    r["plain"] = plain
+    # the least contended of the two decides whether a repeat is needed
+    r["other_cpu_util"] = max(r.get("other_cpu_util", 0), plain.get("other_cpu_util", 0))
+    return r
 
 
 # --------------------------------------------------------------------------- tables
@@ -340,8 +468,59 @@ def table(sc: Scenario, rows: dict[str, dict[str, Any]]) -> str:
                 f"| {ratio(r.get('server_cpu_us_per_connect'), ref.get('server_cpu_us_per_connect'))} "
                 f"| {ratio(r.get('rss_kib_per_conn'), ref.get('rss_kib_per_conn'))} |"
             )
+    elif sc.kind == "channels":
+        offered = next((r.get("offered_deliveries_per_s") for r in rows.values() if "error" not in r), None)
+        lines += [
+            f"| server | connections | deliveries/s ({fmt(offered)} offered) | publications/s | p50 ms | p99 ms "
+            f"| p99.9 ms | server CPU | server CPU µs / delivery | loadgen CPU | lost | missed "
+            f"| {who} ÷ this (deliveries/s) | this ÷ {who} (p99) | this ÷ {who} (CPU/delivery) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {name} | error: {r['error'][:100]} |")
+                continue
+            lines.append(
+                f"| {name} | {fmt(r.get('subscribers'))} | {fmt(r.get('deliveries_per_s'))} "
+                f"| {fmt(r.get('publishes_per_s'))} | {fmt(lat(r, 'p50'), 2)} | {fmt(lat(r, 'p99'), 2)} "
+                f"| {fmt(lat(r, 'p999'), 2)} | {fmt(r.get('server_cpu_util', 0) * 100)}% "
+                f"| {fmt(r.get('server_cpu_us_per_op'), 1)} | {fmt(r.get('loadgen_cpu_util', 0) * 100)}% "
+                f"| {fmt(r.get('lost'))} | {fmt(r.get('missed'))} "
+                f"| {ratio(ref.get('deliveries_per_s'), r.get('deliveries_per_s'))} "
+                f"| {ratio(lat(r, 'p99'), lat(ref, 'p99'))} "
+                f"| {ratio(r.get('server_cpu_us_per_op'), ref.get('server_cpu_us_per_op'))} |"
+            )
+    elif sc.kind == "tls":
+        lines += [
+            f"| server | connections | plain connects/s | TLS connects/s | TLS ÷ plain (connects/s) "
+            f"| plain server CPU µs / connect | TLS server CPU µs / connect | TLS server CPU | TLS loadgen CPU "
+            f"| {who} ÷ this (TLS connects/s) | this ÷ {who} (TLS CPU/connect) |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, r in rows.items():
+            if "error" in r:
+                lines.append(f"| {name} | error: {r['error'][:100]} |")
+                continue
+            c, pl = r.get("connect", {}), r.get("plain", {})
+            pc = pl.get("connect", {})
+            lines.append(
+                f"| {name} | {fmt(c.get('opened'))} | {fmt(pc.get('connects_per_s'))} | {fmt(c.get('connects_per_s'))} "
+                f"| {ratio(c.get('connects_per_s'), pc.get('connects_per_s'))} "
+                f"| {fmt(pl.get('server_cpu_us_per_connect'))} | {fmt(r.get('server_cpu_us_per_connect'))} "
+                f"| {fmt(r.get('server_cpu_util', 0) * 100)}% | {fmt(c.get('loadgen_cpu_util', 0) * 100)}% "
+                f"| {ratio(ref.get('connect', {}).get('connects_per_s'), c.get('connects_per_s'))} "
+                f"| {ratio(r.get('server_cpu_us_per_connect'), ref.get('server_cpu_us_per_connect'))} |"
+            )
     for name, r in rows.items():
-        keys = ("disconnects", "pub_errors", "close_codes", "errors", "server_exited", "muted_short_after_drain")
+        keys = (
+            "disconnects",
+            "pub_errors",
+            "close_codes",
+            "errors",
+            "server_exited",
+            "muted_short_after_drain",
+            "lost",
+        )
         problems = {k: r[k] for k in keys if r.get(k)}
         if problems:
             lines.append(f"\n{name}: {json.dumps(problems)[:400]}")
@@ -427,32 +606,47 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     skipped: list[str] = []
-    for sc in all_sc:
-        rows: dict[str, dict[str, Any]] = {}
-        for name in wanted_servers:
-            if sc.servers and name not in sc.servers:
+    tls_dir: tempfile.TemporaryDirectory[str] | None = None
+    tls: TlsFiles | None = None
+    try:
+        for sc in all_sc:
+            rows: dict[str, dict[str, Any]] = {}
+            for name in wanted_servers:
+                if sc.servers and name not in sc.servers:
+                    continue
+                if time.monotonic() - started + sc.estimate > a.budget:
+                    skipped.append(f"{sc.name}/{name}")
+                    continue
+                if sc.kind == "tls" and tls is None:
+                    tls_dir = tempfile.TemporaryDirectory(prefix="trunkline-bench-tls-")
+                    tls = TlsFiles.make(Path(tls_dir.name))
+                best: dict[str, Any] | None = None
+                for attempt in range(max(1, a.repeat)):
+                    if attempt and time.monotonic() - started + sc.estimate > a.budget:
+                        break
+                    if sc.kind == "tls":
+                        assert tls is not None
+                        r = run_tls_pair(SERVERS[name], sc, outdir, a.quiet_wait, attempt, tls=tls)
+                    else:
+                        r = run_one(SERVERS[name], sc, outdir, a.quiet_wait, attempt)
+                    r["attempt"] = attempt + 1
+                    if best is None or (
+                        "error" not in r and r.get("other_cpu_util", 0) < best.get("other_cpu_util", 9)
+                    ):
+                        best = r
+                    if "error" in r or r.get("other_cpu_util", 0) <= 0.15:
+                        break
+                assert best is not None
+                rows[name] = best
+            if not rows:
                 continue
-            if time.monotonic() - started + sc.estimate > a.budget:
-                skipped.append(f"{sc.name}/{name}")
-                continue
-            best: dict[str, Any] | None = None
-            for attempt in range(max(1, a.repeat)):
-                if attempt and time.monotonic() - started + sc.estimate > a.budget:
-                    break
-                r = run_one(SERVERS[name], sc, outdir, a.quiet_wait, attempt)
-                r["attempt"] = attempt + 1
-                if best is None or ("error" not in r and r.get("other_cpu_util", 0) < best.get("other_cpu_util", 9)):
-                    best = r
-                if "error" in r or r.get("other_cpu_util", 0) <= 0.15:
-                    break
-            assert best is not None
-            rows[name] = best
-        if not rows:
-            continue
-        summary["scenarios"][sc.name] = {"kind": sc.kind, "args": sc.args, "notes": sc.notes, "results": rows}
-        text = table(sc, rows)
-        md.append(text)
-        print(text, flush=True)
+            summary["scenarios"][sc.name] = {"kind": sc.kind, "args": sc.args, "notes": sc.notes, "results": rows}
+            text = table(sc, rows)
+            md.append(text)
+            print(text, flush=True)
+    finally:
+        if tls_dir is not None:
+            tls_dir.cleanup()
     if skipped:
         md.append(f"Skipped (time budget {a.budget:.0f} s): {', '.join(skipped)}\n")
         print(md[-1])
