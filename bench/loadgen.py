@@ -29,6 +29,12 @@ Modes (``--mode``):
 * ``rr``: N clients each publishing (Trunkline) / echoing (ws) / emitting with ack (sio)
   in a closed loop, one request in flight per client; acks/s and latency.
 * ``idle``: open N idle connections; connects/s and server RSS per connection.
+  With ``--tls-ca`` the connections use ``wss://`` and trust that CA (TLS connects/s).
+* ``channels``: many small channels: connection i subscribes (centrifugo) or joins (ws,
+  sio) its personal channel ``u<i>`` and its group ``g<i // --group-size>``; an open loop
+  publishes ``--rate`` publications/s to random personal channels and ``--group-rate``/s
+  to random groups, one HTTP request per ``--tick`` (Trunkline ``POST /api/batch``, the
+  peers ``POST /publish_rooms``); every connection reads ``ts`` for latency.
 
 It prints one JSON object (and writes it to ``--out`` if given).  Server CPU is read
 from ``/proc/<--server-pid>/stat`` (utime+stime) around the measured window.
@@ -41,7 +47,9 @@ import asyncio
 import gc
 import json
 import os
+import random
 import resource
+import ssl
 import sys
 import time
 from collections import Counter
@@ -143,6 +151,10 @@ class Gen:
         self.published = 0
         self.pub_errors = 0
         self.missed = 0
+        self.expected = 0  # channels mode: deliveries the successful publications should cause
+        self.ssl_ctx: ssl.SSLContext | None = None
+        if getattr(args, "tls_ca", ""):
+            self.ssl_ctx = ssl.create_default_context(cafile=args.tls_ca)
 
     def min_seen(self) -> int:
         return min(s.last_seq for s in self.samplers) if self.samplers else self.seq
@@ -165,7 +177,14 @@ class Conn(WSListener):
     """One client connection; callbacks only, no task per connection."""
 
     def __init__(
-        self, gen: Gen, *, sampler: bool = False, subscribe: bytes | None = None, rr_channel: bytes | None = None
+        self,
+        gen: Gen,
+        *,
+        sampler: bool = False,
+        subscribe: bytes | None = None,
+        rr_channel: bytes | None = None,
+        channels: tuple[bytes, ...] = (),
+        idx: int = -1,
     ) -> None:
         super().__init__()
         self.gen = gen
@@ -173,12 +192,16 @@ class Conn(WSListener):
         self.sampler = sampler
         self.subscribe = subscribe
         self.rr_channel = rr_channel
+        # channels mode: subscribe to (centrifugo) or join (ws, sio) all of these before ready
+        self.channels = channels
+        self.subs_left = len(channels)
+        self.idx = idx
         self.t: WSTransport | None = None
         self.n = 0  # deliveries
         self.frames = 0  # frames that carried deliveries
         self.acks = 0
         self.last_seq = -1
-        self.next_id = 3
+        self.next_id = 3 + len(channels)
         self.sent_at = 0
         self.pending: dict[int, asyncio.Future[None]] = {}
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -190,8 +213,13 @@ class Conn(WSListener):
             transport.send(TEXT, b'{"id":1,"connect":{}}')
             if self.subscribe is not None:
                 transport.send(TEXT, b'{"id":2,"subscribe":{"channel":"%s"}}' % self.subscribe)
+            for k, ch in enumerate(self.channels):
+                transport.send(TEXT, b'{"id":%d,"subscribe":{"channel":"%s"}}' % (3 + k, ch))
         elif self.proto == WS:
-            self._set_ready()
+            if self.channels:
+                transport.send(TEXT, b'{"join":[%s]}' % b",".join(b'"%s"' % c for c in self.channels))
+            else:
+                self._set_ready()
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         if not self.gen.closing:
@@ -238,6 +266,8 @@ class Conn(WSListener):
             self._cent_control(p)
         elif self.proto == SIO:
             self._sio_control(p)
+        elif p.startswith(b'{"joined"'):
+            self._set_ready()
 
     def _sample(self, p: bytes) -> None:
         now = time.time_ns()
@@ -268,10 +298,14 @@ class Conn(WSListener):
                         fut.set_exception(RuntimeError(line[:200].decode(errors="replace")))
                     continue
                 if rid == 1:
-                    if self.subscribe is None:
+                    if self.subscribe is None and not self.channels:
                         self._set_ready()
                 elif rid == 2:
                     self._set_ready()
+                elif 3 <= rid < 3 + len(self.channels):
+                    self.subs_left -= 1
+                    if self.subs_left == 0:
+                        self._set_ready()
                 elif self.rr_channel is not None:
                     self._rr_ack()
                 else:
@@ -286,9 +320,17 @@ class Conn(WSListener):
             assert self.t is not None
             self.t.send(TEXT, b"3")
         elif p.startswith(b"43"):
-            self._rr_ack()
+            if self.channels and not self.ready.done():
+                self._set_ready()  # the join ack
+            else:
+                self._rr_ack()
         elif p.startswith(b"40"):
-            self._set_ready()
+            if self.channels:
+                assert self.t is not None
+                rooms = b",".join(b'"%s"' % c for c in self.channels)
+                self.t.send(TEXT, b'421["join",[%s]]' % rooms)
+            else:
+                self._set_ready()
         elif p.startswith(b"0"):
             assert self.t is not None
             self.t.send(TEXT, b"40")
@@ -333,7 +375,8 @@ async def open_conns(
 ) -> dict[str, Any]:
     """Open n connections with at most `concurrency` handshakes in flight; bounded by deadline."""
     args = gen.args
-    url = f"ws://{args.host}:{args.port}{WS_PATHS[gen.proto]}"
+    scheme = "wss" if gen.ssl_ctx is not None else "ws"
+    url = f"{scheme}://{args.host}:{args.port}{WS_PATHS[gen.proto]}"
     counter = iter(range(n))
     failures = 0
     t0 = time.perf_counter()
@@ -349,7 +392,11 @@ async def open_conns(
                 continue
             try:
                 async with asyncio.timeout(min(10.0, remaining)):
-                    kw = {"local_addr": (f"127.0.0.{1 + i % args.source_ips}", 0)} if args.source_ips > 1 else {}
+                    kw: dict[str, Any] = {}
+                    if args.source_ips > 1:
+                        kw["local_addr"] = (f"127.0.0.{1 + i % args.source_ips}", 0)
+                    if gen.ssl_ctx is not None:
+                        kw["ssl_context"] = gen.ssl_ctx
                     _, listener = await ws_connect(lambda i=i: factory(i), url, websocket_handshake_timeout=10, **kw)
                     await listener.ready
                 gen.conns.append(listener)
@@ -454,6 +501,97 @@ class WsPublisher:
                 await asyncio.sleep(0.01)
             return
         self.gen.published += 1
+
+
+class RoomsPublisher:
+    """Channels mode: one HTTP request per tick carrying that tick's publications.
+
+    Trunkline: ``POST /api/batch`` with one ``publish`` command per publication.
+    Peers: ``POST /publish_rooms`` with ``[{"room":R,"data":D},...]``; each peer sends every
+    item to the members of room R with its library's room API.
+    """
+
+    def __init__(self, gen: Gen) -> None:
+        a = gen.args
+        self.gen = gen
+        path = "/api/batch" if gen.proto == CENT else "/publish_rooms"
+        self.url = f"http://{a.host}:{a.port}{path}"
+        self.headers = {"Content-Type": "application/json"}
+        if gen.proto == CENT:
+            self.headers["X-API-Key"] = a.api_key
+        self.session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self.session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=64), timeout=aiohttp.ClientTimeout(total=30)
+        )
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+    async def publish_many(self, items: list[tuple[bytes, int]]) -> None:
+        """items: (channel, expected recipients)."""
+        gen = self.gen
+        parts = []
+        for ch, _ in items:
+            gen.seq += 1
+            data = make_payload(gen.seq, time.time_ns())
+            if gen.proto == CENT:
+                parts.append(b'{"publish":{"channel":"%s","data":%s}}' % (ch, data))
+            else:
+                parts.append(b'{"room":"%s","data":%s}' % (ch, data))
+        joined = b",".join(parts)
+        body = b'{"commands":[%s]}' % joined if gen.proto == CENT else b"[%s]" % joined
+        assert self.session is not None
+        try:
+            async with self.session.post(self.url, data=body, headers=self.headers) as r:
+                text = await r.read()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            gen.pub_errors += len(items)
+            gen.errors[f"publish: {type(e).__name__}: {str(e)[:120]}"] += 1
+            return
+        if r.status != 200 or b'"error"' in text:
+            gen.pub_errors += len(items)
+            gen.errors[f"publish {r.status}: {text[:160].decode(errors='replace')}"] += 1
+            return
+        gen.published += len(items)
+        gen.expected += sum(k for _, k in items)
+
+
+async def rooms_loop(gen: Gen, pub: RoomsPublisher, personal: list[int], groups: dict[int, int], end: float) -> None:
+    """Open loop: every tick, one request with that tick's personal and group publications."""
+    a = gen.args
+    rng = random.Random(6)
+    group_ids = sorted(groups)
+    tick = a.tick
+    acc_p = acc_g = 0.0
+    inflight: set[asyncio.Task[None]] = set()
+    next_t = time.monotonic()
+    while next_t < end:
+        now = time.monotonic()
+        if next_t > now:
+            await asyncio.sleep(next_t - now)
+        acc_p += a.rate * tick
+        acc_g += a.group_rate * tick
+        n_p, n_g = int(acc_p), int(acc_g)
+        acc_p -= n_p
+        acc_g -= n_g
+        next_t += tick
+        if time.monotonic() - next_t > 1.0 or len(inflight) >= 64:
+            gen.missed += n_p + n_g  # more than 1 s late, or too many requests pending
+            continue
+        items = [(b"u%d" % rng.choice(personal), 1) for _ in range(n_p)]
+        for _ in range(n_g):
+            g = rng.choice(group_ids)
+            items.append((b"g%d" % g, groups[g]))
+        if not items:
+            continue
+        task = asyncio.create_task(pub.publish_many(items))
+        inflight.add(task)
+        task.add_done_callback(inflight.discard)
+    if inflight:
+        await asyncio.wait(inflight, timeout=10)
 
 
 async def closed_loop(gen: Gen, pub: HttpPublisher | WsPublisher, end: float) -> None:
@@ -628,6 +766,50 @@ async def unmute(gen: Gen, muted: list[Conn], window: dict[str, Any]) -> dict[st
     return out
 
 
+async def run_channels(gen: Gen) -> dict[str, Any]:
+    a = gen.args
+    gs = max(1, a.group_size)
+    result: dict[str, Any] = {}
+    deadline = time.monotonic() + a.ramp_timeout
+
+    def factory(i: int) -> Conn:
+        return Conn(gen, sampler=True, channels=(b"u%d" % i, b"g%d" % (i // gs)), idx=i)
+
+    result["connect"] = await open_conns(gen, a.conns, factory, a.ramp_concurrency, deadline)
+    if not gen.conns:
+        raise SystemExit("no subscriber connected")
+    personal = sorted(c.idx for c in gen.conns)
+    groups = dict(Counter(i // gs for i in personal))
+    result["subscribers"] = len(gen.conns)
+    result["channels"] = len(personal) + len(groups)
+    result["groups"] = len(groups)
+    result["offered_deliveries_per_s"] = round(a.rate + a.group_rate * len(personal) / len(groups), 1)
+    result["offered_publications_per_s"] = a.rate + a.group_rate
+    pub = RoomsPublisher(gen)
+    await pub.start()
+    try:
+        await asyncio.sleep(0.3)
+        end = time.monotonic() + a.warmup + a.duration
+        task = asyncio.create_task(rooms_loop(gen, pub, personal, groups, end))
+        await asyncio.sleep(a.warmup)
+        w = Window(gen, a.server_pid)
+        w.start()
+        await asyncio.sleep(a.duration)
+        result.update(w.stop())
+        await asyncio.wait_for(task, timeout=20)
+        for _ in range(100):  # bounded drain, at most 5 s
+            if gen.deliveries() >= gen.expected:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await pub.stop()
+    result["published_total"] = gen.published
+    result["expected_deliveries_total"] = gen.expected
+    result["lost"] = max(0, gen.expected - gen.deliveries())
+    result["latency_ms"] = percentiles(gen.lat)
+    return result
+
+
 async def run_rr(gen: Gen) -> dict[str, Any]:
     a = gen.args
     result: dict[str, Any] = {}
@@ -685,6 +867,8 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
     try:
         if a.mode in ("fanout", "rate"):
             result = await run_subscribers(gen)
+        elif a.mode == "channels":
+            result = await run_channels(gen)
         elif a.mode == "rr":
             result = await run_rr(gen)
         else:
@@ -697,7 +881,9 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
             "mode": a.mode,
             "conns": a.conns,
             "publish": a.publish if a.mode in ("fanout", "rate") else None,
-            "rate": a.rate if a.mode == "rate" else None,
+            "rate": a.rate if a.mode in ("rate", "channels") else None,
+            "group_rate": a.group_rate if a.mode == "channels" else None,
+            "tls": bool(a.tls_ca),
             "payload_bytes": PAYLOAD_SIZE,
             "disconnects": gen.disconnects,
             "close_codes": dict(gen.close_codes.most_common(5)),
@@ -721,7 +907,7 @@ def raise_nofile() -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--proto", choices=[CENT, WS, SIO], required=True)
-    p.add_argument("--mode", choices=["fanout", "rate", "rr", "idle"], required=True)
+    p.add_argument("--mode", choices=["fanout", "rate", "rr", "idle", "channels"], required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--conns", type=int, default=1000, help="subscribers / rr clients / idle connections")
@@ -732,7 +918,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--window", type=int, default=16, help="max publications ahead of the slowest sampler (0 = unbounded)"
     )
-    p.add_argument("--rate", type=float, default=20.0, help="publications/s in rate mode")
+    p.add_argument("--rate", type=float, default=20.0, help="publications/s (rate mode); personal ones (channels)")
+    p.add_argument("--group-rate", type=float, default=200.0, help="channels mode: group publications/s")
+    p.add_argument("--group-size", type=int, default=100, help="channels mode: connections per group channel")
+    p.add_argument("--tick", type=float, default=0.01, help="channels mode: seconds between publish requests")
+    p.add_argument("--tls-ca", default="", help="connect with wss:// and trust this CA file (PEM)")
     p.add_argument("--samplers", type=int, default=64, help="connections that measure latency")
     p.add_argument(
         "--mute",
@@ -759,6 +949,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     a.duration = min(a.duration, 120.0)
     a.warmup = min(a.warmup, 30.0)
     a.ramp_timeout = min(a.ramp_timeout, 300.0)
+    a.tick = min(1.0, max(0.001, a.tick))
     return a
 
 

@@ -7,6 +7,9 @@ Clients connect with the WebSocket transport only
 POST /publish with a JSON body does ``await sio.emit("m", body)``: the library's
 broadcast to every client of the default namespace.
 A client event "pub" sent with an ack id is acknowledged with {} (request/response).
+A client event "join" with a list of rooms enters them (``sio.enter_room``) and acks {}.
+POST /publish_rooms with ``[{"room":R,"data":D},...]`` does
+``await sio.emit("m", D, room=R)`` per item.
 """
 
 from __future__ import annotations
@@ -30,6 +33,17 @@ def build_app() -> web.Application:
     async def pub(sid: str, data: object) -> dict[str, object]:
         return {}
 
+    @sio.on("join")
+    async def join(sid: str, rooms: list[str]) -> dict[str, object]:
+        for room in rooms:
+            await sio.enter_room(sid, room)
+        return {}
+
+    async def publish_rooms(request: web.Request) -> web.Response:
+        for item in json.loads(await request.read()):
+            await sio.emit("m", item["data"], room=item["room"])
+        return web.json_response({})
+
     async def publish(request: web.Request) -> web.Response:
         body = json.loads(await request.read())
         await sio.emit("m", body)
@@ -39,6 +53,7 @@ def build_app() -> web.Application:
         return web.Response(text="ok")
 
     app.router.add_post("/publish", publish)
+    app.router.add_post("/publish_rooms", publish_rooms)
     app.router.add_get("/health", health)
     return app
 

@@ -5,6 +5,8 @@
 // POST /publish with a JSON body does io.emit("m", body): one broadcast to every
 // client of the default namespace (Socket.IO encodes the packet once).
 // A client event "pub" with an ack callback is acknowledged with {} (request/response).
+// A client event "join" with a list of rooms does socket.join(rooms) and acks {}.
+// POST /publish_rooms with [{"room":R,"data":D},...] does io.to(R).emit("m", D) per item.
 'use strict';
 const http = require('http');
 const { Server } = require('socket.io');
@@ -12,6 +14,16 @@ const { Server } = require('socket.io');
 const port = Number(process.argv[2] || 8102);
 
 const httpServer = http.createServer((req, res) => {
+  if (req.method === 'POST' && req.url === '/publish_rooms') {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      for (const item of JSON.parse(Buffer.concat(chunks).toString())) io.to(item.room).emit('m', item.data);
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+    return;
+  }
   if (req.method === 'POST' && req.url.startsWith('/publish')) {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
@@ -38,6 +50,10 @@ const io = new Server(httpServer, {
 });
 io.on('connection', (socket) => {
   socket.on('pub', (data, ack) => {
+    if (typeof ack === 'function') ack({});
+  });
+  socket.on('join', (rooms, ack) => {
+    socket.join(rooms);
     if (typeof ack === 'function') ack({});
   });
 });

@@ -5,14 +5,43 @@
 // every open client: the broadcast loop from the ws README.
 // POST /publish?batch=K sends K copies of the body joined by "\n" in one frame
 // (only used to measure the load generator's own ceiling, never for ratios).
-// A message received from a client is echoed back to it (request/response).
+// A message received from a client is echoed back to it (request/response), except
+// {"join":["room",...]}: the client joins those rooms (a Map<room, Set<ws>>) and gets
+// {"joined":N} back.
+// POST /publish_rooms with [{"room":R,"data":D},...] sends each D (serialized once) to
+// the members of room R.
+//   node ws_server.js PORT CERT.pem KEY.pem   serves https/wss instead (TLS connects).
 'use strict';
+const fs = require('fs');
 const http = require('http');
+const https = require('https');
 const { WebSocketServer, WebSocket } = require('ws');
 
 const port = Number(process.argv[2] || 8101);
+const rooms = new Map(); // room -> Set<ws>
 
-const server = http.createServer((req, res) => {
+function handler(req, res) {
+  if (req.method === 'POST' && req.url === '/publish_rooms') {
+    const chunks = [];
+    req.on('data', (c) => chunks.push(c));
+    req.on('end', () => {
+      let n = 0;
+      for (const item of JSON.parse(Buffer.concat(chunks).toString())) {
+        const members = rooms.get(item.room);
+        if (!members) continue;
+        const msg = JSON.stringify(item.data);
+        for (const client of members) {
+          if (client.readyState === WebSocket.OPEN) {
+            client.send(msg);
+            n++;
+          }
+        }
+      }
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(`{"sent":${n}}`);
+    });
+    return;
+  }
   if (req.method === 'POST' && req.url.startsWith('/publish')) {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
@@ -40,11 +69,35 @@ const server = http.createServer((req, res) => {
   }
   res.statusCode = 404;
   res.end();
-});
+}
+
+const server = process.argv[4]
+  ? https.createServer({ cert: fs.readFileSync(process.argv[3]), key: fs.readFileSync(process.argv[4]) }, handler)
+  : http.createServer(handler);
 
 const wss = new WebSocketServer({ server, path: '/ws', perMessageDeflate: false });
 wss.on('connection', (ws) => {
-  ws.on('message', (data, isBinary) => ws.send(data, { binary: isBinary }));
+  ws.on('message', (data, isBinary) => {
+    // "j" at offset 2: {"join":[...]}; everything else is echoed
+    if (!isBinary && data[2] === 0x6a && data.toString().startsWith('{"join":')) {
+      const joined = JSON.parse(data.toString()).join;
+      ws.rooms = joined;
+      for (const room of joined) {
+        let members = rooms.get(room);
+        if (!members) rooms.set(room, (members = new Set()));
+        members.add(ws);
+      }
+      ws.send(`{"joined":${joined.length}}`);
+      return;
+    }
+    ws.send(data, { binary: isBinary });
+  });
+  ws.on('close', () => {
+    for (const room of ws.rooms || []) {
+      const members = rooms.get(room);
+      if (members && members.delete(ws) && members.size === 0) rooms.delete(room);
+    }
+  });
   ws.on('error', () => {});
 });
 
