@@ -108,6 +108,8 @@ async def api_method(request: web.Request) -> web.StreamResponse:
         return _json(
             {"error": {"code": 100, "message": "internal server error"}}, status=500 if transport_mode else 200
         )
+    if name == "batch":  # Centrifugo answers batch with {"replies": [...]} at the top level
+        return _json(result)
     return _json({"result": result})
 
 
