@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 
@@ -81,3 +82,24 @@ async def test_recovery_across_nodes_after_a_dropped_link(start_server: Callable
     finally:
         await client.disconnect()
         await proxy.close()
+
+
+async def test_presence_entries_are_refreshed_while_connected(
+    start_server: Callable[..., object], redis_url: str
+) -> None:
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    config = {**redis_config(redis_url, prefix), "client": {"presence_update_interval": "300ms"}}
+    srv: Running = await start_server(config)  # type: ignore[misc]
+    client = new_client(srv.ws_url, token=token("stay"))
+    await client.connect()
+    sub = await subscribe_ready(client.new_subscription("kept", Recorder()))
+    await asyncio.sleep(2.0)  # entries live 0.9 s: only the refresh keeps this one
+    stats = await sub.presence_stats()
+    assert (stats.num_clients, stats.num_users) == (1, 1)
+    await client.disconnect()
+    await eventually(lambda: _stats_empty(srv))
+
+
+async def _stats_empty(srv: Running) -> bool:
+    clients, _ = await srv.server.node.presence_manager.presence_stats("kept")
+    return clients == 0

@@ -126,6 +126,7 @@ class Client:
     connection_limit: int = 100000  # total on this node; 0: unlimited
     queue_max_size: int = 1048576  # bytes of outbound data per connection
     write_delay: float = 0.0  # wait this long before writing, so more messages share one frame
+    presence_update_interval: float = 27.0  # refresh of presence entries in a shared store (Redis)
     history_max_publication_limit: int = 300
     recovery_max_publication_limit: int = 300
     command_rate_limit: int = 500  # commands per second per connection; 0: off
@@ -728,6 +729,9 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
         fail("engine.redis.address", f"is not a valid URL: {exc}")
     if scheme not in _REDIS_SCHEMES:
         fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL")
+
+    if s.client.presence_update_interval <= 0:
+        fail("client.presence_update_interval", "must be above 0")
 
     admin = s.admin
     if admin.enabled and not admin.insecure and not (admin.password and admin.secret):

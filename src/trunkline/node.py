@@ -167,6 +167,8 @@ class Node(BrokerEventHandler):
         await self.broker.start(self)
         self.accepting = True
         self.spawn(self._node_info_loop())
+        if not isinstance(self.presence_manager, MemoryPresence):
+            self.spawn(self._presence_refresh_loop())
 
     async def shutdown(self, timeout: float | None = None) -> None:
         """Stop accepting, close every connection with 3001 and release the broker."""
@@ -437,6 +439,29 @@ class Node(BrokerEventHandler):
         now = time.monotonic()
         peers = [info for uid, (seen, info) in self._peers.items() if uid != self.uid and now - seen < 30]
         return [self.local_info(), *peers]
+
+    @property
+    def presence_ttl(self) -> float:
+        """How long a presence entry lives in a shared store unless refreshed."""
+        return self.settings.client.presence_update_interval * 3
+
+    async def _presence_refresh_loop(self) -> None:
+        """Keep this node's presence entries alive in a shared store (they expire if the node dies)."""
+        interval = self.settings.client.presence_update_interval
+        while True:
+            await asyncio.sleep(interval)
+            for session in self.hub.connections():
+                for channel, sub in list(session.subscriptions.items()):
+                    if not sub.presence:
+                        continue
+                    info = self.client_info(session.user, session.client_id, session.conn_info, sub.chan_info)
+                    try:
+                        await self.presence_manager.add_presence(
+                            channel, session.client_id, session.user, info, self.presence_ttl
+                        )
+                    except Exception as exc:
+                        log.warning("cannot refresh presence: %s", exc)
+                        break
 
     async def _node_info_loop(self) -> None:
         while True:

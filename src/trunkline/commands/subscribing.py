@@ -159,9 +159,7 @@ async def announce(s: Session, channel: str) -> None:
     info = node.client_info(s.user, s.client_id, s.conn_info, sub.chan_info)
     if sub.presence:
         with node.metrics.broker_timer("add_presence"):
-            await node.presence_manager.add_presence(
-                channel, s.client_id, s.user, info, node.settings.client.ping_interval * 3 + 60
-            )
+            await node.presence_manager.add_presence(channel, s.client_id, s.user, info, node.presence_ttl)
     if sub.join_leave:
         with node.metrics.broker_timer("publish_join"):
             await node.broker.publish_join(channel, info)
