@@ -17,13 +17,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 from trunkline.app import Server
 from trunkline.config import Settings, settings_from_mapping
@@ -238,3 +239,39 @@ async def eventually(check: Callable[[], Any], timeout: float = 5.0, interval: f
 
 # A real redis-server on 127.0.0.1 for every test that asks for ``redis_url`` (started once per session).
 from tests.broker.conftest import redis_url  # noqa: E402, F401
+
+# Debian's Chromium driven by Playwright (browsers cannot be downloaded here; `make system-deps` installs it).
+CHROMIUM = Path("/usr/bin/chromium")
+HAVE_CHROMIUM = CHROMIUM.exists()
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+
+
+@pytest.fixture
+async def chromium() -> AsyncIterator[Callable[..., Awaitable[Browser]]]:
+    """``await chromium(*extra_args)``: a headless Chromium, closed at teardown."""
+    if not HAVE_CHROMIUM:
+        pytest.fail(f"needs {CHROMIUM}: run `make system-deps` (make test does)")
+    async with async_playwright() as playwright:
+        browsers: list[Browser] = []
+
+        async def launch(*extra: str) -> Browser:
+            browser = await playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *extra]
+            )
+            browsers.append(browser)
+            return browser
+
+        try:
+            yield launch
+        finally:
+            for browser in browsers:
+                await browser.close()

@@ -1,33 +1,20 @@
 """Browser fixtures: Debian's Chromium driven through Playwright's async API.
 
-Browsers cannot be downloaded here, so Playwright launches ``/usr/bin/chromium``
-(``make system-deps`` installs it); tests using ``browser`` skip when it is missing.
+``browser`` is one Chromium from the shared ``chromium`` launcher in ``tests/conftest.py``
+(``/usr/bin/chromium``; a missing browser fails the test, it is never skipped).
 """
 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser
 
 from tests.conftest import ROOT, Process
 
-CHROMIUM = Path("/usr/bin/chromium")
-HAVE_CHROMIUM = CHROMIUM.exists()
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 DEMO_CONFIG_PATH = ROOT / "examples" / "demo.toml"
 
 
@@ -46,12 +33,5 @@ def demo_server(server_process: Callable[..., Process]) -> Process:
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    if not HAVE_CHROMIUM:
-        pytest.skip(f"needs {CHROMIUM} (make system-deps)")
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            await browser.close()
+async def browser(chromium: Callable[..., Awaitable[Browser]]) -> Browser:
+    return await chromium()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,16 +29,6 @@ PASSWORD = "correct horse battery staple"
 ADMIN_SECRET = "admin-secret-0123456789abcdef0123456789"
 ADMIN = {"admin": {"enabled": True, "password": PASSWORD, "secret": ADMIN_SECRET}}
 SCREENSHOT = ROOT / "docs" / "img" / "dashboard.png"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 @contextlib.asynccontextmanager
@@ -254,92 +246,88 @@ async def test_dashboard_works_on_the_internal_port(start_server: Callable[..., 
 
 
 @pytest.mark.browser
-async def test_browser_sees_live_charts(start_server: Callable[..., Any]) -> None:
-    from playwright.async_api import async_playwright
-
+async def test_browser_sees_live_charts(
+    start_server: Callable[..., Any], chromium: Callable[..., Any], tmp_path: Path
+) -> None:
+    # TRUNKLINE_TEST_SCREENSHOTS=1 refreshes docs/img/dashboard.png; otherwise the shot stays in tmp_path
+    screenshot = SCREENSHOT if os.environ.get("TRUNKLINE_TEST_SCREENSHOTS") else tmp_path / "dashboard.png"
     running: Running = await start_server(ADMIN)
     base = running.http_url
     outside: list[str] = []
     console_errors: list[str] = []
 
-    async with async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = await browser.new_context(viewport={"width": 1360, "height": 680})
+    browser = await chromium()
+    context = await browser.new_context(viewport={"width": 1360, "height": 680})
 
-            async def only_local(route: Any) -> None:
-                if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
-                    await route.continue_()
-                else:  # no CDN, no internet: record and refuse
-                    outside.append(route.request.url)
-                    await route.abort()
+    async def only_local(route: Any) -> None:
+        if urlsplit(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            await route.continue_()
+        else:  # no CDN, no internet: record and refuse
+            outside.append(route.request.url)
+            await route.abort()
 
-            await context.route("**/*", only_local)
-            page = await context.new_page()
-            page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    await context.route("**/*", only_local)
+    page = await context.new_page()
+    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
 
-            # log in through the form
-            await page.goto(f"{base}/dashboard")
-            await page.fill("#password", "wrong")
-            await page.click("button[type=submit]")
-            await page.wait_for_selector("text=Wrong password.")
-            console_errors.clear()  # the refused login's 401 is reported as a failed load
-            await page.fill("#password", PASSWORD)
-            await page.click("button[type=submit]")
-            await page.wait_for_function(
-                "() => window.__dashboard && window.__dashboard.state === 'live'", timeout=10_000
-            )
-            await page.wait_for_function("() => window.__dashboard.updates >= 1", timeout=5_000)
-            start = await page.evaluate("window.__dashboard.updates")
-            assert await page.evaluate("window.__dashboard.last.connections") == 1  # the dashboard itself
+    # log in through the form
+    await page.goto(f"{base}/dashboard")
+    await page.fill("#password", "wrong")
+    await page.click("button[type=submit]")
+    await page.wait_for_selector("text=Wrong password.")
+    console_errors.clear()  # the refused login's 401 is reported as a failed load
+    await page.fill("#password", PASSWORD)
+    await page.click("button[type=submit]")
+    await page.wait_for_function("() => window.__dashboard && window.__dashboard.state === 'live'", timeout=10_000)
+    await page.wait_for_function("() => window.__dashboard.updates >= 1", timeout=5_000)
+    start = await page.evaluate("window.__dashboard.updates")
+    assert await page.evaluate("window.__dashboard.last.connections") == 1  # the dashboard itself
 
-            # drive traffic with real clients
-            clients = [await connect(running.ws_url, token(f"user-{i}")) for i in range(3)]
-            try:
-                for i, client in enumerate(clients):
-                    await subscribe(client, "news")
-                    await subscribe(client, _second(i))
-                publisher = asyncio.ensure_future(_publish_for(clients, seconds=6.0))
+    # drive traffic with real clients
+    clients = [await connect(running.ws_url, token(f"user-{i}")) for i in range(3)]
+    try:
+        for i, client in enumerate(clients):
+            await subscribe(client, "news")
+            await subscribe(client, _second(i))
+        publisher = asyncio.ensure_future(_publish_for(clients, seconds=6.0))
 
-                latest = "window.__dashboard.charts.connections.data[1].at(-1)"
-                await page.wait_for_function(f"() => {latest} === 4", timeout=10_000)
-                await page.wait_for_function(
-                    "() => window.__dashboard.last.messages_in_per_sec > 0"
-                    " && window.__dashboard.last.top_namespaces.length > 0",
-                    timeout=10_000,
-                )
-                await publisher
-                await page.wait_for_function(f"() => window.__dashboard.updates >= {start + 5}", timeout=10_000)
-                assert await page.evaluate("window.__dashboard.last.connections") == 4
-                assert await page.evaluate(latest) == 4
-                assert await page.text_content("#tile-connections") == "4"
-                assert await page.evaluate("window.__dashboard.charts.messages.data[1].some(v => v > 0)")
-                assert await page.evaluate("window.__dashboard.charts.latency.data[2].some(v => v != null)")  # cmd p99
-                if OUTBOUND_WIRED:
-                    assert await page.evaluate("window.__dashboard.charts.messages.data[2].some(v => v > 0)")  # out
-                    assert await page.evaluate("window.__dashboard.charts.latency.data[4].some(v => v != null)")
-                names = await page.eval_on_selector_all(
-                    "#namespaces tbody td:first-child", "tds => tds.map(t => t.textContent)"
-                )
-                assert "(no namespace)" in names
-                nodes = await page.eval_on_selector_all("#nodes tbody tr", "rows => rows.length")
-                assert nodes == 1
-                assert await page.locator("canvas").count() == 3  # the three uPlot charts
+        latest = "window.__dashboard.charts.connections.data[1].at(-1)"
+        await page.wait_for_function(f"() => {latest} === 4", timeout=10_000)
+        await page.wait_for_function(
+            "() => window.__dashboard.last.messages_in_per_sec > 0"
+            " && window.__dashboard.last.top_namespaces.length > 0",
+            timeout=10_000,
+        )
+        await publisher
+        await page.wait_for_function(f"() => window.__dashboard.updates >= {start + 5}", timeout=10_000)
+        assert await page.evaluate("window.__dashboard.last.connections") == 4
+        assert await page.evaluate(latest) == 4
+        assert await page.text_content("#tile-connections") == "4"
+        assert await page.evaluate("window.__dashboard.charts.messages.data[1].some(v => v > 0)")
+        assert await page.evaluate("window.__dashboard.charts.latency.data[2].some(v => v != null)")  # cmd p99
+        if OUTBOUND_WIRED:
+            assert await page.evaluate("window.__dashboard.charts.messages.data[2].some(v => v > 0)")  # out
+            assert await page.evaluate("window.__dashboard.charts.latency.data[4].some(v => v != null)")
+        names = await page.eval_on_selector_all(
+            "#namespaces tbody td:first-child", "tds => tds.map(t => t.textContent)"
+        )
+        assert "(no namespace)" in names
+        nodes = await page.eval_on_selector_all("#nodes tbody tr", "rows => rows.length")
+        assert nodes == 1
+        assert await page.locator("canvas").count() == 3  # the three uPlot charts
 
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(SCREENSHOT), full_page=True)
-            finally:
-                for client in clients:
-                    await client.disconnect()
+        screenshot.parent.mkdir(parents=True, exist_ok=True)
+        await page.screenshot(path=str(screenshot), full_page=True)
+    finally:
+        for client in clients:
+            await client.disconnect()
 
-            # the chart follows the clients leaving
-            await page.wait_for_function(f"() => {latest} === 1", timeout=10_000)
-        finally:
-            await browser.close()
+    # the chart follows the clients leaving
+    await page.wait_for_function(f"() => {latest} === 1", timeout=10_000)
 
     assert outside == []
     assert console_errors == []
-    assert SCREENSHOT.stat().st_size > 10_000
+    assert screenshot.stat().st_size > 10_000
 
 
 async def _publish_for(clients: list[Client], seconds: float) -> None:

@@ -41,7 +41,6 @@ from centrifuge import (
 )
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from playwright.async_api import Browser, async_playwright
 
 from tests.conftest import Running, deep_merge
 
@@ -51,18 +50,6 @@ SEC_CONFIG: dict[str, Any] = {
     "client": {"token": {"hmac_secret_key": SECRET}},
     "http_api": {"key": API_KEY},
 }
-CHROMIUM = Path("/usr/bin/chromium")
-HAVE_CHROMIUM = CHROMIUM.exists()
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 # ----------------------------------------------------------------------------------- tokens
@@ -384,25 +371,3 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
 
 
 # ----------------------------------------------------------------------------------- browser
-
-
-@pytest.fixture
-async def chromium() -> AsyncIterator[Callable[..., Awaitable[Browser]]]:
-    """``await chromium(*extra_args)``: a headless Chromium, closed at teardown."""
-    if not HAVE_CHROMIUM:
-        pytest.skip(f"needs {CHROMIUM} (make system-deps)")
-    async with async_playwright() as playwright:
-        browsers: list[Browser] = []
-
-        async def launch(*extra: str) -> Browser:
-            browser = await playwright.chromium.launch(
-                executable_path=str(CHROMIUM), headless=True, args=[*CHROMIUM_ARGS, *extra]
-            )
-            browsers.append(browser)
-            return browser
-
-        try:
-            yield launch
-        finally:
-            for browser in browsers:
-                await browser.close()
