@@ -138,6 +138,11 @@ class Session:
         return ClientView(self.client_id, self.user, self.conn_info)
 
     @property
+    def log_fields(self) -> dict[str, str]:
+        """``extra`` for log lines about this connection (JSON logs get ``client`` and ``user`` fields)."""
+        return {"client": self.client_id, "user": self.user}
+
+    @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
 
@@ -156,7 +161,7 @@ class Session:
         try:
             commands = self.codec.decode_commands(frame)
         except ProtocolError as exc:
-            log.info("bad frame from client=%s user=%s: %s", self.client_id, self.user, exc)
+            log.info("bad frame from client=%s user=%s: %s", self.client_id, self.user, exc, extra=self.log_fields)
             await self.close(E.BAD_REQUEST_DISCONNECT)
             return
         from .commands import dispatch
@@ -184,7 +189,9 @@ class Session:
                 await self.close(disconnect)
             except Exception:
                 code = 100
-                log.exception("command %s failed for client=%s user=%s", method, self.client_id, self.user)
+                log.exception(
+                    "command %s failed for client=%s user=%s", method, self.client_id, self.user, extra=self.log_fields
+                )
                 self.reply_error(command, E.INTERNAL)
             self.node.metrics.command(method, code, time.perf_counter() - started)
 
@@ -221,6 +228,7 @@ class Session:
                 self.user,
                 disconnect.code,
                 disconnect.reason,
+                extra=self.log_fields,
             )
         if was_connected:
             self.node.hub.remove_connection(self.client_id, self.user, self)
@@ -268,7 +276,9 @@ class Session:
                 with node.metrics.broker_timer("publish_leave"):
                     await node.broker.publish_leave(channel, info)
         except Exception as exc:
-            log.warning("cannot remove presence of client=%s in a channel: %s", self.client_id, exc)
+            log.warning(
+                "cannot remove presence of client=%s in a channel: %s", self.client_id, exc, extra=self.log_fields
+            )
 
     # ------------------------------------------------------------------ heartbeats and timers
 
@@ -369,7 +379,7 @@ class Session:
 
     def _on_write_error(self, exc: BaseException) -> None:
         if self.state is not State.CLOSED:
-            log.info("write failed for client=%s: %s", self.client_id, exc)
+            log.info("write failed for client=%s: %s", self.client_id, exc, extra=self.log_fields)
             self.node.spawn(self.close(None))
 
     # ------------------------------------------------------------------ control (server API)

@@ -91,6 +91,8 @@ async def test_json_logs_at_debug_carry_ids_and_no_secrets(server_process: Calla
     about = [e for e in entries if client_id in e["message"]]
     assert about, "no log line names the client id"
     assert any(f"user={USER}" in e["message"] for e in about)
+    # and carries them as fields, so a log search can filter on them
+    assert any(e.get("client") == client_id and e.get("user") == USER for e in about)
     _assert_no_secrets(output, *tokens)
 
 

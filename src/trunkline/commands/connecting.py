@@ -104,7 +104,9 @@ async def connect(s: Session, cmd: Command) -> None:
     for channel, chan_info, data, override in _server_side_channels(s, claims, credentials, extra_channels):
         opts = node.namespace_options(channel)
         if opts is None or channel in subs:
-            log.warning("skipping server-side subscription of client=%s to an unknown channel", s.client_id)
+            log.warning(
+                "skipping server-side subscription of client=%s to an unknown channel", s.client_id, extra=s.log_fields
+            )
             continue
         sub_req = req.subs.get(channel) or SubscribeRequest(channel=channel)
         try:
@@ -112,13 +114,14 @@ async def connect(s: Session, cmd: Command) -> None:
                 s, channel, opts, sub_req, server_side=True, chan_info=chan_info, data=data, override=override
             )
         except E.ClientError as err:
-            log.warning("server-side subscription of client=%s failed: %s", s.client_id, err)
+            log.warning("server-side subscription of client=%s failed: %s", s.client_id, err, extra=s.log_fields)
             continue
         subs[channel] = sub_result
         finishes.append((channel, finish))
     if subs:
         result.subs = subs
     s.reply(Reply(id=cmd.id, connect=result))
+    log.debug("connected client=%s user=%s", s.client_id, s.user, extra=s.log_fields)
     for _, finish in finishes:
         finish()
     s.start_heartbeat()
