@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from .node import Control, Node
 
 log = logging.getLogger("trunkline.session")
+JSON_CODEC = JsonCodec()  # stateless: one instance serves every connection
 
 
 class Transport(Protocol):
@@ -99,7 +100,7 @@ class Session:
         self.transport = transport
         self.remote = remote
         self.headers = headers or {}
-        self.codec = JsonCodec()
+        self.codec = JSON_CODEC
         self.client_id = str(uuid.uuid4())
         self.user = ""
         self.conn_info: bytes | None = None
