@@ -20,7 +20,6 @@ from trunkline.protocol.codec import (
     JsonCodec,
     ProtocolError,
     compact_raw,
-    encode_json,
     encode_publication_push,
 )
 from trunkline.protocol.messages import (
@@ -618,10 +617,6 @@ def test_join_keeps_both_infos() -> None:
 def test_join() -> None:
     assert codec.join([b"a", b"b", b"c"]) == b"a\nb\nc"
     assert codec.join([b"a"]) == b"a"
-
-
-def test_encode_json_is_compact() -> None:
-    assert encode_json({"a": [1, "x\ny"], "b": None}) == b'{"a":[1,"x\\ny"],"b":null}'
 
 
 # ---------------------------------------------------------------- compact_raw

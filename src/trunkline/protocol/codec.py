@@ -87,9 +87,4 @@ def encode_publication_push(channel: str, pub: Publication) -> bytes:
     return _encoder.encode(PushReply(Push(channel=channel, pub=pub)))
 
 
-def encode_json(value: object) -> bytes:
-    """Compact JSON of any msgspec-encodable value (no raw newlines)."""
-    return _encoder.encode(value)
-
-
 PING_FRAME = b"{}"
