@@ -171,7 +171,9 @@ class Server:
         """Graceful shutdown: stop accepting, close clients with 3001, release everything."""
         if self._closed.is_set():
             return
-        self.node.accepting = False
+        self.node.accepting = False  # /ready now answers 503 and new WebSocket upgrades are refused
+        if self.settings.shutdown.ready_delay > 0:  # let load balancers see it before the port closes
+            await asyncio.sleep(self.settings.shutdown.ready_delay)
         for runner in self._runners:
             for site in list(runner.sites):
                 await site.stop()

@@ -255,6 +255,7 @@ class Log:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Shutdown:
     timeout: float = 10.0  # drain period on SIGTERM
+    ready_delay: float = 0.0  # /ready answers 503 this long before the listeners close
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -101,3 +101,15 @@ async def test_ready_follows_a_real_redis(start_server: Callable[..., Any], tmp_
         await eventually(available, timeout=15)
     finally:
         redis.stop()
+
+
+async def test_ready_turns_503_before_the_port_closes_on_shutdown(start_server: Callable[..., Any]) -> None:
+    running = await start_server({"shutdown": {"ready_delay": "1s"}})
+    stopping = asyncio.ensure_future(running.server.stop(timeout=1))
+    try:
+        await asyncio.sleep(0.2)
+        async with aiohttp.ClientSession() as http, http.get(f"{running.http_url}/ready") as resp:
+            assert resp.status == 503  # still answering, but no longer ready
+            assert (await resp.json())["status"] == "unavailable"
+    finally:
+        await stopping
