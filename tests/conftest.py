@@ -24,6 +24,7 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from playwright.async_api import Browser, async_playwright
 
 from trunkline.app import Server
@@ -275,3 +276,28 @@ async def chromium() -> AsyncIterator[Callable[..., Awaitable[Browser]]]:
         finally:
             for browser in browsers:
                 await browser.close()
+
+
+# Signing keys for the token tests (generated once per run: RSA key generation is slow).
+@pytest.fixture(scope="session")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="session")
+def other_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="session")
+def ec_keys() -> dict[str, ec.EllipticCurvePrivateKey]:
+    return {
+        "ES256": ec.generate_private_key(ec.SECP256R1()),
+        "ES384": ec.generate_private_key(ec.SECP384R1()),
+        "ES512": ec.generate_private_key(ec.SECP521R1()),
+    }
+
+
+@pytest.fixture(scope="session")
+def ed_key() -> ed25519.Ed25519PrivateKey:
+    return ed25519.Ed25519PrivateKey.generate()

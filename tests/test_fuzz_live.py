@@ -44,6 +44,7 @@ from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import API_KEY, Running, eventually, token
+from trunkline.protocol import messages
 
 T = TypeVar("T")
 
@@ -145,20 +146,7 @@ channels = st.one_of(
     st.text(max_size=20),
     json_values,
 )
-METHODS = [
-    "connect",
-    "subscribe",
-    "unsubscribe",
-    "publish",
-    "presence",
-    "presence_stats",
-    "history",
-    "ping",
-    "send",
-    "rpc",
-    "refresh",
-    "sub_refresh",
-]
+METHODS = list(messages.METHODS)
 field_values: dict[str, st.SearchStrategy[Any]] = {
     "data": json_values,
     "token": st.one_of(st.text(max_size=30), st.just("a.b.c"), st.just(token("42")), json_values),

@@ -295,15 +295,19 @@ class Node(BrokerEventHandler):
 
     # ------------------------------------------------------------------ server API
 
-    def client_info(self, user: str, client: str, conn_info: bytes | None, chan_info: bytes | None) -> bytes:
-        return _encoder.encode(
-            ClientInfo(
-                user=user,
-                client=client,
-                conn_info=msgspec.Raw(conn_info) if conn_info is not None else None,
-                chan_info=msgspec.Raw(chan_info) if chan_info is not None else None,
-            )
+    @staticmethod
+    def client_info_struct(user: str, client: str, conn_info: bytes | None, chan_info: bytes | None) -> ClientInfo:
+        """The ClientInfo of publications, presence, join and leave."""
+        return ClientInfo(
+            user=user,
+            client=client,
+            conn_info=msgspec.Raw(conn_info) if conn_info is not None else None,
+            chan_info=msgspec.Raw(chan_info) if chan_info is not None else None,
         )
+
+    def client_info(self, user: str, client: str, conn_info: bytes | None, chan_info: bytes | None) -> bytes:
+        """:meth:`client_info_struct`, encoded."""
+        return _encoder.encode(self.client_info_struct(user, client, conn_info, chan_info))
 
     def _require_namespace(self, channel: str) -> NamespaceOptions:
         if not channel:
@@ -326,11 +330,20 @@ class Node(BrokerEventHandler):
     ) -> StreamPosition | None:
         """Publish encoded JSON ``data`` into ``channel``; returns the stream position with history."""
         opts = self._require_namespace(channel)
-        pub = Publication(
-            data=msgspec.Raw(data),
-            info=info,
-            tags=tags or None,
-        )
+        return await self.publish_to(channel, opts, data, info=info, tags=tags, skip_history=skip_history)
+
+    async def publish_to(
+        self,
+        channel: str,
+        opts: NamespaceOptions,
+        data: bytes,
+        *,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+    ) -> StreamPosition | None:
+        """:meth:`publish` for a channel the caller has already validated (``opts`` are its options)."""
+        pub = Publication(data=msgspec.Raw(data), info=info, tags=tags or None)
         options = self.publish_options(opts) if not skip_history else PublishOptions()
         started = time.perf_counter()
         try:

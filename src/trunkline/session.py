@@ -16,12 +16,10 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-import msgspec
-
 from . import errors as E
 from .events import ClientView, DisconnectEvent
 from .protocol.codec import PING_FRAME, JsonCodec, ProtocolError
-from .protocol.messages import Command, Error, Reply
+from .protocol.messages import Command, Error, Push, Reply, Unsubscribe
 from .transport.writer import Writer
 
 if TYPE_CHECKING:
@@ -146,13 +144,6 @@ class Session:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
-
-    @property
-    def connected(self) -> bool:
-        return self.state is State.CONNECTED
-
-    def push(self, data: bytes) -> None:
-        self.writer.push(data)
 
     async def handle_frame(self, frame: bytes) -> None:
         """Decode and run every command of one frame, in order."""
@@ -355,13 +346,7 @@ class Session:
         if channel not in self.subscriptions:
             return
         await self.release(channel)
-        self.writer.push(
-            b'{"push":{"channel":'
-            + msgspec.json.encode(channel)
-            + b',"unsubscribe":{"code":%d,"reason":' % code
-            + msgspec.json.encode(reason)
-            + b"}}}"
-        )
+        self.writer.push(self.codec.encode_push(Push(channel=channel, unsubscribe=Unsubscribe(code, reason))))
 
     def _take_token(self) -> bool:
         if self._rate <= 0:

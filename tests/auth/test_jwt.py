@@ -78,30 +78,6 @@ async def refused(verify: Callable[[str, float], Any], token: str, now: float = 
 # --------------------------------------------------------------------------- keys
 
 
-@pytest.fixture(scope="module")
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def other_rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def ec_keys() -> dict[str, ec.EllipticCurvePrivateKey]:
-    return {
-        "ES256": ec.generate_private_key(ec.SECP256R1()),
-        "ES384": ec.generate_private_key(ec.SECP384R1()),
-        "ES512": ec.generate_private_key(ec.SECP521R1()),
-    }
-
-
-@pytest.fixture(scope="module")
-def ed_key() -> ed25519.Ed25519PrivateKey:
-    return ed25519.Ed25519PrivateKey.generate()
-
-
 @pytest.fixture
 def hs() -> TokenVerifier:
     return TokenVerifier(hmac_secret_key=SECRET)

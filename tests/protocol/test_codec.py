@@ -23,6 +23,7 @@ from trunkline.protocol.codec import (
     encode_publication_push,
 )
 from trunkline.protocol.messages import (
+    METHODS,
     ClientInfo,
     Command,
     ConnectRequest,
@@ -654,18 +655,7 @@ json_values = st.recursive(
 )
 KEYS = [
     "id",
-    "connect",
-    "subscribe",
-    "unsubscribe",
-    "publish",
-    "presence",
-    "presence_stats",
-    "history",
-    "ping",
-    "send",
-    "rpc",
-    "refresh",
-    "sub_refresh",
+    *METHODS,
     "channel",
     "data",
     "token",

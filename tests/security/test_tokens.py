@@ -39,20 +39,6 @@ def public_pem(key: Any) -> str:
     return pem.decode()
 
 
-@pytest.fixture(scope="module")
-def rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-@pytest.fixture(scope="module")
-def ec_keys() -> dict[str, ec.EllipticCurvePrivateKey]:
-    return {
-        "ES256": ec.generate_private_key(ec.SECP256R1()),
-        "ES384": ec.generate_private_key(ec.SECP384R1()),
-        "ES512": ec.generate_private_key(ec.SECP521R1()),
-    }
-
-
 async def refused(raw: Raw, running: Running, token: str) -> Closed:
     client = await raw(running.ws_url)
     result = await client.connect(token)

@@ -19,7 +19,7 @@ from aiohttp import web
 from .. import errors as E
 from ..appkeys import NODE_KEY
 from . import schemas as S
-from .methods import LEGACY_IDS, METHODS
+from .methods import LEGACY_IDS, METHODS, MalformedBody
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -61,14 +61,8 @@ async def _read_body(request: web.Request, node: Node) -> bytes | web.Response:
     return body
 
 
-def _is_json(body: bytes) -> bool:
-    """Valid UTF-8 JSON of bounded depth (payloads are passed through to clients as they are)."""
-    try:
-        body.decode("utf-8")
-        msgspec.json.decode(body or b"{}")
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return False
-    return True
+def _malformed() -> web.Response:
+    return _json({"error": {"code": 107, "message": "malformed JSON body"}}, status=400)
 
 
 async def _prepare(request: web.Request) -> tuple[Node, bytes] | web.Response:
@@ -78,6 +72,10 @@ async def _prepare(request: web.Request) -> tuple[Node, bytes] | web.Response:
     body = await _read_body(request, node)
     if isinstance(body, web.Response):
         return body
+    try:
+        body.decode("utf-8")  # payloads are passed through to clients as they are: they must be valid text
+    except UnicodeDecodeError:
+        return _malformed()
     return node, body
 
 
@@ -90,14 +88,14 @@ async def api_method(request: web.Request) -> web.StreamResponse:
     method = METHODS.get(name)
     if method is None:
         return _json({"error": {"code": 104, "message": f"method not found: {name[:64]}"}}, status=404)
-    if not _is_json(body):
-        return _json({"error": {"code": 107, "message": "malformed JSON body"}}, status=400)
     transport_mode = (
         node.settings.http_api.error_mode == "transport"
         or request.headers.get("X-Centrifugo-Error-Mode", "").lower() == "transport"
     )
     try:
         result = await method(node, body)
+    except MalformedBody:
+        return _malformed()
     except E.ClientError as err:
         error = {"code": err.code, "message": err.message}
         if transport_mode:
@@ -123,20 +121,20 @@ async def api_legacy(request: web.Request) -> web.StreamResponse:
     for line in body.split(b"\n"):
         if not line.strip():
             continue
-        if not _is_json(line):
-            return _json({"error": {"code": 107, "message": "malformed JSON body"}}, status=400)
         try:
             cmd = msgspec.json.decode(line, type=S.LegacyCommand)
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return _json({"error": {"code": 107, "message": "malformed JSON body"}}, status=400)
+        except (msgspec.DecodeError, RecursionError):  # ValidationError included: not a legacy command
+            return _malformed()
         name = LEGACY_IDS.get(cmd.method, "") if isinstance(cmd.method, int) else cmd.method
         method = METHODS.get(name)
         if method is None:
             replies.append(_encoder.encode({"error": {"code": 104, "message": "method not found"}}))
             continue
         try:
-            result = await method(node, bytes(cmd.params) if cmd.params is not None else b"{}")
+            result = await method(node, bytes(cmd.params))
             replies.append(_encoder.encode({"result": result}))
+        except MalformedBody:
+            return _malformed()
         except E.ClientError as err:
             replies.append(_encoder.encode({"error": {"code": err.code, "message": err.message}}))
     if not replies:

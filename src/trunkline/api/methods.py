@@ -27,13 +27,17 @@ Result = dict[str, Any]
 Method = Callable[["Node", bytes], Awaitable[Result]]
 
 
+class MalformedBody(ValueError):
+    """The request body is not JSON (or nested too deeply): the HTTP layer answers 400."""
+
+
 def _decode(body: bytes, tp: type[Any]) -> Any:
     try:
         return msgspec.json.decode(body or b"{}", type=tp)
-    except msgspec.ValidationError as exc:
+    except msgspec.ValidationError as exc:  # JSON, but not the method's request shape
         raise E.BAD_REQUEST.with_message(f"bad request: {exc}") from None
     except (msgspec.DecodeError, RecursionError):
-        raise E.BAD_REQUEST.with_message("bad request: malformed JSON") from None
+        raise MalformedBody from None
 
 
 def _payload(data: Raw | None, b64data: str) -> bytes:

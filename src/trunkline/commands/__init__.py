@@ -9,7 +9,7 @@ import msgspec
 
 from .. import errors as E
 from ..events import MessageEvent, RPCEvent
-from ..protocol.messages import Command, PingResult, Reply, RPCResult, SubscribeRequest
+from ..protocol.messages import Command, PingResult, Push, Reply, RPCResult, Subscribe, SubscribeRequest
 from ..session import State
 from . import channel_ops, connecting
 from .subscribing import announce, join_channel
@@ -105,10 +105,14 @@ async def _server_subscribe(s: Session, cmd: Control) -> None:
         chan_info=bytes(cmd.info) if cmd.info else None,
         data=bytes(cmd.data) if cmd.data else None,
     )
-    push = (
-        b'{"push":{"channel":' + msgspec.json.encode(channel) + b',"subscribe":' + msgspec.json.encode(result) + b"}}"
+    pushed = Subscribe(
+        recoverable=result.recoverable,
+        epoch=result.epoch,
+        offset=result.offset,
+        positioned=result.positioned,
+        data=result.data,
     )
-    s.writer.push(push)
+    s.writer.push(s.codec.encode_push(Push(channel=channel, subscribe=pushed)))
     try:
         finish()
     except E.Disconnect as disconnect:

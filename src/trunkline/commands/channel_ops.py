@@ -17,7 +17,6 @@ from ..events import PublishEvent, SubscribeEvent
 from ..hub import permissions
 from ..node import SYSTEM_PREFIX
 from ..protocol.messages import (
-    ClientInfo,
     Command,
     HistoryResult,
     PresenceResult,
@@ -142,13 +141,8 @@ async def publish(s: Session, cmd: Command) -> None:
             data = hook_reply.data
     elif not permissions.can_publish(opts, s.user, sub is not None, node.settings.client.insecure):
         raise E.PERMISSION_DENIED
-    info = ClientInfo(
-        user=s.user,
-        client=s.client_id,
-        conn_info=msgspec.Raw(s.conn_info) if s.conn_info is not None else None,
-        chan_info=msgspec.Raw(sub.chan_info) if sub is not None and sub.chan_info is not None else None,
-    )
-    await node.publish(channel, data, info=info)
+    info = node.client_info_struct(s.user, s.client_id, s.conn_info, sub.chan_info if sub is not None else None)
+    await node.publish_to(channel, opts, data, info=info)
     s.reply(Reply(id=cmd.id, publish=PublishResult()))
 
 

@@ -119,13 +119,14 @@ class Command(Struct, omit_defaults=True):
     @property
     def method(self) -> str:
         """The name of the request field that is set, or ``""`` for an empty command (a pong)."""
-        for name in _METHODS:
+        for name in METHODS:
             if getattr(self, name) is not None:
                 return name
         return ""
 
 
-_METHODS = (
+#: The request fields of a Command, in protocol order.
+METHODS = (
     "connect",
     "subscribe",
     "unsubscribe",
@@ -299,6 +300,7 @@ class PushReply(Struct):
 EMPTY_RAW = Raw(b"null")
 
 __all__ = [
+    "METHODS",
     "ClientInfo",
     "Command",
     "ConnectRequest",
