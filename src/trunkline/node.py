@@ -327,10 +327,17 @@ class Node(BrokerEventHandler):
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
+        idempotency_key: str = "",
     ) -> StreamPosition | None:
-        """Publish encoded JSON ``data`` into ``channel``; returns the stream position with history."""
+        """Publish encoded JSON ``data`` into ``channel``; returns the stream position with history.
+
+        A repeated ``idempotency_key`` on the same channel within ``channel.idempotent_result_ttl``
+        publishes nothing and returns the first publication's result.
+        """
         opts = self._require_namespace(channel)
-        return await self.publish_to(channel, opts, data, info=info, tags=tags, skip_history=skip_history)
+        return await self.publish_to(
+            channel, opts, data, info=info, tags=tags, skip_history=skip_history, idempotency_key=idempotency_key
+        )
 
     async def publish_to(
         self,
@@ -341,6 +348,7 @@ class Node(BrokerEventHandler):
         info: ClientInfo | None = None,
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
+        idempotency_key: str = "",
     ) -> StreamPosition | None:
         """:meth:`publish` for a channel the caller has already validated (``opts`` are its options)."""
         pub = Publication(data=msgspec.Raw(data), info=info, tags=tags or None)
