@@ -198,6 +198,8 @@ class Channel:
     user_boundary: str = "#"
     user_separator: str = ","
     history_meta_ttl: float = 2592000.0  # 720h
+    position_check_interval: float = 40.0  # compare positioned channels with their stream top
+    idempotent_result_ttl: float = 300.0  # how long a publish idempotency_key is remembered
     without_namespace: NamespaceOptions = field(default_factory=NamespaceOptions)
     namespaces: tuple[Namespace, ...] = ()
     # Lookup table by name, derived from ``namespaces``; not a setting.
@@ -733,6 +735,8 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
 
     if s.client.presence_update_interval <= 0:
         fail("client.presence_update_interval", "must be above 0")
+    if s.channel.position_check_interval <= 0:
+        fail("channel.position_check_interval", "must be above 0")
 
     admin = s.admin
     if admin.enabled and not admin.insecure and not (admin.password and admin.secret):

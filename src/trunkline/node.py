@@ -17,7 +17,8 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import msgspec
 
@@ -27,19 +28,21 @@ from .auth import TokenVerifier
 from .broker.base import (
     Broker,
     BrokerEventHandler,
+    ClientInfo,
     HistoryQuery,
     PresenceManager,
+    Publication,
     PublishOptions,
     StreamPosition,
-    StreamPublication,
 )
 from .broker.memory import MemoryBroker, MemoryPresence
 from .config import NamespaceOptions, Settings
 from .events import Hooks
 from .hub.channels import ChannelRules
-from .hub.registry import Hub
+from .hub.recovery import decide, live_after
+from .hub.registry import Hub, WireShape
 from .observe.metrics import WRITE_SAMPLE_SUBSCRIBERS, Metrics
-from .protocol.messages import ClientInfo, Publication
+from .protocol.messages import ClientInfo as ProtocolClientInfo
 
 if TYPE_CHECKING:
     from .session import Session, Transport
@@ -79,6 +82,37 @@ def _with_raws(cmd: Control, info: bytes | None = None, data: bytes | None = Non
     return cmd
 
 
+class Subscriber(Protocol):
+    """What the engine needs from a connection that subscribes (any client protocol)."""
+
+    @property
+    def shape(self) -> WireShape: ...
+
+    @property
+    def closed(self) -> bool: ...
+
+    def push(self, data: bytes) -> None:
+        """Queue bytes encoded by ``shape`` for writing."""
+
+    def resubscribe(self, channel: str) -> None:
+        """This subscriber missed publications of ``channel``: drop it and tell the client to resubscribe."""
+
+
+@dataclass(slots=True)
+class JoinResult:
+    """Where a joining subscriber starts in the channel's stream."""
+
+    positioned: bool = False
+    recoverable: bool = False
+    epoch: str = ""
+    offset: int = 0
+    was_recovering: bool = False
+    recovered: bool = False
+    publications: list[Publication] = field(default_factory=list)
+
+
+Finish = Callable[[], None]
+
 #: Channels of the node itself (the dashboard's live stats); only admin connections subscribe.
 SYSTEM_PREFIX = "__trunkline:"
 ADMIN_META = {"trunkline_admin": True}
@@ -102,7 +136,7 @@ class Node(BrokerEventHandler):
             user_separator=ch.user_separator,
             max_length=ch.max_length,
         )
-        self.hub: Hub[Session] = Hub()
+        self.hub: Hub[Any] = Hub()  # sessions of every client protocol (Subscriber)
         self.broker: Broker = broker or MemoryBroker()
         self.presence_manager: PresenceManager = presence or MemoryPresence()
         self.metrics = metrics or Metrics()
@@ -128,7 +162,6 @@ class Node(BrokerEventHandler):
         self.accepting = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
-        self._offsets: dict[str, int] = {}
         self._peers: dict[str, tuple[float, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ hooks (decorators)
@@ -167,6 +200,7 @@ class Node(BrokerEventHandler):
         await self.broker.start(self)
         self.accepting = True
         self.spawn(self._node_info_loop())
+        self.spawn(self._position_check_loop())
         if not isinstance(self.presence_manager, MemoryPresence):
             self.spawn(self._presence_refresh_loop())
 
@@ -210,12 +244,20 @@ class Node(BrokerEventHandler):
             return None
         return self.settings.namespace(self.rules.namespace_of(channel))
 
-    def publish_options(self, opts: NamespaceOptions) -> PublishOptions:
+    def publish_options(self, opts: NamespaceOptions, idempotency_key: str = "") -> PublishOptions:
+        channel = self.settings.channel
         return PublishOptions(
             history_size=opts.history_size,
             history_ttl=opts.history_ttl,
-            history_meta_ttl=self.settings.channel.history_meta_ttl,
+            history_meta_ttl=channel.history_meta_ttl,
+            idempotency_key=idempotency_key,
+            idempotent_result_ttl=channel.idempotent_result_ttl,
         )
+
+    @property
+    def placeholder_ttl(self) -> float:
+        """How long a stream without publications lives (refreshed by every position check)."""
+        return max(3 * self.settings.channel.position_check_interval, 1.0)
 
     async def attach_channel(self, channel: str) -> None:
         """Make sure this node receives ``channel`` from the broker (first local subscriber)."""
@@ -231,20 +273,139 @@ class Node(BrokerEventHandler):
             raise E.INTERNAL.with_message("broker unavailable") from None
 
     def detach_channel(self, channel: str) -> None:
-        self._offsets.pop(channel, None)
         if self._broker_subs.pop(channel, None) is not None:
             self.spawn(self.broker.unsubscribe(channel))
 
+    # ------------------------------------------------------------------ engine API: joining a channel
+
+    async def join(
+        self,
+        sub: Subscriber,
+        channel: str,
+        *,
+        positioned: bool = False,
+        recoverable: bool = False,
+        since: StreamPosition | None = None,
+        reject_unrecovered: bool = False,
+        join_leave: bool = False,
+    ) -> tuple[JoinResult, Finish]:
+        """Join ``sub`` to ``channel`` in two steps, for any client protocol.
+
+        The subscriber is registered as pending first, so every publication that
+        arrives while the stream is read is buffered. The caller writes its
+        subscribe reply (with the result: position, recovered publications), then
+        calls ``finish``, which writes the buffered publications that follow the
+        subscriber's position and makes it live. ``finish`` raises
+        :data:`errors.INSUFFICIENT_STATE` if the buffer does not continue the
+        position. A positioned subscriber that starts ahead of what this node has
+        received so far stays pending until the node catches up (or is told to
+        resubscribe if the node finds those publications lost).
+        """
+        hub = self.hub
+        buffered: list[Publication] = []
+        hub.add_pending(channel, sub, buffered.append)
+        result = JoinResult(positioned=positioned, recoverable=recoverable)
+        position, epoch = -1, ""
+        try:
+            await self.attach_channel(channel)
+            if positioned:
+                position, epoch = await self._stream_position(channel, since, recoverable, reject_unrecovered, result)
+        except BaseException:
+            if hub.remove(channel, sub):
+                self.detach_channel(channel)
+            raise
+
+        def go_live() -> bool:
+            live = live_after(buffered, position) if position >= 0 else buffered
+            if live is None:
+                return False
+            shape = sub.shape
+            for pub in live:
+                sub.push(shape.publication(channel, pub))
+            buffered.clear()
+            hub.activate(channel, sub, shape, sub.push, positioned=positioned, join_leave=join_leave)
+            return True
+
+        def resume(ok: bool) -> None:
+            if sub.closed or not hub.is_pending(channel, sub):
+                return
+            if not (ok and go_live()):
+                sub.resubscribe(channel)
+
+        def finish() -> None:
+            if sub.closed or not hub.is_pending(channel, sub):
+                return
+            if positioned:
+                ready, missed = hub.join_position(channel, sub, position, epoch, resume)
+                self._resubscribe(channel, missed)
+                if not ready:
+                    return
+            if not go_live():
+                if hub.remove(channel, sub):
+                    self.detach_channel(channel)
+                raise E.INSUFFICIENT_STATE
+
+        return result, finish
+
+    async def _stream_position(
+        self, channel: str, since: StreamPosition | None, recoverable: bool, reject: bool, result: JoinResult
+    ) -> tuple[int, str]:
+        """Fill ``result`` from the stream (recovering from ``since``); return the subscriber's position."""
+        query = HistoryQuery(
+            limit=0, history_meta_ttl=self.settings.channel.history_meta_ttl, placeholder_ttl=self.placeholder_ttl
+        )
+        if recoverable and since is not None:
+            limit = self.settings.client.recovery_max_publication_limit or None
+            with self.metrics.broker_timer("history"):
+                pubs, top = await self.broker.history(
+                    channel,
+                    HistoryQuery(
+                        limit=limit,
+                        since=since,
+                        history_meta_ttl=query.history_meta_ttl,
+                        placeholder_ttl=query.placeholder_ttl,
+                    ),
+                )
+            recovery = decide(since, pubs, top)
+            result.was_recovering = True
+            result.epoch = top.epoch
+            self.metrics.recovery(recovery.recovered)
+            if recovery.recovered:
+                result.recovered = True
+                result.offset = since.offset
+                result.publications = recovery.publications
+                last = recovery.publications[-1].offset if recovery.publications else since.offset
+                return last, top.epoch
+            if reject:
+                raise E.UNRECOVERABLE_POSITION
+            result.offset = top.offset
+            return top.offset, top.epoch
+        with self.metrics.broker_timer("history"):
+            _, top = await self.broker.history(channel, query)
+        result.epoch = top.epoch
+        result.offset = top.offset
+        return top.offset, top.epoch
+
+    def _resubscribe(self, channel: str, subscribers: list[Any]) -> None:
+        """Positioned subscribers missed publications of ``channel``: they resubscribe (2500) and recover."""
+        if not subscribers:
+            return
+        self.metrics.stream_gap(self.rules.namespace_of(channel), len(subscribers))
+        log.warning(
+            "publications missed on a channel of namespace %r; %d positioned subscribers resubscribe",
+            self.rules.namespace_of(channel),
+            len(subscribers),
+        )
+        for sub in subscribers:
+            sub.resubscribe(channel)
+
     # ------------------------------------------------------------------ broker events
 
-    def handle_publication(self, channel: str, data: bytes, offset: int) -> None:
+    def handle_publication(self, channel: str, pub: Publication) -> None:
         started = time.perf_counter()
-        if offset and channel in self._broker_subs:
-            last = self._offsets.get(channel)
-            self._offsets[channel] = offset
-            if last is not None and offset != last + 1:
-                self._stream_gap(channel)
-        count = self.hub.broadcast_publication(channel, data, offset)
+        count, missed = self.hub.broadcast(channel, pub)
+        if missed:
+            self._resubscribe(channel, missed)
         if count:
             metrics = self.metrics
             metrics.fanout(self.rules.namespace_of(channel), count, time.perf_counter() - started)
@@ -253,20 +414,59 @@ class Node(BrokerEventHandler):
                 for session in subscribers[:: max(1, len(subscribers) // WRITE_SAMPLE_SUBSCRIBERS)]:
                     session.writer.sample(started)
 
-    def _stream_gap(self, channel: str) -> None:
-        """This node missed publications of ``channel`` (e.g. the broker link dropped).
+    def handle_resync(self) -> None:
+        """The broker's feed was interrupted: check every positioned channel against its stream."""
+        self.spawn(self.check_positions())
 
-        Positioned subscribers are told to resubscribe (2500), which recovers the gap
-        from history or reports it honestly as not recovered.
+    #: How long a stream top past this node's position may wait for its publications in flight.
+    position_grace = 1.0
+
+    async def check_positions(self) -> None:
+        """Compare each positioned channel with its stream top; resubscribe subscribers that missed data.
+
+        Runs after the broker's feed comes back and every
+        ``channel.position_check_interval`` (which also keeps the streams of idle
+        channels alive). A top past the node's position may be publications still
+        in flight, so those are looked at again after :attr:`position_grace`.
         """
-        log.warning(
-            "publications missed on a channel of namespace %r; resubscribing positioned clients",
-            self.rules.namespace_of(channel),
+        channels = self.hub.positioned_channels()
+        suspects: list[tuple[str, StreamPosition]] = []
+        for i in range(0, len(channels), 500):
+            batch = channels[i : i + 500]
+            try:
+                tops = await asyncio.gather(*(self.stream_top(c) for c in batch))
+            except Exception as exc:
+                log.warning("cannot check stream positions: %s", exc)
+                return
+            for channel, top in zip(batch, tops, strict=True):
+                position = self.hub.position(channel)
+                if position is None:
+                    continue
+                if top.epoch != position[1] or top.offset < position[0]:
+                    self._resubscribe(channel, self.hub.declare(channel, top.offset, top.epoch))
+                elif top.offset > position[0]:
+                    suspects.append((channel, top))
+        if not suspects:
+            return
+        await asyncio.sleep(self.position_grace)
+        for channel, top in suspects:
+            position = self.hub.position(channel)
+            if position is not None and position[1] == top.epoch and position[0] < top.offset:
+                self._resubscribe(channel, self.hub.declare(channel, top.offset, top.epoch))
+
+    async def stream_top(self, channel: str) -> StreamPosition:
+        query = HistoryQuery(
+            limit=0, history_meta_ttl=self.settings.channel.history_meta_ttl, placeholder_ttl=self.placeholder_ttl
         )
-        for session in self.hub.subscribers(channel):
-            sub = session.subscriptions.get(channel)
-            if sub is not None and sub.positioned:
-                self.spawn(session.server_unsubscribe(channel, *E.UNSUBSCRIBE_INSUFFICIENT_STATE))
+        with self.metrics.broker_timer("history"):
+            _, top = await self.broker.history(channel, query)
+        return top
+
+    async def _position_check_loop(self) -> None:
+        interval = self.settings.channel.position_check_interval
+        while True:
+            await asyncio.sleep(interval)
+            await self.check_positions()
 
     def handle_join(self, channel: str, info: bytes) -> None:
         self.hub.broadcast_join_leave(channel, "join", info)
@@ -296,9 +496,11 @@ class Node(BrokerEventHandler):
     # ------------------------------------------------------------------ server API
 
     @staticmethod
-    def client_info_struct(user: str, client: str, conn_info: bytes | None, chan_info: bytes | None) -> ClientInfo:
-        """The ClientInfo of publications, presence, join and leave."""
-        return ClientInfo(
+    def client_info_struct(
+        user: str, client: str, conn_info: bytes | None, chan_info: bytes | None
+    ) -> ProtocolClientInfo:
+        """The ClientInfo of presence, join and leave (JSON client protocol)."""
+        return ProtocolClientInfo(
             user=user,
             client=client,
             conn_info=msgspec.Raw(conn_info) if conn_info is not None else None,
@@ -351,11 +553,17 @@ class Node(BrokerEventHandler):
         idempotency_key: str = "",
     ) -> StreamPosition | None:
         """:meth:`publish` for a channel the caller has already validated (``opts`` are its options)."""
-        pub = Publication(data=msgspec.Raw(data), info=info, tags=tags or None)
-        options = self.publish_options(opts) if not skip_history else PublishOptions()
+        pub = Publication(data=data, info=info, tags=tags or None, time=int(time.time() * 1000))
+        if skip_history:
+            options = PublishOptions(
+                idempotency_key=idempotency_key,
+                idempotent_result_ttl=self.settings.channel.idempotent_result_ttl,
+            )
+        else:
+            options = self.publish_options(opts, idempotency_key)
         started = time.perf_counter()
         try:
-            position = await self.broker.publish(channel, _encoder.encode(pub), options)
+            position = await self.broker.publish(channel, pub, options)
         except Exception:
             self.metrics.broker_op("publish", time.perf_counter() - started, error=True)
             raise
@@ -365,7 +573,7 @@ class Node(BrokerEventHandler):
 
     async def history(
         self, channel: str, limit: int | None, since: StreamPosition | None, reverse: bool
-    ) -> tuple[list[StreamPublication], StreamPosition]:
+    ) -> tuple[list[Publication], StreamPosition]:
         opts = self._require_namespace(channel)
         if not opts.history_enabled:
             raise E.NOT_AVAILABLE
@@ -373,7 +581,11 @@ class Node(BrokerEventHandler):
         if limit is None or limit < 0 or (cap and limit > cap):
             limit = cap if cap else None
         query = HistoryQuery(
-            limit=limit, since=since, reverse=reverse, history_meta_ttl=self.settings.channel.history_meta_ttl
+            limit=limit,
+            since=since,
+            reverse=reverse,
+            history_meta_ttl=self.settings.channel.history_meta_ttl,
+            placeholder_ttl=self.placeholder_ttl,
         )
         with self.metrics.broker_timer("history"):
             pubs, top = await self.broker.history(channel, query)

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import errors as E
 from .events import ClientView, DisconnectEvent
-from .protocol.codec import PING_FRAME, JsonCodec, ProtocolError
+from .protocol.codec import JSON_SHAPE, PING_FRAME, JsonCodec, ProtocolError
 from .protocol.messages import Command, Error, Push, Reply, Unsubscribe
 from .transport.writer import Writer
 
 if TYPE_CHECKING:
-    from .broker.base import StreamPublication
+    from .hub.registry import WireShape
     from .node import Control, Node
 
 log = logging.getLogger("trunkline.session")
@@ -106,7 +106,7 @@ class Session:
         self.is_admin = False
         self.state = State.CONNECTING
         self.subscriptions: dict[str, Subscription] = {}
-        self.pending: dict[str, list[StreamPublication]] = {}
+        self.pending: dict[str, object] = {}  # channel -> token of the subscribe in progress
         self.close_code = 0
         client = node.settings.client
         self.writer = Writer(
@@ -144,6 +144,23 @@ class Session:
     @property
     def closed(self) -> bool:
         return self.state is State.CLOSED
+
+    @property
+    def shape(self) -> WireShape:
+        """How this connection's channel pushes are encoded (its wire format)."""
+        return JSON_SHAPE
+
+    def push(self, data: bytes) -> None:
+        self.writer.push(data)
+
+    def resubscribe(self, channel: str) -> None:
+        """Missed publications of ``channel``: unsubscribe with 2500 so the client resubscribes and recovers."""
+        sub = self._forget(channel)
+        if sub is None:
+            return
+        code, reason = E.UNSUBSCRIBE_INSUFFICIENT_STATE
+        self.writer.push(self.codec.encode_push(Push(channel=channel, unsubscribe=Unsubscribe(code, reason))))
+        self.node.spawn(self._announce_leave(channel, sub))
 
     async def handle_frame(self, frame: bytes) -> None:
         """Decode and run every command of one frame, in order."""
@@ -252,13 +269,24 @@ class Session:
 
     async def release(self, channel: str) -> None:
         """Drop one subscription: hub, presence, leave push, broker interest."""
+        sub = self._forget(channel)
+        if sub is not None:
+            await self._announce_leave(channel, sub)
+
+    def _forget(self, channel: str) -> Subscription | None:
+        """Drop a subscription (or a subscribe in progress) from this node at once."""
         sub = self.subscriptions.pop(channel, None)
         self.pending.pop(channel, None)
         node = self.node
         if node.hub.remove(channel, self):
             node.detach_channel(channel)
-        if sub is None:
-            return
+        if sub is not None and sub.expire_at is not None:
+            self.cancel_timer("sub:" + channel)
+        return sub
+
+    async def _announce_leave(self, channel: str, sub: Subscription) -> None:
+        """Remove the presence entry and publish the leave of a dropped subscription."""
+        node = self.node
         info = node.client_info(self.user, self.client_id, self.conn_info, sub.chan_info)
         try:
             if sub.presence:

@@ -17,7 +17,7 @@ from msgspec import Raw
 
 from .. import errors as E
 from ..broker.base import StreamPosition
-from ..protocol.codec import compact_raw
+from ..protocol.codec import compact_raw, encode_publication
 from . import schemas as S
 
 if TYPE_CHECKING:
@@ -147,7 +147,7 @@ async def history(node: Node, body: bytes) -> Result:
     since = StreamPosition(req.since.offset, req.since.epoch) if req.since is not None else None
     limit = None if req.limit < 0 else req.limit
     pubs, top = await node.history(req.channel, limit, since, req.reverse)
-    return {"publications": [Raw(p.data) for p in pubs], "epoch": top.epoch, "offset": top.offset}
+    return {"publications": [encode_publication(p) for p in pubs], "epoch": top.epoch, "offset": top.offset}
 
 
 async def history_remove(node: Node, body: bytes) -> Result:

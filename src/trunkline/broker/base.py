@@ -1,15 +1,20 @@
 """Broker and presence interfaces shared by the memory and Redis implementations.
 
-Publications cross the broker boundary as bytes: the JSON encoding of a protocol
-``Publication`` (with its offset when the channel keeps history). A node builds the
-push for its subscribers by wrapping those bytes once, whatever broker delivered
-them, so the memory broker behaves exactly like the network one.
+Publications cross the broker as a protocol-neutral :class:`Publication` record
+(payload bytes, client info, tags, time, and the offset and epoch the stream gave
+it). The memory broker hands the objects over as they are; the Redis broker ships
+them in a compact binary form (msgpack, see :func:`encode_body`). Nothing below the
+hub knows the client protocol: each wire format encodes a record on its own.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Protocol
+
+from ..records import ClientInfo, Publication, decode_body, encode_body
+
+__all__ = ["ClientInfo", "Publication", "decode_body", "encode_body"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,21 +26,19 @@ class StreamPosition:
 
 
 @dataclass(frozen=True, slots=True)
-class StreamPublication:
-    """One publication as stored in history: its offset and its encoded bytes."""
-
-    offset: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
 class PublishOptions:
-    """How a publication is kept. History is on when both size and ttl are positive."""
+    """How a publication is kept. History is on when both size and ttl are positive.
+
+    A non-empty ``idempotency_key`` makes the broker remember the result for
+    ``idempotent_result_ttl`` seconds: a repeat within that window publishes nothing
+    and returns the first result.
+    """
 
     history_size: int = 0
     history_ttl: float = 0.0
     history_meta_ttl: float = 0.0
     idempotency_key: str = ""
+    idempotent_result_ttl: float = 300.0
 
     @property
     def keeps_history(self) -> bool:
@@ -44,24 +47,33 @@ class PublishOptions:
 
 @dataclass(frozen=True, slots=True)
 class HistoryQuery:
-    """A history read: ``limit`` None means "all" (the caller caps it), 0 means "only the position"."""
+    """A history read: ``limit`` None means "all" (the caller caps it), 0 means "only the position".
+
+    ``history_meta_ttl`` extends the life of a stream that has publications; a stream
+    that has none yet (created by this read to fix its epoch) lives only
+    ``placeholder_ttl`` unless read again, so subscribes alone cannot pile up state.
+    """
 
     limit: int | None = None
     since: StreamPosition | None = None
     reverse: bool = False
     history_meta_ttl: float = 0.0
+    placeholder_ttl: float = 0.0
 
 
 class BrokerEventHandler(Protocol):
     """The node: the broker pushes what it receives here (synchronously, in the event loop)."""
 
-    def handle_publication(self, channel: str, data: bytes, offset: int) -> None: ...
+    def handle_publication(self, channel: str, pub: Publication) -> None: ...
 
     def handle_join(self, channel: str, info: bytes) -> None: ...
 
     def handle_leave(self, channel: str, info: bytes) -> None: ...
 
     def handle_control(self, data: bytes) -> None: ...
+
+    def handle_resync(self) -> None:
+        """The feed was interrupted and is back: publications may have been missed."""
 
 
 class Broker(Protocol):
@@ -76,11 +88,12 @@ class Broker(Protocol):
 
     async def unsubscribe(self, channel: str) -> None: ...
 
-    async def publish(self, channel: str, data: bytes, options: PublishOptions) -> StreamPosition | None:
-        """Publish ``data`` (an encoded Publication without offset).
+    async def publish(self, channel: str, pub: Publication, options: PublishOptions) -> StreamPosition | None:
+        """Publish ``pub`` (offset and epoch unset).
 
-        With history, the broker sets the next offset into the stored and delivered
-        bytes and returns the new position; without history it returns None.
+        With history, the broker gives the record the next offset and the stream's
+        epoch, stores and delivers it, and returns the new position; without
+        history it returns None.
         """
 
     async def publish_join(self, channel: str, info: bytes) -> None: ...
@@ -90,7 +103,7 @@ class Broker(Protocol):
     async def publish_control(self, data: bytes) -> None:
         """Send a node-to-node control message to every node (this one included)."""
 
-    async def history(self, channel: str, query: HistoryQuery) -> tuple[list[StreamPublication], StreamPosition]: ...
+    async def history(self, channel: str, query: HistoryQuery) -> tuple[list[Publication], StreamPosition]: ...
 
     async def remove_history(self, channel: str) -> None: ...
 
@@ -110,10 +123,3 @@ class PresenceManager(Protocol):
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:
         """(number of clients, number of distinct users)."""
-
-
-def with_offset(data: bytes, offset: int) -> bytes:
-    """Insert ``"offset":N`` into an encoded Publication object (``{...}``)."""
-    if data == b"{}":
-        return b'{"offset":%d}' % offset
-    return data[:-1] + b',"offset":%d}' % offset

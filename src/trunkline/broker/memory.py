@@ -1,26 +1,32 @@
 """In-memory broker and presence: one process, nothing to install (the default).
 
-It keeps the same contract as the Redis implementation: bytes at the boundary,
-history bounded by size and ttl, a fresh random epoch whenever a stream is created
-(so a restart is reported as "not recovered", never as a silent gap).
+It keeps the same contract as the Redis implementation: history bounded by size
+and ttl, a fresh random epoch whenever a stream is created (so a restart is
+reported as "not recovered", never as a silent gap). Publications stay objects.
+
+Expiry is active: a heap of deadlines is swept every ``sweep_interval`` seconds,
+so expired items and streams free their memory whether or not anyone reads them
+again. A stream created by a read (a subscribe fixing its epoch) is a
+*placeholder* that lives only ``placeholder_ttl`` unless read again or published to.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+
+import msgspec
 
 from .base import (
     BrokerEventHandler,
     HistoryQuery,
+    Publication,
     PublishOptions,
     StreamPosition,
-    StreamPublication,
-    with_offset,
 )
 
 Clock = Callable[[], float]
@@ -30,33 +36,45 @@ def new_epoch() -> str:
     return secrets.token_hex(4)
 
 
-@dataclass(slots=True)
 class _Stream:
-    epoch: str
-    top: int = 0
-    items: deque[StreamPublication] = field(default_factory=deque)
-    items_expire_at: float = 0.0
-    meta_expire_at: float = 0.0
+    __slots__ = ("epoch", "items", "items_expire_at", "meta_expire_at", "scheduled", "top")
+
+    def __init__(self, epoch: str) -> None:
+        self.epoch = epoch
+        self.top = 0
+        self.items: deque[Publication] | None = None
+        self.items_expire_at = 0.0
+        self.meta_expire_at = 0.0
+        self.scheduled = 0.0  # deadline of this stream's entry in the sweep heap (0: none)
+
+    def deadline(self) -> float:
+        at = self.meta_expire_at
+        if self.items and (not at or self.items_expire_at < at):
+            at = self.items_expire_at
+        return at
 
 
 class MemoryBroker:
     """Single-node pub/sub with per-channel history streams."""
 
-    def __init__(self, clock: Clock = time.monotonic, cleanup_interval: float = 60.0) -> None:
+    def __init__(self, clock: Clock = time.monotonic, sweep_interval: float = 1.0) -> None:
         self._clock = clock
         self._handler: BrokerEventHandler | None = None
         self._streams: dict[str, _Stream] = {}
-        self._cleanup_interval = cleanup_interval
-        self._cleanup_task: asyncio.Task[None] | None = None
+        self._heap: list[tuple[float, str]] = []
+        self._results: dict[tuple[str, str], StreamPosition | None] = {}
+        self._results_expiry: deque[tuple[float, tuple[str, str]]] = deque()
+        self._sweep_interval = sweep_interval
+        self._sweep_task: asyncio.Task[None] | None = None
 
     async def start(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
-        self._cleanup_task = asyncio.create_task(self._cleanup_loop())
+        self._sweep_task = asyncio.create_task(self._sweep_loop())
 
     async def close(self) -> None:
-        if self._cleanup_task is not None:
-            self._cleanup_task.cancel()
-            self._cleanup_task = None
+        if self._sweep_task is not None:
+            self._sweep_task.cancel()
+            self._sweep_task = None
 
     async def ping(self) -> None:
         return None
@@ -67,40 +85,104 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         return None
 
-    def _stream(self, channel: str, meta_ttl: float, create: bool) -> _Stream | None:
+    @property
+    def num_streams(self) -> int:
+        return len(self._streams)
+
+    # ------------------------------------------------------------------ expiry
+
+    def _schedule(self, channel: str, stream: _Stream) -> None:
+        deadline = stream.deadline()
+        if deadline and (not stream.scheduled or deadline < stream.scheduled):
+            stream.scheduled = deadline
+            heapq.heappush(self._heap, (deadline, channel))
+
+    def _expire(self, channel: str, stream: _Stream, now: float) -> bool:
+        """Apply what is due; False when the stream itself is gone."""
+        if stream.meta_expire_at and stream.meta_expire_at <= now:
+            del self._streams[channel]
+            return False
+        if stream.items and stream.items_expire_at <= now:
+            stream.items = None
+        return True
+
+    def sweep(self) -> None:
+        """Drop every expired item, stream and idempotent result (the loop calls this)."""
+        now = self._clock()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            at, channel = heapq.heappop(heap)
+            stream = self._streams.get(channel)
+            if stream is None or stream.scheduled != at:
+                continue  # superseded by an earlier deadline, or gone
+            stream.scheduled = 0.0
+            if self._expire(channel, stream, now):
+                self._schedule(channel, stream)
+        expiry = self._results_expiry
+        while expiry and expiry[0][0] <= now:
+            _, key = expiry.popleft()
+            self._results.pop(key, None)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._sweep_interval)
+            self.sweep()
+
+    def _stream(self, channel: str, query: HistoryQuery | None, create: bool) -> _Stream | None:
         now = self._clock()
         stream = self._streams.get(channel)
-        if stream is not None and stream.meta_expire_at and stream.meta_expire_at < now:
-            del self._streams[channel]
+        if stream is not None and not self._expire(channel, stream, now):
             stream = None
-        if stream is not None and stream.items and stream.items_expire_at < now:
-            stream.items.clear()
         if stream is None and create:
-            stream = self._streams[channel] = _Stream(epoch=new_epoch())
-        if stream is not None and meta_ttl > 0:
-            stream.meta_expire_at = now + meta_ttl
+            stream = self._streams[channel] = _Stream(new_epoch())
+        if stream is not None and query is not None:
+            ttl = query.history_meta_ttl if stream.top else query.placeholder_ttl
+            if ttl > 0:
+                stream.meta_expire_at = now + ttl
+                self._schedule(channel, stream)
         return stream
 
-    async def publish(self, channel: str, data: bytes, options: PublishOptions) -> StreamPosition | None:
-        return self.publish_now(channel, data, options)
+    # ------------------------------------------------------------------ publishing
 
-    def publish_now(self, channel: str, data: bytes, options: PublishOptions) -> StreamPosition | None:
+    async def publish(self, channel: str, pub: Publication, options: PublishOptions) -> StreamPosition | None:
+        return self.publish_now(channel, pub, options)
+
+    def publish_now(self, channel: str, pub: Publication, options: PublishOptions) -> StreamPosition | None:
         """Publish without awaiting: the fan-out happens before this returns."""
+        key = (channel, options.idempotency_key)
+        if options.idempotency_key and key in self._results:
+            return self._results[key]
+        position = self._publish(channel, pub, options)
+        if options.idempotency_key and options.idempotent_result_ttl > 0:
+            self._results[key] = position
+            self._results_expiry.append((self._clock() + options.idempotent_result_ttl, key))
+        return position
+
+    def _publish(self, channel: str, pub: Publication, options: PublishOptions) -> StreamPosition | None:
         handler = self._handler
         if not options.keeps_history:
             if handler is not None:
-                handler.handle_publication(channel, data, 0)
+                handler.handle_publication(channel, pub)
             return None
-        stream = self._stream(channel, options.history_meta_ttl, create=True)
+        stream = self._stream(channel, None, create=True)
         assert stream is not None
+        now = self._clock()
         stream.top += 1
-        data = with_offset(data, stream.top)
-        stream.items.append(StreamPublication(stream.top, data))
-        while len(stream.items) > options.history_size:
-            stream.items.popleft()
-        stream.items_expire_at = self._clock() + options.history_ttl
+        pub = msgspec.structs.replace(pub, offset=stream.top, epoch=stream.epoch)
+        items = stream.items
+        if items is None:
+            items = stream.items = deque()
+        items.append(pub)
+        while len(items) > options.history_size:
+            items.popleft()
+        stream.items_expire_at = now + options.history_ttl
+        if options.history_meta_ttl > 0:
+            stream.meta_expire_at = now + options.history_meta_ttl
+        else:
+            stream.meta_expire_at = 0.0  # no metadata ttl: the stream's epoch and top never expire
+        self._schedule(channel, stream)
         if handler is not None:
-            handler.handle_publication(channel, data, stream.top)
+            handler.handle_publication(channel, pub)
         return StreamPosition(stream.top, stream.epoch)
 
     async def publish_join(self, channel: str, info: bytes) -> None:
@@ -115,14 +197,16 @@ class MemoryBroker:
         if self._handler is not None:
             self._handler.handle_control(data)
 
-    async def history(self, channel: str, query: HistoryQuery) -> tuple[list[StreamPublication], StreamPosition]:
+    # ------------------------------------------------------------------ history
+
+    async def history(self, channel: str, query: HistoryQuery) -> tuple[list[Publication], StreamPosition]:
         return self.history_now(channel, query)
 
-    def history_now(self, channel: str, query: HistoryQuery) -> tuple[list[StreamPublication], StreamPosition]:
-        stream = self._stream(channel, query.history_meta_ttl, create=True)
+    def history_now(self, channel: str, query: HistoryQuery) -> tuple[list[Publication], StreamPosition]:
+        stream = self._stream(channel, query, create=True)
         assert stream is not None
         position = StreamPosition(stream.top, stream.epoch)
-        if query.limit == 0:
+        if query.limit == 0 or not stream.items:
             return [], position
         items = list(stream.items)
         if query.since is not None:
@@ -140,14 +224,7 @@ class MemoryBroker:
     async def remove_history(self, channel: str) -> None:
         stream = self._streams.get(channel)
         if stream is not None:
-            stream.items.clear()
-
-    async def _cleanup_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._cleanup_interval)
-            now = self._clock()
-            for name in [n for n, s in self._streams.items() if s.meta_expire_at and s.meta_expire_at < now]:
-                del self._streams[name]
+            stream.items = None
 
 
 class MemoryPresence:

@@ -4,16 +4,20 @@ Layout (every name starts with the configured prefix, ``trunkline`` by default):
 
 - ``<prefix>.client.<channel>``: the pub/sub channel of a Trunkline channel. Its
   messages carry a one-byte type marker so publications, joins and leaves of one
-  channel stay in one ordered feed: ``p<offset>:<publication>`` (offset 0 without
-  history), ``j<info>``, ``l<info>``.
+  channel stay in one ordered feed: ``p<offset>:<epoch>:<record>`` (``p0::<record>``
+  without history; the record is :func:`~trunkline.broker.base.encode_body`'s
+  msgpack), ``j<info>``, ``l<info>``.
 - ``<prefix>.control``: node-to-node control messages, always subscribed.
 - ``<prefix>.stream.<channel>``: the history stream (XADD ids ``<offset>-0``; each
-  entry's field ``d`` holds the publication with its offset already inserted).
+  entry's field ``d`` holds the record).
 - ``<prefix>.meta.<channel>``: the stream's metadata hash, ``e`` epoch and ``s`` top
-  offset.
+  offset. A stream without publications (created by a subscribe's read) expires
+  after the placeholder ttl unless read again.
+- ``<prefix>.result.<channel>.<key>``: the result of an idempotent publish.
 - ``<prefix>.presence.data.<channel>`` (hash client id -> ``<len(user)>:<user><info>``)
   and ``<prefix>.presence.expire.<channel>`` (zset client id -> expiry time, server
-  clock in ms). Reads drop expired entries first.
+  clock in ms). Reads drop expired entries first. Adds and removes of one
+  connection in one channel are applied in the order they were made.
 
 Publishing into history is one Lua script (``lua/publish.lua``): the offset
 increment, the epoch creation, the append, the trim, both expiries and the
@@ -23,8 +27,10 @@ semantics are those of :mod:`trunkline.broker.memory`.
 Every call on the shared client raises :class:`RedisUnavailable` when Redis cannot
 be reached or does not answer within ``connect_timeout + io_timeout``. The pub/sub
 reader reconnects by itself with a bounded backoff and resubscribes every channel;
-publications sent while it was away are lost, which positioned subscribers detect
-from their offsets.
+publications sent while it was away are lost. Once every channel is subscribed
+again the broker calls the node's ``handle_resync``, which checks each positioned
+channel against its stream top (and offsets and epochs of later publications show
+any other gap).
 """
 
 from __future__ import annotations
@@ -50,9 +56,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .base import (
     BrokerEventHandler,
     HistoryQuery,
+    Publication,
     PublishOptions,
     StreamPosition,
-    StreamPublication,
+    decode_body,
+    encode_body,
 )
 from .memory import new_epoch
 
@@ -281,6 +289,8 @@ class RedisBroker(_RedisUser):
         self._ready = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
+        self._connected_once = False
+        self._resubscribing = 0  # SUBSCRIBE confirmations still expected after a reconnect
 
     # --- keys -------------------------------------------------------------
 
@@ -388,6 +398,8 @@ class RedisBroker(_RedisUser):
                     await cast("Callable[[], Awaitable[None]]", conn.connect)()
                 self._conn = conn
                 names = [self._control, *self._channels]
+                self._resubscribing = len(names) if self._connected_once else 0
+                self._connected_once = True
                 async with asyncio.timeout(self._deadline):
                     for i in range(0, len(names), SUBSCRIBE_BATCH):
                         await conn.send_command("SUBSCRIBE", *names[i : i + SUBSCRIBE_BATCH], check_health=False)
@@ -443,7 +455,10 @@ class RedisBroker(_RedisUser):
                 marker = payload[:1]
                 if marker == b"p":
                     colon = payload.index(b":", 1)
-                    handler.handle_publication(channel, payload[colon + 1 :], int(payload[1:colon]))
+                    end = payload.index(b":", colon + 1)
+                    offset = int(payload[1:colon])
+                    epoch = payload[colon + 1 : end].decode()
+                    handler.handle_publication(channel, decode_body(payload[end + 1 :], offset, epoch))
                 elif marker == b"j":
                     handler.handle_join(channel, payload[1:])
                 elif marker == b"l":
@@ -456,6 +471,13 @@ class RedisBroker(_RedisUser):
             name = response[1]
             if name == self._control:
                 self._ready.set()
+            if self._resubscribing:
+                self._resubscribing -= 1
+                if not self._resubscribing and self._handler is not None:
+                    try:
+                        self._handler.handle_resync()
+                    except Exception:
+                        logger.exception("broker event handler failed on resync")
             waiters = self._sub_waiters.get(name)
             if waiters:
                 waiter = waiters.popleft()
@@ -473,23 +495,28 @@ class RedisBroker(_RedisUser):
 
     # --- publishing -------------------------------------------------------
 
-    async def publish(self, channel: str, data: bytes, options: PublishOptions) -> StreamPosition | None:
-        if not options.keeps_history:
-            await self._call("PUBLISH", self._pubsub_name(channel), b"p0:" + data)
+    async def publish(self, channel: str, pub: Publication, options: PublishOptions) -> StreamPosition | None:
+        body = encode_body(pub)
+        if not options.keeps_history and not options.idempotency_key:
+            await self._call("PUBLISH", self._pubsub_name(channel), b"p0::" + body)
             return None
         stream_key, meta_key = self._stream_keys(channel)
-        offset, epoch = await self._eval(
+        result_key = f"{self._prefix}.result.{channel}.{options.idempotency_key}"
+        offset, epoch, _ = await self._eval(
             _PUBLISH,
-            (stream_key, meta_key),
+            (stream_key, meta_key, result_key),
             (
-                data,
-                options.history_size,
+                body,
+                options.history_size if options.keeps_history else 0,
                 _ms(options.history_ttl),
                 _ms(options.history_meta_ttl),
                 new_epoch(),
                 self._pubsub_name(channel),
+                _ms(options.idempotent_result_ttl) if options.idempotency_key else 0,
             ),
         )
+        if not options.keeps_history or not int(offset):
+            return None
         return StreamPosition(int(offset), epoch.decode())
 
     async def publish_join(self, channel: str, info: bytes) -> None:
@@ -503,16 +530,24 @@ class RedisBroker(_RedisUser):
 
     # --- history ----------------------------------------------------------
 
-    async def history(self, channel: str, query: HistoryQuery) -> tuple[list[StreamPublication], StreamPosition]:
+    async def history(self, channel: str, query: HistoryQuery) -> tuple[list[Publication], StreamPosition]:
         limit = -1 if query.limit is None or query.limit < 0 else query.limit
         since = -1 if query.since is None else query.since.offset
-        top, epoch, entries = await self._eval(
+        top, epoch_bytes, entries = await self._eval(
             _HISTORY,
             self._stream_keys(channel),
-            (new_epoch(), _ms(query.history_meta_ttl), limit, since, 1 if query.reverse else 0),
+            (
+                new_epoch(),
+                _ms(query.history_meta_ttl),
+                limit,
+                str(since),
+                1 if query.reverse else 0,
+                _ms(query.placeholder_ttl),
+            ),
         )
-        publications = [StreamPublication(int(entry_id.partition(b"-")[0]), fields[1]) for entry_id, fields in entries]
-        return publications, StreamPosition(int(top), epoch.decode())
+        epoch = epoch_bytes.decode()
+        publications = [decode_body(fields[1], int(entry_id.partition(b"-")[0]), epoch) for entry_id, fields in entries]
+        return publications, StreamPosition(int(top), epoch)
 
     async def remove_history(self, channel: str) -> None:
         stream_key, _ = self._stream_keys(channel)
@@ -531,6 +566,7 @@ class RedisPresence(_RedisUser):
     ) -> None:
         client = make_client(address, connect_timeout, io_timeout)
         super().__init__(client, prefix, connect_timeout, io_timeout, owns_client=True)
+        self._tails: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     @classmethod
     def from_client(
@@ -539,6 +575,7 @@ class RedisPresence(_RedisUser):
         """Presence on a client owned by the caller (e.g. ``broker.client``)."""
         self = cls.__new__(cls)
         _RedisUser.__init__(self, client, prefix, connect_timeout, io_timeout, owns_client=False)
+        self._tails = {}
         return self
 
     async def close(self) -> None:
@@ -552,10 +589,29 @@ class RedisPresence(_RedisUser):
         """Add or refresh an entry; ``ttl`` <= 0 means it never expires on its own."""
         user_bytes = user.encode()
         value = b"%d:%b%b" % (len(user_bytes), user_bytes, info)
-        await self._eval(_PRESENCE_ADD, self._keys(channel), (client_id, value, _ms(ttl)))
+        await self._in_order((channel, client_id), _PRESENCE_ADD, self._keys(channel), (client_id, value, _ms(ttl)))
 
     async def remove_presence(self, channel: str, client_id: str) -> None:
-        await self._eval(_PRESENCE_REMOVE, self._keys(channel), (client_id,))
+        await self._in_order((channel, client_id), _PRESENCE_REMOVE, self._keys(channel), (client_id,))
+
+    async def _in_order(self, key: tuple[str, str], script: _Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run a script after the previous one for the same entry has finished.
+
+        Calls made in different loop turns travel in different pipelines on
+        different connections, so a remove could overtake the add before it and
+        leave a ghost entry until its ttl; chaining them per entry keeps their order.
+        """
+        previous = self._tails.get(key)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[key] = done
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])
+            return await self._eval(script, keys, args)
+        finally:
+            done.set_result(None)
+            if self._tails.get(key) is done:
+                del self._tails[key]
 
     async def presence(self, channel: str) -> dict[str, bytes]:
         flat = await self._eval(_PRESENCE_GET, self._keys(channel), ("all",))

@@ -11,11 +11,12 @@ import msgspec
 
 from .. import errors as E
 from ..auth import Override
-from ..broker.base import StreamPosition
+from ..broker.base import ClientInfo, StreamPosition
 from ..config import NamespaceOptions
 from ..events import PublishEvent, SubscribeEvent
 from ..hub import permissions
 from ..node import SYSTEM_PREFIX
+from ..protocol.codec import encode_publication
 from ..protocol.messages import (
     Command,
     HistoryResult,
@@ -141,7 +142,7 @@ async def publish(s: Session, cmd: Command) -> None:
             data = hook_reply.data
     elif not permissions.can_publish(opts, s.user, sub is not None, node.settings.client.insecure):
         raise E.PERMISSION_DENIED
-    info = node.client_info_struct(s.user, s.client_id, s.conn_info, sub.chan_info if sub is not None else None)
+    info = ClientInfo(s.user, s.client_id, s.conn_info, sub.chan_info if sub is not None else None)
     await node.publish_to(channel, opts, data, info=info)
     s.reply(Reply(id=cmd.id, publish=PublishResult()))
 
@@ -184,7 +185,7 @@ async def history(s: Session, cmd: Command) -> None:
     since = StreamPosition(req.since.offset, req.since.epoch) if req.since is not None else None
     limit = None if req.limit < 0 else req.limit
     pubs, top = await s.node.history(req.channel, limit, since, req.reverse)
-    s.reply(Reply(id=cmd.id, history=HistoryResult([msgspec.Raw(p.data) for p in pubs], top.epoch, top.offset)))
+    s.reply(Reply(id=cmd.id, history=HistoryResult([encode_publication(p) for p in pubs], top.epoch, top.offset)))
 
 
 async def sub_refresh(s: Session, cmd: Command) -> None:

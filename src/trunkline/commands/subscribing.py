@@ -10,18 +10,18 @@ publications, and nothing is lost or duplicated between history and live data.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import msgspec
 
-from .. import errors as E
 from ..auth import Override
-from ..broker.base import HistoryQuery, StreamPosition, StreamPublication
+from ..broker.base import StreamPosition
 from ..config import NamespaceOptions
 from ..hub import permissions
-from ..hub.recovery import decide, live_after
+from ..protocol.codec import encode_publication
 from ..protocol.messages import SubscribeRequest, SubscribeResult
 from ..session import State, Subscription
 
@@ -79,39 +79,44 @@ async def join_channel(
         recoverable=recoverable,
         positioned=positioned,
     )
-    buffered: list[StreamPublication] = []
-    s.pending[channel] = buffered
-    node.hub.add_pending(channel, s, lambda offset, push: buffered.append(StreamPublication(offset, push)))
+    token = object()
+    s.pending[channel] = token
     result = SubscribeResult()
     if expire_at:
         result.expires = True
-        result.ttl = max(int(expire_at - time.time()), 0)
+        result.ttl = _ttl(expire_at, time.time())
     if data is not None:
         result.data = msgspec.Raw(data)
+    since = StreamPosition(req.offset, req.epoch) if recoverable and req.recover else None
     try:
-        await node.attach_channel(channel)
-        position = -1
-        if positioned:
-            result.positioned = True
-            result.recoverable = recoverable
-            position = await _position(s, channel, req, result, recoverable)
+        joined, finish_join = await node.join(
+            s,
+            channel,
+            positioned=positioned,
+            recoverable=recoverable,
+            since=since,
+            reject_unrecovered=bool(req.flag & FLAG_REJECT_UNRECOVERED),
+            join_leave=push_join_leave,
+        )
     except BaseException:
-        s.pending.pop(channel, None)
-        if node.hub.remove(channel, s):
-            node.detach_channel(channel)
+        if s.pending.get(channel) is token:
+            del s.pending[channel]
         raise
+    if positioned:
+        result.positioned = True
+        result.recoverable = recoverable
+        result.epoch = joined.epoch
+        result.offset = joined.offset
+        result.was_recovering = joined.was_recovering
+        result.recovered = joined.recovered
+        if joined.recovered:
+            result.publications = [encode_publication(p) for p in joined.publications]
 
     def finish() -> None:
-        if s.state is State.CLOSED or s.pending.get(channel) is not buffered:
+        if s.state is State.CLOSED or s.pending.get(channel) is not token:
             return
         del s.pending[channel]
-        live = live_after(buffered, position) if position >= 0 else buffered
-        if live is None:
-            node.hub.remove(channel, s)
-            raise E.INSUFFICIENT_STATE
-        for pub in live:
-            s.writer.push(pub.data)
-        node.hub.activate(channel, s, s.writer.push, push_join_leave)
+        finish_join()
         s.subscriptions[channel] = sub
         if expire_at:
             s.schedule_sub_expiry(sub)
@@ -119,35 +124,9 @@ async def join_channel(
     return result, finish
 
 
-async def _position(s: Session, channel: str, req: SubscribeRequest, result: SubscribeResult, recoverable: bool) -> int:
-    """Fill offset/epoch (and recovered publications); return the client's position after the reply."""
-    node = s.node
-    meta_ttl = node.settings.channel.history_meta_ttl
-    if recoverable and req.recover:
-        since = StreamPosition(req.offset, req.epoch)
-        limit = node.settings.client.recovery_max_publication_limit or None
-        with node.metrics.broker_timer("history"):
-            pubs, top = await node.broker.history(
-                channel, HistoryQuery(limit=limit, since=since, history_meta_ttl=meta_ttl)
-            )
-        recovery = decide(since, pubs, top)
-        result.was_recovering = True
-        result.epoch = top.epoch
-        node.metrics.recovery(recovery.recovered)
-        if recovery.recovered:
-            result.recovered = True
-            result.offset = since.offset
-            result.publications = [msgspec.Raw(p.data) for p in recovery.publications]
-            return recovery.publications[-1].offset if recovery.publications else since.offset
-        if req.flag & FLAG_REJECT_UNRECOVERED:
-            raise E.UNRECOVERABLE_POSITION
-        result.offset = top.offset
-        return top.offset
-    with node.metrics.broker_timer("history"):
-        _, top = await node.broker.history(channel, HistoryQuery(limit=0, history_meta_ttl=meta_ttl))
-    result.epoch = top.epoch
-    result.offset = top.offset
-    return top.offset
+def _ttl(expire_at: float, now: float) -> int:
+    """Seconds until ``expire_at``, rounded up so an expiring credential always says ``ttl >= 1``."""
+    return max(math.ceil(expire_at - now), 1)
 
 
 async def announce(s: Session, channel: str) -> None:
@@ -160,6 +139,9 @@ async def announce(s: Session, channel: str) -> None:
     if sub.presence:
         with node.metrics.broker_timer("add_presence"):
             await node.presence_manager.add_presence(channel, s.client_id, s.user, info, node.presence_ttl)
+        if s.subscriptions.get(channel) is not sub:  # released meanwhile: its remove may have run first
+            await node.presence_manager.remove_presence(channel, s.client_id)
+            return
     if sub.join_leave:
         with node.metrics.broker_timer("publish_join"):
             await node.broker.publish_join(channel, info)

@@ -10,16 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
-from ..broker.base import StreamPosition, StreamPublication
+from ..broker.base import Publication, StreamPosition
 
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
     recovered: bool
-    publications: list[StreamPublication]
+    publications: list[Publication]
 
 
-def decide(since: StreamPosition, history: list[StreamPublication], top: StreamPosition) -> Recovery:
+def decide(since: StreamPosition, history: list[Publication], top: StreamPosition) -> Recovery:
     """Decide recovery from ``since`` given the publications after it and the stream top."""
     if since.epoch and since.epoch != top.epoch:
         return Recovery(False, [])
@@ -30,14 +30,14 @@ def decide(since: StreamPosition, history: list[StreamPublication], top: StreamP
     return Recovery(True, history) if contiguous else Recovery(False, [])
 
 
-def live_after(buffered: list[StreamPublication], last: int) -> list[StreamPublication] | None:
+def live_after(buffered: list[Publication], last: int) -> list[Publication] | None:
     """Buffered live publications the client still needs after position ``last``.
 
     Publications at or below ``last`` were already delivered (by recovery) and are
     dropped; the rest must continue ``last`` without a hole, else ``None``
     (insufficient state). Publications without offset (no history) are all kept.
     """
-    out: list[StreamPublication] = []
+    out: list[Publication] = []
     for pub in buffered:
         if pub.offset == 0:
             out.append(pub)

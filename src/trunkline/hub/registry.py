@@ -1,31 +1,80 @@
 """The in-process index: channel -> local subscribers, user -> connections, id -> connection.
 
-Fan-out lives here: the caller hands encoded bytes once and every subscriber's
-``push`` callable (its outbound buffer's append) receives the same object. A
-subscriber whose subscribe is still being processed is *pending*: it gets the
-publication through its buffer callback instead, so recovery can merge it.
+Fan-out lives here, protocol-neutral. A subscriber registers with its *wire
+shape* (JSON or Protobuf, bidirectional or not…): an object that encodes a
+channel's publications and join/leave events for that wire. ``broadcast``
+encodes a publication at most once per shape present on the channel and hands
+the same bytes to every subscriber of that shape, through its ``push`` callable
+(its outbound buffer's append).
+
+Positioned subscribers (recovery or positioning on) are kept apart from the
+others: a publication reaches them only if it continues their stream position
+(:mod:`trunkline.hub.position`); after a gap they are returned to the caller, who
+must make them resubscribe. A subscriber whose subscribe is still being processed
+is *pending*: it gets the publication records through its buffer callback, so
+recovery can merge them. A pending positioned subscriber that joined from a
+stream top this node has not reached yet *waits* until it has.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-import msgspec
+from ..broker.base import Publication
+from .position import Position, Verdict
 
 Push = Callable[[bytes], None]
-Buffer = Callable[[int, bytes], None]
+Buffer = Callable[[Publication], None]
+#: Called once a waiting subscriber may go live (True) or has missed publications (False).
+Resume = Callable[[bool], None]
 K = TypeVar("K", bound=Hashable)
+
+
+class WireShape(Hashable, Protocol):
+    """How one wire format encodes what a channel fans out (one instance per format)."""
+
+    def publication(self, channel: str, pub: Publication) -> bytes: ...
+
+    def join_leave(self, channel: str, kind: str, info: bytes) -> bytes: ...
+
+
+class _Channel(Generic[K]):
+    __slots__ = ("join_leave", "live", "pending", "position", "positioned", "waiting")
+
+    def __init__(self) -> None:
+        self.live: dict[WireShape, dict[K, Push]] = {}
+        self.positioned: dict[WireShape, dict[K, Push]] = {}
+        self.pending: dict[K, Buffer] = {}
+        self.waiting: dict[K, tuple[int, str, Resume]] = {}
+        self.join_leave: dict[WireShape, dict[K, Push]] = {}
+        self.position = Position()
+
+    def empty(self) -> bool:
+        return not (self.live or self.positioned or self.pending)
+
+    def count(self) -> int:
+        return sum(len(m) for m in self.live.values()) + sum(len(m) for m in self.positioned.values())
+
+    def members(self) -> list[K]:
+        out: list[K] = []
+        for group in (self.live, self.positioned):
+            for members in group.values():
+                out.extend(members)
+        return out
+
+
+def _drop(index: dict[WireShape, dict[K, Push]], conn: K) -> None:
+    for shape, members in list(index.items()):
+        if members.pop(conn, None) is not None and not members:
+            del index[shape]
 
 
 class Hub(Generic[K]):
     """Subscriptions of the connections of this node. ``K`` is the connection object."""
 
     def __init__(self) -> None:
-        self._subscribers: dict[str, dict[K, Push]] = {}
-        self._pending: dict[str, dict[K, Buffer]] = {}
-        self._join_leave: dict[str, dict[K, Push]] = {}
-        self._prefixes: dict[str, bytes] = {}
+        self._channels: dict[str, _Channel[K]] = {}
         self._by_user: dict[str, dict[K, None]] = {}
         self._by_client: dict[str, K] = {}
 
@@ -64,83 +113,178 @@ class Hub(Generic[K]):
 
     def add_pending(self, channel: str, conn: K, buffer: Buffer) -> bool:
         """Start buffering ``channel`` for ``conn``. True if the channel is new on this node."""
-        first = channel not in self._subscribers and channel not in self._pending
-        self._pending.setdefault(channel, {})[conn] = buffer
+        ch = self._channels.get(channel)
+        first = ch is None
+        if ch is None:
+            ch = self._channels[channel] = _Channel()
+        ch.pending[conn] = buffer
         return first
 
-    def activate(self, channel: str, conn: K, push: Push, join_leave: bool) -> None:
+    def activate(
+        self, channel: str, conn: K, shape: WireShape, push: Push, *, positioned: bool = False, join_leave: bool = False
+    ) -> None:
         """Move ``conn`` from pending to live subscriber of ``channel``."""
-        self._drop(self._pending, channel, conn)
-        self._subscribers.setdefault(channel, {})[conn] = push
+        ch = self._channels.get(channel)
+        if ch is None:
+            ch = self._channels[channel] = _Channel()
+        ch.pending.pop(conn, None)
+        ch.waiting.pop(conn, None)
+        group = ch.positioned if positioned else ch.live
+        group.setdefault(shape, {})[conn] = push
         if join_leave:
-            self._join_leave.setdefault(channel, {})[conn] = push
+            ch.join_leave.setdefault(shape, {})[conn] = push
+
+    def join_position(self, channel: str, conn: K, offset: int, epoch: str, resume: Resume) -> tuple[bool, list[K]]:
+        """A pending ``conn`` was positioned at ``offset``/``epoch`` by a stream read.
+
+        Returns ``(ready, missed)``: ``ready`` False means this node has not yet
+        received the publications up to ``offset`` and ``conn`` waits (``resume`` is
+        called later); ``missed`` are positioned subscribers left behind by a newer
+        epoch, which the caller must resubscribe.
+        """
+        ch = self._channels.get(channel)
+        if ch is None:
+            return True, []
+        position = ch.position
+        engaged = bool(ch.positioned or ch.waiting)
+        if position.offset is None or (not engaged and (epoch != position.epoch or offset > position.offset)):
+            position.offset, position.epoch = offset, epoch  # nobody else to keep in step with
+            return True, []
+        if epoch != position.epoch:
+            return True, self.declare(channel, offset, epoch)
+        if offset > position.offset:
+            ch.waiting[conn] = (offset, epoch, resume)
+            return False, []
+        return True, []  # the buffer holds what came after ``offset``
+
+    def is_pending(self, channel: str, conn: K) -> bool:
+        ch = self._channels.get(channel)
+        return ch is not None and conn in ch.pending
+
+    def declare(self, channel: str, offset: int, epoch: str) -> list[K]:
+        """The stream stands at ``offset``/``epoch`` though this node saw less: publications were lost.
+
+        Positioned subscribers (and waiters that were behind) are dropped from the
+        channel and returned; the position moves to the stream's.
+        """
+        ch = self._channels.get(channel)
+        if ch is None:
+            return []
+        missed = self._take_positioned(ch)
+        ch.position.offset, ch.position.epoch = offset, epoch
+        self._resume_waiters(ch, declared=True)
+        return missed
+
+    def position(self, channel: str) -> tuple[int, str] | None:
+        """The stream position of ``channel``'s positioned subscribers, if it has any (or waiters)."""
+        ch = self._channels.get(channel)
+        if ch is None or (not ch.positioned and not ch.waiting) or ch.position.offset is None:
+            return None
+        return ch.position.offset, ch.position.epoch
+
+    def positioned_channels(self) -> list[str]:
+        return [name for name, ch in self._channels.items() if ch.positioned or ch.waiting]
 
     def remove(self, channel: str, conn: K) -> bool:
         """Remove ``conn`` from ``channel``. True if no local subscriber is left."""
-        self._drop(self._pending, channel, conn)
-        self._drop(self._subscribers, channel, conn)
-        self._drop(self._join_leave, channel, conn)
-        last = channel not in self._subscribers and channel not in self._pending
-        if last:
-            self._prefixes.pop(channel, None)
-        return last
-
-    @staticmethod
-    def _drop(index: dict[str, dict[K, Push]] | dict[str, dict[K, Buffer]], channel: str, conn: K) -> None:
-        members = index.get(channel)
-        if members is not None:
-            members.pop(conn, None)
-            if not members:
-                del index[channel]
+        ch = self._channels.get(channel)
+        if ch is None:
+            return True
+        ch.pending.pop(conn, None)
+        ch.waiting.pop(conn, None)
+        _drop(ch.live, conn)
+        _drop(ch.positioned, conn)
+        _drop(ch.join_leave, conn)
+        if ch.empty():
+            del self._channels[channel]
+            return True
+        return False
 
     def channels(self) -> dict[str, int]:
         """Channel -> number of local live subscribers."""
-        return {name: len(subs) for name, subs in self._subscribers.items()}
+        return {name: n for name, ch in self._channels.items() if (n := ch.count())}
 
     def subscribers(self, channel: str) -> list[K]:
-        return list(self._subscribers.get(channel, ()))
+        ch = self._channels.get(channel)
+        return ch.members() if ch is not None else []
 
     def has_subscribers(self, channel: str) -> bool:
-        return channel in self._subscribers or channel in self._pending
+        return channel in self._channels
 
     @property
     def num_channels(self) -> int:
-        return len(self._subscribers)
+        return sum(1 for ch in self._channels.values() if ch.live or ch.positioned)
 
     @property
     def num_subscriptions(self) -> int:
-        return sum(len(s) for s in self._subscribers.values())
+        return sum(ch.count() for ch in self._channels.values())
 
     # ------------------------------------------------------------ fan-out
 
-    def _prefix(self, channel: str) -> bytes:
-        prefix = self._prefixes.get(channel)
-        if prefix is None:
-            prefix = self._prefixes[channel] = b'{"push":{"channel":' + msgspec.json.encode(channel)
-        return prefix
+    def broadcast(self, channel: str, pub: Publication) -> tuple[int, list[K]]:
+        """Deliver one publication to every local subscriber.
 
-    def broadcast_publication(self, channel: str, publication: bytes, offset: int) -> int:
-        """Write one encoded publication to every local subscriber; return the count."""
-        subs = self._subscribers.get(channel)
-        pending = self._pending.get(channel)
-        if subs is None and pending is None:
-            return 0
-        data = self._prefix(channel) + b',"pub":' + publication + b"}}"
+        Returns how many live subscribers got it and the positioned subscribers that
+        missed publications before it (they did not get it; they must resubscribe).
+        """
+        ch = self._channels.get(channel)
+        if ch is None:
+            return 0, []
+        encoded: dict[WireShape, bytes] = {}
         count = 0
-        if subs is not None:
-            for push in subs.values():
+        for shape, members in ch.live.items():
+            data = encoded[shape] = shape.publication(channel, pub)
+            for push in members.values():
                 push(data)
-            count = len(subs)
-        if pending is not None:
-            for buffer in list(pending.values()):
-                buffer(offset, data)
-        return count
+            count += len(members)
+        missed: list[K] = []
+        verdict = ch.position.advance(pub.offset, pub.epoch) if pub.offset else Verdict.NEXT
+        if verdict is Verdict.NEXT:
+            for shape, members in ch.positioned.items():
+                data = encoded.get(shape) or shape.publication(channel, pub)
+                for push in members.values():
+                    push(data)
+                count += len(members)
+        elif verdict is Verdict.GAP:
+            missed = self._take_positioned(ch)
+        if ch.pending:
+            for buffer in list(ch.pending.values()):
+                buffer(pub)
+        if ch.waiting and pub.offset:
+            self._resume_waiters(ch, declared=False)
+        return count, missed
+
+    @staticmethod
+    def _take_positioned(ch: _Channel[K]) -> list[K]:
+        missed = [conn for members in ch.positioned.values() for conn in members]
+        for conn in missed:
+            _drop(ch.join_leave, conn)
+        ch.positioned.clear()
+        return missed
+
+    @staticmethod
+    def _resume_waiters(ch: _Channel[K], *, declared: bool) -> None:
+        """Let waiters whose position the channel has reached go live (or tell them they missed data)."""
+        position = ch.position
+        current = position.offset
+        assert current is not None
+        for conn, (offset, epoch, resume) in list(ch.waiting.items()):
+            if epoch != position.epoch:
+                del ch.waiting[conn]
+                resume(False)
+            elif offset <= current:
+                del ch.waiting[conn]
+                # after a declared gap only a waiter exactly at the new top has everything
+                resume(not declared or offset == current)
 
     def broadcast_join_leave(self, channel: str, kind: str, info: bytes) -> int:
-        subs = self._join_leave.get(channel)
-        if subs is None:
+        ch = self._channels.get(channel)
+        if ch is None or not ch.join_leave:
             return 0
-        data = self._prefix(channel) + b',"' + kind.encode() + b'":{"info":' + info + b"}}}"
-        for push in list(subs.values()):
-            push(data)
-        return len(subs)
+        count = 0
+        for shape, members in list(ch.join_leave.items()):
+            data = shape.join_leave(channel, kind, info)
+            for push in list(members.values()):
+                push(data)
+            count += len(members)
+        return count

@@ -222,6 +222,12 @@ class Metrics:
         self.recoveries = Counter(
             "trunkline_recoveries_total", "Recovery attempts by outcome.", ["recovered"], registry=r
         )
+        self.stream_gaps = Counter(
+            "trunkline_stream_gaps_total",
+            "Positioned subscribers told to resubscribe (2500) because this node missed publications.",
+            ["namespace"],
+            registry=r,
+        )
         Gauge("trunkline_build_info", "Always 1; the version is a label.", ["version"], registry=r).labels(
             __version__
         ).set(1)
@@ -351,6 +357,9 @@ class Metrics:
 
     def recovery(self, recovered: bool) -> None:
         self.recoveries.labels("true" if recovered else "false").inc()
+
+    def stream_gap(self, namespace: str, subscribers: int) -> None:
+        self.stream_gaps.labels(namespace).inc(subscribers)
 
     def sample_write(self, now: float) -> bool:
         """Whether the publication entering the node at ``now`` (``perf_counter``) should be timed to the socket.

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from ..records import Publication
 from .metrics import Snapshot, quantile
 
 if TYPE_CHECKING:
@@ -112,7 +113,8 @@ class NodeStats:
         hub = self.node.hub
         if not hub.has_subscribers(STATS_CHANNEL):
             return 0
-        return hub.broadcast_publication(STATS_CHANNEL, _encoder.encode({"data": doc}), 0)
+        count, _ = hub.broadcast(STATS_CHANNEL, Publication(data=_encoder.encode(doc)))
+        return count
 
 
 def _delta(now: dict[float, float], before: dict[float, float]) -> dict[float, float]:

@@ -12,7 +12,8 @@ from typing import Protocol
 
 import msgspec
 
-from .messages import Command, Publication, Push, PushReply, Reply
+from ..records import Publication as Record
+from .messages import ClientInfo, Command, Publication, Push, PushReply, Reply
 
 
 class ProtocolError(ValueError):
@@ -85,6 +86,55 @@ class JsonCodec:
 def encode_publication_push(channel: str, pub: Publication) -> bytes:
     """Encode a publication push once, for writing to every subscriber of ``channel``."""
     return _encoder.encode(PushReply(Push(channel=channel, pub=pub)))
+
+
+def publication(record: Record) -> Publication:
+    """The JSON protocol's view of a broker record: payloads are embedded raw JSON."""
+    info = record.info
+    return Publication(
+        data=compact_raw(record.data),
+        info=ClientInfo(
+            user=info.user,
+            client=info.client,
+            conn_info=msgspec.Raw(info.conn_info) if info.conn_info is not None else None,
+            chan_info=msgspec.Raw(info.chan_info) if info.chan_info is not None else None,
+        )
+        if info is not None
+        else None,
+        offset=record.offset,
+        tags=record.tags,
+    )
+
+
+def encode_publication(record: Record) -> msgspec.Raw:
+    """A record as the JSON protocol's Publication object (history replies, recovery)."""
+    return msgspec.Raw(_encoder.encode(publication(record)))
+
+
+class JsonShape:
+    """The wire shape of JSON subscribers: one push line per publication, join and leave."""
+
+    __slots__ = ("_prefixes",)
+
+    def __init__(self) -> None:
+        self._prefixes: dict[str, bytes] = {}
+
+    def _prefix(self, channel: str) -> bytes:
+        prefix = self._prefixes.get(channel)
+        if prefix is None:
+            if len(self._prefixes) > 10000:
+                self._prefixes.clear()
+            prefix = self._prefixes[channel] = b'{"push":{"channel":' + _encoder.encode(channel)
+        return prefix
+
+    def publication(self, channel: str, record: Record) -> bytes:
+        return self._prefix(channel) + b',"pub":' + _encoder.encode(publication(record)) + b"}}"
+
+    def join_leave(self, channel: str, kind: str, info: bytes) -> bytes:
+        return self._prefix(channel) + b',"' + kind.encode() + b'":{"info":' + info + b"}}}"
+
+
+JSON_SHAPE = JsonShape()
 
 
 PING_FRAME = b"{}"

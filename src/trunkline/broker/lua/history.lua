@@ -3,13 +3,16 @@
 -- KEYS[1]  history stream
 -- KEYS[2]  stream metadata hash: "e" epoch, "s" top offset
 -- ARGV[1]  the epoch to use when the stream is new (or its metadata expired)
--- ARGV[2]  metadata ttl, milliseconds (0: leave the metadata's expiry as it is)
+-- ARGV[2]  metadata ttl, milliseconds, for a stream with publications (0: leave its expiry)
 -- ARGV[3]  limit: -1 all, 0 position only, N at most N
--- ARGV[4]  since offset, -1 for none
+-- ARGV[4]  since offset as a decimal string (any uint64), -1 for none
 -- ARGV[5]  "1" for newest first
+-- ARGV[6]  placeholder ttl, milliseconds: how long a stream without publications lives
 --
 -- Forward: offsets > since. Reverse: offsets < since (all when since is 0 or none).
--- Returns {top, epoch, {{id, {"d", bytes}}, ...}}.
+-- Offsets are compared as numbers only against the top (small); ranges use the
+-- exclusive "(" form, so no arithmetic on a client's offset can overflow.
+-- Returns {top, epoch, {{id, {"d", record}}, ...}}.
 
 local stream_key, meta_key = KEYS[1], KEYS[2]
 
@@ -19,21 +22,26 @@ if not epoch then
   redis.call("del", stream_key)
   redis.call("hset", meta_key, "e", epoch)
 end
-if tonumber(ARGV[2]) > 0 then
-  redis.call("pexpire", meta_key, ARGV[2])
-end
 local top = tonumber(redis.call("hget", meta_key, "s") or "0")
+local ttl = tonumber(ARGV[2])
+if top == 0 then
+  ttl = tonumber(ARGV[6])
+end
+if ttl > 0 then
+  redis.call("pexpire", meta_key, ttl)
+end
 
 local limit = tonumber(ARGV[3])
-if limit == 0 then
+if limit == 0 or top == 0 then
   return {top, epoch, {}}
 end
-local since = tonumber(ARGV[4])
+local since_text = ARGV[4]
+local since = tonumber(since_text)
 local entries
 if ARGV[5] == "1" then
   local high = "+"
-  if since > 0 then
-    high = string.format("%d", since - 1)
+  if since > 0 and since <= top then
+    high = "(" .. since_text
   end
   if limit > 0 then
     entries = redis.call("xrevrange", stream_key, high, "-", "COUNT", limit)
@@ -41,9 +49,12 @@ if ARGV[5] == "1" then
     entries = redis.call("xrevrange", stream_key, high, "-")
   end
 else
+  if since >= top then
+    return {top, epoch, {}}
+  end
   local low = "-"
   if since >= 0 then
-    low = string.format("%d", since + 1)
+    low = "(" .. since_text
   end
   if limit > 0 then
     entries = redis.call("xrange", stream_key, low, "+", "COUNT", limit)
