@@ -18,9 +18,12 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+
+from trunkline.records import Publication
 
 REDIS_SERVER = shutil.which("redis-server")
 
@@ -132,45 +135,63 @@ def prefix() -> str:
     return f"tltest-{uuid.uuid4().hex[:12]}"
 
 
+Event = tuple[str, str, Any]
+"""(kind, channel, payload): a :class:`Publication` for "pub", bytes for "join",
+"leave" and "control" (channel ""), None for "resync"."""
+
+
 class Recorder:
     """A BrokerEventHandler that records what it is handed, in order."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, str, bytes, int]] = []
+        self.events: list[Event] = []
         self.fail_next = False
         self._changed = asyncio.Event()
 
-    def _record(self, event: tuple[str, str, bytes, int]) -> None:
+    def _record(self, event: Event) -> None:
         self.events.append(event)
         self._changed.set()
         if self.fail_next:
             self.fail_next = False
             raise RuntimeError("handler failure (expected by the test)")
 
-    def handle_publication(self, channel: str, data: bytes, offset: int) -> None:
-        self._record(("pub", channel, data, offset))
+    def handle_publication(self, channel: str, pub: Publication) -> None:
+        self._record(("pub", channel, pub))
 
     def handle_join(self, channel: str, info: bytes) -> None:
-        self._record(("join", channel, info, 0))
+        self._record(("join", channel, info))
 
     def handle_leave(self, channel: str, info: bytes) -> None:
-        self._record(("leave", channel, info, 0))
+        self._record(("leave", channel, info))
 
     def handle_control(self, data: bytes) -> None:
-        self._record(("control", "", data, 0))
+        self._record(("control", "", data))
 
-    def of(self, kind: str | None = None, channel: str | None = None) -> list[tuple[str, str, bytes, int]]:
+    def handle_resync(self) -> None:
+        self._record(("resync", "", None))
+
+    def of(self, kind: str | None = None, channel: str | None = None) -> list[Event]:
         return [e for e in self.events if (kind is None or e[0] == kind) and (channel is None or e[1] == channel)]
+
+    def publications(self, channel: str | None = None) -> list[Publication]:
+        """The records handed over for ``channel`` (every channel when None), in order."""
+        return [e[2] for e in self.of("pub", channel)]
 
     async def wait(
         self, count: int, kind: str | None = None, channel: str | None = None, timeout: float = 5.0
-    ) -> list[tuple[str, str, bytes, int]]:
+    ) -> list[Event]:
         """The matching events once there are at least ``count`` of them."""
         async with asyncio.timeout(timeout):
             while len(found := self.of(kind, channel)) < count:
                 self._changed.clear()
                 await self._changed.wait()
         return found
+
+    async def wait_publications(
+        self, count: int, channel: str | None = None, timeout: float = 5.0
+    ) -> list[Publication]:
+        """The records of ``channel`` once there are at least ``count`` of them."""
+        return [e[2] for e in await self.wait(count, "pub", channel, timeout)]
 
 
 async def delete_keys(client: Redis, prefix: str) -> None:

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from trunkline.broker.base import StreamPosition, StreamPublication
+from trunkline.broker.base import Publication, StreamPosition
 from trunkline.hub.recovery import Recovery, decide, live_after
 
 
-def pubs(*offsets: int) -> list[StreamPublication]:
-    return [StreamPublication(o, b'{"data":%d,"offset":%d}' % (o, o)) for o in offsets]
+def pubs(*offsets: int, epoch: str = "e") -> list[Publication]:
+    return [Publication(data=b'{"data":%d}' % o, offset=o, epoch=epoch if o else "") for o in offsets]
 
 
-def offsets(items: list[StreamPublication] | None) -> list[int] | None:
+def offsets(items: list[Publication] | None) -> list[int] | None:
     return None if items is None else [p.offset for p in items]
 
 
@@ -112,11 +113,28 @@ def test_live_after_keeps_the_exact_objects() -> None:
     assert out[0] is buffered[1]
 
 
+@pytest.mark.parametrize("offset", [2**63 - 1, 2**63, 2**64 - 1])
+def test_a_client_far_ahead_of_the_stream_is_not_recovered(offset: int) -> None:
+    """Issue 9 item 10: any uint64 position gets an answer; one the stream never reached is not recovered."""
+    assert decide(StreamPosition(offset, "e"), [], StreamPosition(8, "e")) == Recovery(False, [])
+    assert decide(StreamPosition(offset, ""), [], StreamPosition(0, "e")) == Recovery(False, [])
+    assert decide(StreamPosition(offset - 1, "e"), pubs(offset), StreamPosition(offset, "e")) == Recovery(
+        True, pubs(offset)
+    ), "offsets are plain integers: no overflow near 2**64"
+
+
+def test_recovered_publications_keep_their_records() -> None:
+    history = [Publication(data=b"x", tags={"k": "v"}, time=7, offset=7, epoch="e")]
+    result = decide(StreamPosition(6, "e"), history, StreamPosition(7, "e"))
+    assert result.recovered
+    assert result.publications[0] is history[0]
+
+
 # ---------------------------------------------------------------- properties
 
 
 @st.composite
-def streams(draw: st.DrawFn) -> tuple[StreamPosition, list[StreamPublication], StreamPosition]:
+def streams(draw: st.DrawFn) -> tuple[StreamPosition, list[Publication], StreamPosition]:
     """A stream with top T whose history keeps a window; a client somewhere; a broker read after it."""
     top = draw(st.integers(0, 60))
     kept = draw(st.integers(0, top))  # history_size / ttl trimming
@@ -133,7 +151,7 @@ def streams(draw: st.DrawFn) -> tuple[StreamPosition, list[StreamPublication], S
 @settings(max_examples=400, deadline=None)
 @given(streams())
 def test_recovered_exactly_when_nothing_is_missing(
-    case: tuple[StreamPosition, list[StreamPublication], StreamPosition],
+    case: tuple[StreamPosition, list[Publication], StreamPosition],
 ) -> None:
     since, history, top = case
     result = decide(since, history, top)

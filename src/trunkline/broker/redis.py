@@ -13,7 +13,8 @@ Layout (every name starts with the configured prefix, ``trunkline`` by default):
 - ``<prefix>.meta.<channel>``: the stream's metadata hash, ``e`` epoch and ``s`` top
   offset. A stream without publications (created by a subscribe's read) expires
   after the placeholder ttl unless read again.
-- ``<prefix>.result.<channel>.<key>``: the result of an idempotent publish.
+- ``<prefix>.result.<len(channel)>.<channel>.<key>``: the result of an idempotent
+  publish (the length keeps channel and key apart: ``a.b`` + ``c`` is not ``a`` + ``b.c``).
 - ``<prefix>.presence.data.<channel>`` (hash client id -> ``<len(user)>:<user><info>``)
   and ``<prefix>.presence.expire.<channel>`` (zset client id -> expiry time, server
   clock in ms). Reads drop expired entries first. Adds and removes of one
@@ -501,7 +502,7 @@ class RedisBroker(_RedisUser):
             await self._call("PUBLISH", self._pubsub_name(channel), b"p0::" + body)
             return None
         stream_key, meta_key = self._stream_keys(channel)
-        result_key = f"{self._prefix}.result.{channel}.{options.idempotency_key}"
+        result_key = f"{self._prefix}.result.{len(channel)}.{channel}.{options.idempotency_key}"
         offset, epoch, _ = await self._eval(
             _PUBLISH,
             (stream_key, meta_key, result_key),

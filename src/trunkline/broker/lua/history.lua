@@ -11,7 +11,9 @@
 --
 -- Forward: offsets > since. Reverse: offsets < since (all when since is 0 or none).
 -- Offsets are compared as numbers only against the top (small); ranges use the
--- exclusive "(" form, so no arithmetic on a client's offset can overflow.
+-- exclusive "(" form, so no arithmetic on a client's offset can overflow. Bounds are
+-- complete ids ("<offset>-0"): an incomplete end id means "<offset>-<max seq>", so
+-- "(N" as the high end of XREVRANGE would still include N.
 -- Returns {top, epoch, {{id, {"d", record}}, ...}}.
 
 local stream_key, meta_key = KEYS[1], KEYS[2]
@@ -41,7 +43,7 @@ local entries
 if ARGV[5] == "1" then
   local high = "+"
   if since > 0 and since <= top then
-    high = "(" .. since_text
+    high = "(" .. since_text .. "-0"
   end
   if limit > 0 then
     entries = redis.call("xrevrange", stream_key, high, "-", "COUNT", limit)
@@ -54,7 +56,7 @@ else
   end
   local low = "-"
   if since >= 0 then
-    low = "(" .. since_text
+    low = "(" .. since_text .. "-0"
   end
   if limit > 0 then
     entries = redis.call("xrange", stream_key, low, "+", "COUNT", limit)
