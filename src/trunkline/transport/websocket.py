@@ -25,13 +25,16 @@ import re
 import weakref
 from typing import TYPE_CHECKING, Any, Final
 
-from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from .. import errors as E
 from ..appkeys import NODE_KEY
 
 if TYPE_CHECKING:
     from ssl import SSLContext
+
+    from aiohttp.http_websocket import WebSocketWriter
+    from aiohttp.web_request import BaseRequest
 
     from ..config import Settings
     from ..node import Node
@@ -53,6 +56,8 @@ _DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 _ORIGIN: Final = re.compile(r"([a-z][a-z0-9+.-]*)://(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::([0-9]{1,5}))?")
 _HOST: Final = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::([0-9]{1,5}))?")
 _LOG_CLIP: Final = 100
+_UNMASKED: Final = "protocol error: unmasked frame"
+_MAX_HEADER: Final = 14  # 2 bytes, an 8-byte length, a 4-byte mask
 
 
 class _Counter:
@@ -114,11 +119,110 @@ class WebSocketTransport:
             transport.abort()
 
 
+class MaskGuard:
+    """Sits in front of aiohttp's frame parser and refuses unmasked client frames.
+
+    RFC 6455 §5.1: a client masks every frame it sends, and a server that receives an
+    unmasked frame closes the connection (1002). aiohttp's ``WebSocketReader`` serves
+    clients too, so it accepts frames either way. This guard walks the frame headers
+    of the bytes the protocol feeds (a few integer operations per frame; payloads are
+    skipped, not copied) and hands the bytes on to the real parser. At the first
+    unmasked header it forwards only the frames before it, then fails the message
+    queue with a 1002 ``WebSocketError``: the read loop gets the error, never the
+    frame, and aiohttp answers with a close frame (whose reason ``_WebSocketResponse``
+    fills in).
+    """
+
+    __slots__ = ("_head", "_held", "_parser", "_queue", "_skip", "failed")
+
+    def __init__(self, parser: Any, queue: Any) -> None:
+        self._parser = parser
+        self._queue = queue
+        self._head = b""  # the start of a frame header split across reads
+        self._held = b""  # a header's first byte, forwarded once its second (the mask bit) is known
+        self._skip = 0  # payload bytes of the current frame still to come
+        self.failed = False
+
+    def feed_eof(self) -> None:
+        self._parser.feed_eof()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        if self.failed:
+            return True, b""
+        held, self._held = self._held, b""
+        bad = self._scan(data)
+        if bad is None:
+            out = held + data if held else data
+            if len(self._head) == 1:  # not yet known whether this frame is masked
+                out, self._held = out[:-1], out[-1:]
+            if not out:
+                return False, b""
+            result: tuple[bool, bytes] = self._parser.feed_data(out)
+            return result
+        self.failed = True
+        # No byte of the unmasked frame reaches the parser (a negative offset: its header began earlier).
+        before = (held + data[:bad]) if bad >= 0 else b""
+        if before and self._parser.feed_data(before)[0]:
+            return True, b""  # the frames before it were broken already: that error stands
+        self._queue.set_exception(WebSocketError(WSCloseCode.PROTOCOL_ERROR, _UNMASKED))
+        return True, b""
+
+    def _scan(self, data: bytes) -> int | None:
+        """Offset in ``data`` where an unmasked frame starts (negative: in an earlier read), or None."""
+        pos, end = 0, len(data)
+        while pos < end:
+            if self._skip:
+                step = min(self._skip, end - pos)
+                self._skip -= step
+                pos += step
+                continue
+            start = pos - len(self._head)
+            head = self._head + data[pos : pos + _MAX_HEADER - len(self._head)]
+            if len(head) < 2:
+                self._head = head
+                return None
+            if not head[1] & 0x80:
+                return start
+            flag = head[1] & 0x7F
+            size = 2 + (2 if flag == 126 else 8 if flag == 127 else 0) + 4
+            if len(head) < size:
+                self._head = head
+                return None
+            if flag == 126:
+                length = int.from_bytes(head[2:4], "big")
+            elif flag == 127:
+                length = int.from_bytes(head[2:10], "big")
+            else:
+                length = flag
+            pos += size - len(self._head)
+            self._head = b""
+            self._skip = length
+        return None
+
+
 class _WebSocketResponse(web.WebSocketResponse):
     """Gives the close frames aiohttp sends on its own (1009 for an oversized message,
-    1002/1007 for broken frames) a reason, so every close names why."""
+    1002/1007 for broken frames) a reason, so every close names why, and refuses
+    unmasked client frames (1002, :class:`MaskGuard`)."""
+
+    _guard: MaskGuard | None = None
+
+    def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
+        # aiohttp feeds the bytes that arrived with the upgrade request to the parser as it
+        # installs it; hold them back so that they, too, pass the guard.
+        handler = request.protocol
+        tail: bytes = handler._message_tail
+        handler._message_tail = b""
+        super()._post_start(request, protocol, writer)
+        guard = MaskGuard(handler._payload_parser, self._reader)
+        handler._payload_parser = guard
+        self._guard = guard
+        if tail and guard.feed_data(tail)[0]:
+            handler.close()
 
     async def close(self, *, code: int = WSCloseCode.OK, message: bytes = b"", drain: bool = True) -> bool:
+        if not message and code == WSCloseCode.PROTOCOL_ERROR and self._guard is not None and self._guard.failed:
+            message = _UNMASKED.encode()
         if not message and code in _CLOSE_REASONS:
             message = _CLOSE_REASONS[code].encode()
         return await super().close(code=code, message=message, drain=drain)
