@@ -10,10 +10,12 @@ import msgspec
 
 from .. import errors as E
 from ..auth import ConnectionClaims, Override
+from ..config import NamespaceOptions
 from ..events import ConnectEvent, Credentials
 from ..node import ADMIN_META
 from ..protocol.messages import Command, ConnectResult, RefreshResult, Reply, SubscribeRequest, SubscribeResult
 from ..session import State
+from .channel_ops import channel_options
 from .subscribing import Finish, announce, join_channel
 
 if TYPE_CHECKING:
@@ -101,13 +103,7 @@ async def connect(s: Session, cmd: Command) -> None:
 
     finishes: list[tuple[str, Finish]] = []
     subs: dict[str, SubscribeResult] = {}
-    for channel, chan_info, data, override in _server_side_channels(s, claims, credentials, extra_channels):
-        opts = node.namespace_options(channel)
-        if opts is None or channel in subs:
-            log.warning(
-                "skipping server-side subscription of client=%s to an unknown channel", s.client_id, extra=s.log_fields
-            )
-            continue
+    for channel, opts, chan_info, data, override in _server_side_channels(s, claims, credentials, extra_channels):
         sub_req = req.subs.get(channel) or SubscribeRequest(channel=channel)
         try:
             sub_result, finish = await join_channel(
@@ -147,19 +143,68 @@ async def _admin_claims(s: Session, token: str, now: float) -> ConnectionClaims 
     return claims
 
 
+ServerSide = tuple[str, NamespaceOptions, bytes | None, bytes | None, Override | None]
+
+
 def _server_side_channels(
     s: Session, claims: ConnectionClaims | None, credentials: Credentials, extra: tuple[str, ...]
-) -> list[tuple[str, bytes | None, bytes | None, Override | None]]:
+) -> list[ServerSide]:
+    """The server-side subscriptions of a new connection, checked like a subscribe command.
+
+    They come from the token's ``channels`` and ``subs`` claims (or the connecting hook's
+    credentials and channels) and the personal channel; a channel listed twice is
+    subscribed once, with its ``subs`` options. A channel the subscribe command would
+    refuse for its name is skipped (one warning per connection): over
+    ``channel.max_length``, an unknown namespace or a name failing ``channel_regex``,
+    and, from the ``channels`` claim, a private (``$``) channel, which needs a
+    subscription token. More channels than ``client.channel_limit`` close the
+    connection with 3505, as Centrifugo does.
+    """
     node = s.node
-    out: list[tuple[str, bytes | None, bytes | None, Override | None]] = []
+    rules = node.rules
+    token_channels = frozenset(claims.channels) if claims is not None else frozenset()
+    wanted: dict[str, tuple[bytes | None, bytes | None, Override | None]] = {}
     for channel in (*credentials.channels, *extra):
-        out.append((channel, None, None, None))
+        wanted.setdefault(channel, (None, None, None))
     if claims is not None:
-        for channel, opts in claims.subs.items():
-            out.append((channel, opts.info, opts.data, opts.override))
+        for channel, sub in claims.subs.items():
+            wanted[channel] = (sub.info, sub.data, sub.override)
     personal = node.settings.client.subscribe_to_user_personal_channel
     if personal.enabled and s.user:
-        out.append((node.rules.personal_channel(s.user, personal.personal_channel_namespace), None, None, None))
+        wanted.setdefault(rules.personal_channel(s.user, personal.personal_channel_namespace), (None, None, None))
+    out: list[ServerSide] = []
+    skipped: dict[str, int] = {}
+    for channel, (chan_info, data, override) in wanted.items():
+        if channel in token_channels and (claims is None or channel not in claims.subs) and rules.is_private(channel):
+            skipped["private"] = skipped.get("private", 0) + 1
+            continue
+        try:
+            opts = channel_options(s, channel) if channel else None
+        except E.ClientError as err:
+            reason = "too long" if err.code == E.BAD_REQUEST.code else "unknown"
+            skipped[reason] = skipped.get(reason, 0) + 1
+            continue
+        if opts is None:
+            skipped["unknown"] = skipped.get("unknown", 0) + 1
+            continue
+        out.append((channel, opts, chan_info, data, override))
+    if skipped:
+        log.warning(
+            "skipping server-side subscriptions of client=%s: %s",
+            s.client_id,
+            ", ".join(f"{n} {reason}" for reason, n in sorted(skipped.items())),
+            extra=s.log_fields,
+        )
+    limit = node.settings.client.channel_limit
+    if limit and len(out) > limit:
+        log.info(
+            "client=%s has %d server-side channels, over client.channel_limit %d",
+            s.client_id,
+            len(out),
+            limit,
+            extra=s.log_fields,
+        )
+        raise E.CHANNEL_LIMIT
     return out
 
 
