@@ -28,6 +28,7 @@ from aiohttp import web
 from .api.http import api_legacy, api_method, api_not_allowed
 from .appkeys import NODE_KEY
 from .broker.base import Broker, PresenceManager
+from .commands import new_session
 from .config import Settings
 from .node import Node
 from .observe import health
@@ -117,6 +118,8 @@ class Server:
         if node is None:
             broker, presence = make_broker(settings)
             node = Node(settings, broker=broker, presence=presence)
+        if node.session_factory is None:
+            node.session_factory = new_session  # the Centrifugo client protocol
         self.node = node
         self._runners: list[web.AppRunner] = []
         self._closed = asyncio.Event()

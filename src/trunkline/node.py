@@ -1,8 +1,9 @@
 """The node: owns the hub, broker, presence, token verifiers, hooks and metrics.
 
-Transports create a :class:`~trunkline.session.Session` per connection through
-:meth:`Node.new_session`; the server API and embedding applications call the
-node's methods (``publish``, ``presence``, ``history``, ``disconnect_user``…).
+Transports create a session per connection through :meth:`Node.new_session`
+(the client protocol's factory is injected: the node imports no protocol
+session); the server API and embedding applications call the node's methods
+(``publish``, ``presence``, ``history``, ``disconnect_user``…).
 Commands that target connections anywhere in a cluster travel as control
 messages through the broker and are applied by every node to its own clients.
 """
@@ -18,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -40,12 +41,12 @@ from .config import NamespaceOptions, Settings
 from .events import Hooks
 from .hub.channels import ChannelRules
 from .hub.recovery import decide, live_after
-from .hub.registry import Hub, WireShape
+from .hub.registry import Hub
 from .observe.metrics import WRITE_SAMPLE_SUBSCRIBERS, Metrics
 from .protocol.messages import ClientInfo as ProtocolClientInfo
 
 if TYPE_CHECKING:
-    from .session import Session, Transport
+    from .contracts import Connection, SessionFactory, Transport
 
 log = logging.getLogger("trunkline.node")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -80,22 +81,6 @@ def _with_raws(cmd: Control, info: bytes | None = None, data: bytes | None = Non
     if data:
         cmd.data = msgspec.Raw(data)
     return cmd
-
-
-class Subscriber(Protocol):
-    """What the engine needs from a connection that subscribes (any client protocol)."""
-
-    @property
-    def shape(self) -> WireShape: ...
-
-    @property
-    def closed(self) -> bool: ...
-
-    def push(self, data: bytes) -> None:
-        """Queue bytes encoded by ``shape`` for writing."""
-
-    def resubscribe(self, channel: str) -> None:
-        """This subscriber missed publications of ``channel``: drop it and tell the client to resubscribe."""
 
 
 @dataclass(slots=True)
@@ -136,7 +121,7 @@ class Node(BrokerEventHandler):
             user_separator=ch.user_separator,
             max_length=ch.max_length,
         )
-        self.hub: Hub[Any] = Hub()  # sessions of every client protocol (Subscriber)
+        self.hub: Hub[Connection] = Hub()  # sessions of every client protocol
         self.broker: Broker = broker or MemoryBroker()
         self.presence_manager: PresenceManager = presence or MemoryPresence()
         self.metrics = metrics or Metrics()
@@ -155,6 +140,8 @@ class Node(BrokerEventHandler):
             TokenVerifier(hmac_secret_key=self.admin_secret) if admin.enabled and self.admin_secret else None
         )
         self.hooks = Hooks()
+        #: creates client sessions; the app injects the Centrifugo protocol's (``commands.new_session``)
+        self.session_factory: SessionFactory | None = None
         self.uid = str(uuid.uuid4())
         self.name = self.settings.node.name or f"{socket.gethostname()}_{self.settings.http_server.port}"
         self.version = __version__
@@ -232,10 +219,11 @@ class Node(BrokerEventHandler):
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed: %r", task.exception())
 
-    def new_session(self, transport: Transport, remote: str = "", headers: dict[str, str] | None = None) -> Session:
-        from .session import Session
-
-        return Session(self, transport, remote=remote, headers=headers or {})
+    def new_session(self, transport: Transport, remote: str = "", headers: dict[str, str] | None = None) -> Connection:
+        """A session of the client protocol for a new connection (see :attr:`session_factory`)."""
+        if self.session_factory is None:
+            raise RuntimeError("no session factory: run the node through trunkline.app.Server")
+        return self.session_factory(self, transport, remote, headers or {})
 
     # ------------------------------------------------------------------ channels
 
@@ -280,7 +268,7 @@ class Node(BrokerEventHandler):
 
     async def join(
         self,
-        sub: Subscriber,
+        sub: Connection,
         channel: str,
         *,
         positioned: bool = False,
@@ -386,7 +374,7 @@ class Node(BrokerEventHandler):
         result.offset = top.offset
         return top.offset, top.epoch
 
-    def _resubscribe(self, channel: str, subscribers: list[Any]) -> None:
+    def _resubscribe(self, channel: str, subscribers: list[Connection]) -> None:
         """Positioned subscribers missed publications of ``channel``: they resubscribe (2500) and recover."""
         if not subscribers:
             return
@@ -412,7 +400,7 @@ class Node(BrokerEventHandler):
             if metrics.sample_write(started):  # publish-to-write latency, on a few subscribers
                 subscribers = self.hub.subscribers(channel)
                 for session in subscribers[:: max(1, len(subscribers) // WRITE_SAMPLE_SUBSCRIBERS)]:
-                    session.writer.sample(started)
+                    session.sample_write(started)
 
     def handle_resync(self) -> None:
         """The broker's feed was interrupted: check every positioned channel against its stream."""
@@ -487,7 +475,7 @@ class Node(BrokerEventHandler):
         for session in self._targets(cmd.user, cmd.client):
             self.spawn(session.apply_control(cmd))
 
-    def _targets(self, user: str, client: str) -> Iterable[Session]:
+    def _targets(self, user: str, client: str) -> Iterable[Connection]:
         if client:
             session = self.hub.connection(client)
             return [session] if session is not None and session.user == user else []
@@ -684,10 +672,7 @@ class Node(BrokerEventHandler):
         while True:
             await asyncio.sleep(interval)
             for session in self.hub.connections():
-                for channel, sub in list(session.subscriptions.items()):
-                    if not sub.presence:
-                        continue
-                    info = self.client_info(session.user, session.client_id, session.conn_info, sub.chan_info)
+                for channel, info in session.presence_entries():
                     try:
                         await self.presence_manager.add_presence(
                             channel, session.client_id, session.user, info, self.presence_ttl

@@ -23,6 +23,7 @@ from .protocol.messages import Command, Error, Push, Reply, Unsubscribe
 from .transport.writer import Writer
 
 if TYPE_CHECKING:
+    from .contracts import Transport
     from .hub.registry import WireShape
     from .node import Control, Node
 
@@ -30,16 +31,14 @@ log = logging.getLogger("trunkline.session")
 JSON_CODEC = JsonCodec()  # stateless: one instance serves every connection
 
 
-class Transport(Protocol):
-    """What a session needs from its connection."""
+class CommandTable(Protocol):
+    """The client protocol's command handlers, injected into every session."""
 
-    name: str
+    async def dispatch(self, session: Session, command: Command) -> None:
+        """Run one command; raises ClientError (error reply) or Disconnect (close)."""
 
-    async def send(self, frame: bytes) -> None: ...
-
-    async def close(self, code: int, reason: str) -> None: ...
-
-    def abort(self) -> None: ...
+    async def apply_control(self, session: Session, cmd: Control) -> None:
+        """Apply a server API action (a node control message) to a connected session."""
 
 
 class State(enum.Enum):
@@ -68,6 +67,7 @@ class Session:
         "__weakref__",
         "_burst",
         "_closing",
+        "_commands",
         "_loop",
         "_ping_outstanding",
         "_rate",
@@ -92,9 +92,16 @@ class Session:
     )
 
     def __init__(
-        self, node: Node, transport: Transport, remote: str = "", headers: dict[str, str] | None = None
+        self,
+        node: Node,
+        transport: Transport,
+        remote: str = "",
+        headers: dict[str, str] | None = None,
+        *,
+        commands: CommandTable,
     ) -> None:
         self.node = node
+        self._commands = commands
         self.transport = transport
         self.remote = remote
         self.headers = headers or {}
@@ -128,7 +135,7 @@ class Session:
         self._tokens = self._burst
         self._tokens_at = loop.time()
         self._set_timer("stale", client.stale_close_delay, self._on_stale)
-        node.metrics.connection_opened(transport.name)
+        node.metrics.connection_opened(transport.info.name)
 
     # ------------------------------------------------------------------ public
 
@@ -153,6 +160,17 @@ class Session:
     def push(self, data: bytes) -> None:
         self.writer.push(data)
 
+    def sample_write(self, started: float) -> None:
+        self.writer.sample(started)
+
+    def presence_entries(self) -> list[tuple[str, bytes]]:
+        node = self.node
+        return [
+            (channel, node.client_info(self.user, self.client_id, self.conn_info, sub.chan_info))
+            for channel, sub in self.subscriptions.items()
+            if sub.presence
+        ]
+
     def resubscribe(self, channel: str) -> None:
         """Missed publications of ``channel``: unsubscribe with 2500 so the client resubscribes and recovers."""
         sub = self._forget(channel)
@@ -173,8 +191,7 @@ class Session:
             log.info("bad frame from client=%s user=%s: %s", self.client_id, self.user, exc, extra=self.log_fields)
             await self.close(E.BAD_REQUEST_DISCONNECT)
             return
-        from .commands import dispatch
-
+        dispatch = self._commands.dispatch
         for command in commands:
             if self.closed:
                 return
@@ -254,7 +271,7 @@ class Session:
             except (TimeoutError, ConnectionError, RuntimeError):
                 self.transport.abort()
         self.writer.abort()
-        self.node.metrics.connection_closed(self.transport.name, code)
+        self.node.metrics.connection_closed(self.transport.info.name, code)
         if was_connected and self.node.hooks.disconnect is not None:
             reason = disconnect.reason if disconnect is not None else "connection closed"
             try:
@@ -399,7 +416,5 @@ class Session:
     # ------------------------------------------------------------------ control (server API)
 
     async def apply_control(self, cmd: Control) -> None:
-        from .commands import apply_control
-
         if self.state is State.CONNECTED:
-            await apply_control(self, cmd)
+            await self._commands.apply_control(self, cmd)

@@ -170,7 +170,9 @@ def test_malformed_frame_is_a_protocol_error(frame: bytes) -> None:
         b'{"id":1,"subscribe":{"channel":"a","recover":"yes"}}',
         b'{"id":1,"subscribe":{"channel":"a","offset":-1}}',
         b'{"id":1,"subscribe":{"channel":"a","offset":"5"}}',
-        b'{"id":1,"subscribe":{"channel":"a","offset":18446744073709551615}}',
+        b'{"id":1,"subscribe":{"channel":"a","offset":18446744073709551616}}',
+        b'{"id":1,"history":{"channel":"a","since":{"offset":18446744073709551616}}}',
+        b'{"id":1,"connect":{"subs":{"a":{"offset":18446744073709551616}}}}',
         b'{"id":1,"history":{"channel":"a","limit":2147483648}}',
         b'{"id":1,"history":{"channel":"a","limit":-2147483649}}',
         b'{"id":1,"history":{"channel":"a","since":{"offset":-1}}}',
@@ -806,3 +808,11 @@ def test_publication_push_is_one_valid_json_line(channel: str, value: Any, offse
     assert decoded["push"]["channel"] == channel
     assert decoded["push"]["pub"]["data"] == json.loads(data)
     assert decoded["push"]["pub"].get("offset", 0) == offset
+
+
+@pytest.mark.parametrize("offset", [2**63 - 1, 2**63, 2**64 - 1])
+def test_offsets_are_uint64(offset: int) -> None:
+    """Offsets are uint64 in the protocol: all of them decode (the broker answers not recovered)."""
+    frame = b'{"id":1,"subscribe":{"channel":"a","recover":true,"offset":%d}}' % offset
+    (cmd,) = JsonCodec().decode_commands(frame)
+    assert cmd.subscribe is not None and cmd.subscribe.offset == offset

@@ -62,7 +62,7 @@ class MemoryBroker:
         self._handler: BrokerEventHandler | None = None
         self._streams: dict[str, _Stream] = {}
         self._heap: list[tuple[float, str]] = []
-        self._results: dict[tuple[str, str], StreamPosition | None] = {}
+        self._results: dict[tuple[str, str], tuple[float, StreamPosition | None]] = {}
         self._results_expiry: deque[tuple[float, tuple[str, str]]] = deque()
         self._sweep_interval = sweep_interval
         self._sweep_task: asyncio.Task[None] | None = None
@@ -120,8 +120,9 @@ class MemoryBroker:
                 self._schedule(channel, stream)
         expiry = self._results_expiry
         while expiry and expiry[0][0] <= now:
-            _, key = expiry.popleft()
-            self._results.pop(key, None)
+            at, key = expiry.popleft()
+            if self._results.get(key, (0.0, None))[0] == at:
+                del self._results[key]
 
     async def _sweep_loop(self) -> None:
         while True:
@@ -151,11 +152,14 @@ class MemoryBroker:
         """Publish without awaiting: the fan-out happens before this returns."""
         key = (channel, options.idempotency_key)
         if options.idempotency_key and key in self._results:
-            return self._results[key]
+            at, position = self._results[key]
+            if at > self._clock():
+                return position
         position = self._publish(channel, pub, options)
         if options.idempotency_key and options.idempotent_result_ttl > 0:
-            self._results[key] = position
-            self._results_expiry.append((self._clock() + options.idempotent_result_ttl, key))
+            at = self._clock() + options.idempotent_result_ttl
+            self._results[key] = (at, position)
+            self._results_expiry.append((at, key))
         return position
 
     def _publish(self, channel: str, pub: Publication, options: PublishOptions) -> StreamPosition | None:

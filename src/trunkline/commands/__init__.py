@@ -1,4 +1,9 @@
-"""Command handlers: one function per protocol command, dispatched by name."""
+"""The Centrifugo client protocol's commands: one handler per command, dispatched by name.
+
+:func:`new_session` is the node's session factory for this protocol: it gives
+each :class:`~trunkline.session.Session` this module's command table, so the
+session never imports its handlers (and the node never imports the session).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,15 @@ import msgspec
 from .. import errors as E
 from ..events import MessageEvent, RPCEvent
 from ..protocol.messages import Command, PingResult, Push, Reply, RPCResult, Subscribe, SubscribeRequest
-from ..session import State
+from ..session import Session, State
 from . import channel_ops, connecting
 from .subscribing import announce, join_channel
 
 if TYPE_CHECKING:
-    from ..node import Control
-    from ..session import Session
+    from ..contracts import Transport
+    from ..node import Control, Node
 
-Handler = Callable[["Session", Command], Awaitable[None]]
+Handler = Callable[[Session, Command], Awaitable[None]]
 
 
 async def _ping(s: Session, cmd: Command) -> None:
@@ -119,3 +124,23 @@ async def _server_subscribe(s: Session, cmd: Control) -> None:
         await s.close(disconnect)
         return
     await announce(s, channel)
+
+
+class _Table:
+    """The command table a session dispatches through (see ``session.CommandTable``)."""
+
+    __slots__ = ()
+
+    async def dispatch(self, session: Session, command: Command) -> None:
+        await dispatch(session, command)
+
+    async def apply_control(self, session: Session, cmd: Control) -> None:
+        await apply_control(session, cmd)
+
+
+TABLE = _Table()
+
+
+def new_session(node: Node, transport: Transport, remote: str, headers: dict[str, str]) -> Session:
+    """A Centrifugo-protocol session for a new connection (the node's ``session_factory``)."""
+    return Session(node, transport, remote=remote, headers=headers, commands=TABLE)

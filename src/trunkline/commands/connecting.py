@@ -54,7 +54,7 @@ async def connect(s: Session, cmd: Command) -> None:
         hook_reply = await node.hooks.connecting(
             ConnectEvent(
                 client_id=s.client_id,
-                transport=s.transport.name,
+                transport=s.transport.info.name,
                 token=req.token,
                 data=bytes(req.data) if req.data else None,
                 name=req.name,

@@ -45,6 +45,20 @@ def compact_raw(raw: bytes) -> msgspec.Raw:
     return msgspec.Raw(raw)
 
 
+MAX_OFFSET = 2**64 - 1
+
+
+def offsets_fit(command: Command) -> bool:
+    """Whether every stream offset of ``command`` is a uint64 (msgspec bounds stop at int64)."""
+    if command.subscribe is not None and command.subscribe.offset > MAX_OFFSET:
+        return False
+    if command.history is not None and command.history.since is not None:
+        return command.history.since.offset <= MAX_OFFSET
+    if command.connect is not None:
+        return all(sub.offset <= MAX_OFFSET for sub in command.connect.subs.values())
+    return True
+
+
 class JsonCodec:
     """Newline-delimited compact JSON, as spoken by centrifuge-js and centrifuge-python."""
 
@@ -66,7 +80,10 @@ class JsonCodec:
         commands: list[Command] = []
         for line in lines:
             try:
-                commands.append(_command_decoder.decode(line))
+                command = _command_decoder.decode(line)
+                if not offsets_fit(command):
+                    raise ProtocolError("malformed command: offset out of uint64 range")
+                commands.append(command)
             except (msgspec.DecodeError, UnicodeDecodeError) as exc:
                 raise ProtocolError(f"malformed command: {exc}") from None
             except RecursionError:

@@ -18,7 +18,7 @@ import msgspec
 from msgspec import Meta, Raw, Struct
 
 UInt32 = Annotated[int, Meta(ge=0, le=2**32 - 1)]
-UInt64 = Annotated[int, Meta(ge=0, le=2**64 - 1)]  # protocol uint64
+UInt64 = Annotated[int, Meta(ge=0)]  # protocol uint64: msgspec decodes integers up to 2**64-1 only
 Int32 = Annotated[int, Meta(ge=-(2**31), le=2**31 - 1)]
 
 

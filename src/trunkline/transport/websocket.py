@@ -29,6 +29,7 @@ from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 
 from .. import errors as E
 from ..appkeys import NODE_KEY
+from ..contracts import TransportInfo
 
 if TYPE_CHECKING:
     from ssl import SSLContext
@@ -85,7 +86,7 @@ def _being_cancelled() -> bool:
 class WebSocketTransport:
     """Adapts an aiohttp ``WebSocketResponse`` to the session's ``Transport``."""
 
-    name = "websocket"
+    info = TransportInfo("websocket")
     __slots__ = ("_request", "_ws")
 
     def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
