@@ -132,6 +132,7 @@ class Client:
     command_rate_limit: int = 500  # commands per second per connection; 0: off
     command_rate_burst: int = 1000  # room for a reconnect that resubscribes every channel; 0: = rate
     subscribe_to_user_personal_channel: PersonalChannel = field(default_factory=PersonalChannel)
+    presence_max_size: int = 0  # bytes of one encoded presence reply; 0: half of queue_max_size
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

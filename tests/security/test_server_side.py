@@ -47,8 +47,8 @@ async def test_channels_claim_skips_long_and_private_names(serve: Serve, raw: Ra
     running = await serve()
     hub = running.server.node.hub
     longest, too_long = "l" * 255, "l" * 256
-    claims = {"channels": ["ok", longest, too_long, "$private", "unknownns:x"]}
-    result = await _connect(raw, running, conn_token("42", **claims))
+    channels = ["ok", longest, too_long, "$private", "unknownns:x"]
+    result = await _connect(raw, running, conn_token("42", channels=channels))
     assert isinstance(result, dict), result
     assert set(result["connect"]["subs"]) == {"ok", longest}  # type: ignore[index]
     assert hub.num_subscriptions == 2

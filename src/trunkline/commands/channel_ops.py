@@ -157,12 +157,28 @@ def _check_presence(s: Session, channel: str) -> None:
 
 
 async def presence(s: Session, cmd: Command) -> None:
+    """The channel's presence, or error 106 when the encoded reply would pass the limit.
+
+    The limit is ``client.presence_max_size``, by default half the outbound queue, never
+    more than the queue: a bigger reply would cut the caller with 3008 and the SDK would
+    reconnect and ask again, forever; 106 tells it the channel is too big to list
+    (``presence_stats`` still answers).
+    """
     req = cmd.presence
     assert req is not None
     _check_presence(s, req.channel)
     with s.node.metrics.broker_timer("presence"):
         members = await s.node.presence_manager.presence(req.channel)
-    s.reply(Reply(id=cmd.id, presence=PresenceResult({cid: msgspec.Raw(info) for cid, info in members.items()})))
+    client = s.node.settings.client
+    limit = min(client.presence_max_size or client.queue_max_size // 2, client.queue_max_size)
+    # Each entry costs at least its id, its info and `"":,` around them: refuse early without encoding.
+    if sum(len(cid) + len(info) + 4 for cid, info in members.items()) > limit:
+        raise E.LIMIT_EXCEEDED
+    result = PresenceResult({cid: msgspec.Raw(info) for cid, info in members.items()})
+    encoded = s.codec.encode_reply(Reply(id=cmd.id, presence=result))
+    if len(encoded) > limit:
+        raise E.LIMIT_EXCEEDED
+    s.writer.push(encoded)
 
 
 async def presence_stats(s: Session, cmd: Command) -> None:
