@@ -22,7 +22,8 @@ LAYERS: dict[str, int] = {
     "trunkline.errors": 0,
     "trunkline.durations": 0,
     "trunkline.config": 0,
-    "trunkline.records": 0,  # neutral publication records (broker, hub and every wire format)
+    "trunkline.records": 0,
+    "trunkline.clock": 0,  # neutral publication records (broker, hub and every wire format)
     "trunkline.protocol": 1,
     "trunkline.hub": 2,
     "trunkline.auth": 2,

@@ -37,6 +37,7 @@ from .broker.base import (
     StreamPosition,
 )
 from .broker.memory import MemoryBroker, MemoryPresence
+from .clock import REAL_CLOCK, Clock
 from .config import NamespaceOptions, Settings
 from .events import Hooks
 from .hub.channels import ChannelRules
@@ -111,8 +112,11 @@ class Node(BrokerEventHandler):
         broker: Broker | None = None,
         presence: PresenceManager | None = None,
         metrics: Metrics | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        #: wall time, monotonic time and timers of every session (a manual clock in tests)
+        self.clock: Clock = clock or REAL_CLOCK
         ch = self.settings.channel
         self.rules = ChannelRules(
             namespace_boundary=ch.namespace_boundary,

@@ -13,6 +13,7 @@ import enum
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,6 +24,7 @@ from .protocol.messages import Command, Error, Push, Reply, Unsubscribe
 from .transport.writer import Writer
 
 if TYPE_CHECKING:
+    from .clock import Timer
     from .contracts import Transport
     from .hub.registry import WireShape
     from .node import Control, Node
@@ -66,6 +68,7 @@ class Session:
     __slots__ = (
         "__weakref__",
         "_burst",
+        "_clock",
         "_closing",
         "_commands",
         "_loop",
@@ -127,13 +130,14 @@ class Session:
         self.writer.start()
         loop = asyncio.get_running_loop()
         self._loop = loop
-        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._clock = node.clock
+        self._timers: dict[str, Timer] = {}
         self._ping_outstanding = False
         self._closing: asyncio.Future[None] | None = None
         self._rate = float(client.command_rate_limit)
         self._burst = float(client.command_rate_burst or client.command_rate_limit)
         self._tokens = self._burst
-        self._tokens_at = loop.time()
+        self._tokens_at = self._clock.monotonic()
         self._set_timer("stale", client.stale_close_delay, self._on_stale)
         node.metrics.connection_opened(transport.info.name)
 
@@ -319,12 +323,12 @@ class Session:
 
     # ------------------------------------------------------------------ heartbeats and timers
 
-    def _set_timer(self, name: str, delay: float, callback: object) -> None:
+    def _set_timer(self, name: str, delay: float, callback: Callable[[], object]) -> None:
         old = self._timers.pop(name, None)
         if old is not None:
             old.cancel()
         if delay > 0:
-            self._timers[name] = self._loop.call_later(delay, callback)  # type: ignore[arg-type]
+            self._timers[name] = self._clock.call_later(delay, callback)
 
     def cancel_timer(self, name: str) -> None:
         timer = self._timers.pop(name, None)
@@ -363,11 +367,11 @@ class Session:
         if self.expire_at is None:
             self.cancel_timer("expire")
             return
-        delay = self.expire_at - time.time() + self.node.settings.client.expired_close_delay
+        delay = self.expire_at - self._clock.time() + self.node.settings.client.expired_close_delay
         self._set_timer("expire", max(delay, 0.001), self._on_expired)
 
     def _on_expired(self) -> None:
-        if self.expire_at is not None and self.expire_at <= time.time():
+        if self.expire_at is not None and self.expire_at <= self._clock.time():
             self.node.spawn(self.close(E.CONNECTION_EXPIRED))
 
     def schedule_sub_expiry(self, sub: Subscription) -> None:
@@ -375,12 +379,12 @@ class Session:
         if sub.expire_at is None:
             self.cancel_timer(name)
             return
-        delay = sub.expire_at - time.time() + self.node.settings.client.expired_sub_close_delay
+        delay = sub.expire_at - self._clock.time() + self.node.settings.client.expired_sub_close_delay
         self._set_timer(name, max(delay, 0.001), lambda: self._on_sub_expired(sub.channel))
 
     def _on_sub_expired(self, channel: str) -> None:
         sub = self.subscriptions.get(channel)
-        if sub is None or sub.expire_at is None or sub.expire_at > time.time():
+        if sub is None or sub.expire_at is None or sub.expire_at > self._clock.time():
             return
         if sub.server_side:
             self.node.spawn(self.close(E.SUBSCRIPTION_EXPIRED))
@@ -396,7 +400,7 @@ class Session:
     def _take_token(self) -> bool:
         if self._rate <= 0:
             return True
-        now = self._loop.time()
+        now = self._clock.monotonic()
         self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
         self._tokens_at = now
         self._tokens -= 1
