@@ -19,18 +19,20 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import errors as E
 from .events import ClientView, DisconnectEvent
-from .protocol.codec import JSON_SHAPE, PING_FRAME, JsonCodec, ProtocolError
+from .hub.registry import WireShape
+from .protocol.codec import JSON_SHAPE, Codec, JsonCodec, ProtocolError
 from .protocol.messages import Command, Error, Push, Reply, Unsubscribe
 from .transport.writer import Writer
 
 if TYPE_CHECKING:
     from .clock import Timer
     from .contracts import Transport
-    from .hub.registry import WireShape
     from .node import Control, Node
 
 log = logging.getLogger("trunkline.session")
 JSON_CODEC = JsonCodec()  # stateless: one instance serves every connection
+#: wire format name (``TransportInfo.protocol``) -> (codec, wire shape of its channel pushes)
+FORMATS: dict[str, tuple[Codec, WireShape]] = {"json": (JSON_CODEC, JSON_SHAPE)}
 
 
 class CommandTable(Protocol):
@@ -74,6 +76,7 @@ class Session:
         "_loop",
         "_ping_outstanding",
         "_rate",
+        "_shape",
         "_timers",
         "_tokens",
         "_tokens_at",
@@ -108,7 +111,7 @@ class Session:
         self.transport = transport
         self.remote = remote
         self.headers = headers or {}
-        self.codec = JSON_CODEC
+        self.codec, self._shape = FORMATS[transport.info.protocol]
         self.client_id = str(uuid.uuid4())
         self.user = ""
         self.conn_info: bytes | None = None
@@ -126,6 +129,7 @@ class Session:
             self._on_write_error,
             node.metrics.outbound,
             delay=client.write_delay,
+            separator=self.codec.separator,
         )
         self.writer.start()
         loop = asyncio.get_running_loop()
@@ -159,7 +163,7 @@ class Session:
     @property
     def shape(self) -> WireShape:
         """How this connection's channel pushes are encoded (its wire format)."""
-        return JSON_SHAPE
+        return self._shape
 
     def push(self, data: bytes) -> None:
         self.writer.push(data)
@@ -343,7 +347,7 @@ class Session:
         if self.state is not State.CONNECTED:
             return
         client = self.node.settings.client
-        self.writer.push(PING_FRAME)
+        self.writer.push(self.codec.ping)
         if not self._ping_outstanding:
             self._ping_outstanding = True
             self._set_timer("pong", client.pong_timeout, self._on_no_pong)

@@ -24,6 +24,10 @@ class Codec(Protocol):
     """What a transport needs from a wire format."""
 
     name: str
+    #: joins several encoded messages in one frame
+    separator: bytes
+    #: the server's ping (an empty reply); the client answers with an empty command
+    ping: bytes
 
     def decode_commands(self, frame: bytes) -> list[Command]: ...
 
@@ -63,6 +67,8 @@ class JsonCodec:
     """Newline-delimited compact JSON, as spoken by centrifuge-js and centrifuge-python."""
 
     name = "json"
+    separator = b"\n"
+    ping = b"{}"
 
     def __init__(self, max_commands_per_frame: int = 1000) -> None:
         self.max_commands_per_frame = max_commands_per_frame

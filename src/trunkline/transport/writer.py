@@ -2,9 +2,10 @@
 
 ``push`` only appends bytes. Once per event-loop turn one shared flusher writes
 every connection that received something: everything pushed to a connection during
-that turn leaves in one WebSocket frame (messages joined by ``\\n``, as the JSON
-protocol allows), so a fan-out to N subscribers costs N appends plus one write per
-connection per turn — and no task per connection.
+that turn leaves in one WebSocket frame (messages joined by the codec's
+separator: ``\\n`` for JSON, nothing for length-prefixed Protobuf), so a fan-out
+to N subscribers costs N appends plus one write per connection per turn — and no
+task per connection.
 
 The write itself is aiohttp's ``send_frame`` coroutine, started eagerly: for an
 uncompressed frame it writes to the transport and returns without suspending, so
@@ -90,6 +91,7 @@ class Writer:
         "_sample",
         "_sampled_at",
         "_send",
+        "_separator",
         "_size",
         "_started",
         "bytes_sent",
@@ -105,8 +107,10 @@ class Writer:
         counters: Outbound | None = None,
         *,
         delay: float = 0.0,
+        separator: bytes = b"\n",
     ) -> None:
         self._send = send
+        self._separator = separator
         self._max_size = max_size
         self._on_overflow = on_overflow
         self._on_error = on_error
@@ -171,7 +175,7 @@ class Writer:
         self._out.messages += len(buf)
         self._sample = self._sampled_at
         self._sampled_at = 0.0
-        return _frames(buf)
+        return _frames(buf, self._separator)
 
     def _written(self) -> None:
         """Everything taken has been written: report the sampled latency, if any."""
@@ -308,17 +312,22 @@ class _Wait:
             raise exc
 
 
-def _frames(messages: list[bytes]) -> list[bytes]:
-    """Join messages with ``\\n`` into frames of at most ``MAX_FRAME`` bytes (or one message)."""
+def _frames(messages: list[bytes], separator: bytes = b"\n") -> list[bytes]:
+    """Join messages into frames of at most ``MAX_FRAME`` bytes (or one message).
+
+    ``separator`` comes from the codec: ``\n`` for JSON lines, nothing for
+    Protobuf's length-prefixed messages.
+    """
     if len(messages) == 1:
         return messages
     frames: list[bytes] = []
     start = 0
     size = 0
+    extra = len(separator)
     for i, msg in enumerate(messages):
-        if size and size + len(msg) + 1 > MAX_FRAME:
-            frames.append(b"\n".join(messages[start:i]))
+        if size and size + len(msg) + extra > MAX_FRAME:
+            frames.append(separator.join(messages[start:i]))
             start, size = i, 0
-        size += len(msg) + 1
-    frames.append(b"\n".join(messages[start:]))
+        size += len(msg) + extra
+    frames.append(separator.join(messages[start:]))
     return frames
