@@ -45,6 +45,7 @@ from .hub.recovery import decide, live_after
 from .hub.registry import Hub
 from .observe.metrics import WRITE_SAMPLE_SUBSCRIBERS, Metrics
 from .protocol.messages import ClientInfo as ProtocolClientInfo
+from .records import Undeliverable
 
 if TYPE_CHECKING:
     from .contracts import Connection, SessionFactory, Transport
@@ -130,6 +131,7 @@ class Node(BrokerEventHandler):
         self.presence_manager: PresenceManager = presence or MemoryPresence()
         self.metrics = metrics or Metrics()
         self.metrics.track_hub(self.hub)
+        self.hub.on_undeliverable = self._undeliverable
         client = self.settings.client
         self.verifier = TokenVerifier.from_settings(client.token)
         self.sub_verifier = (
@@ -312,8 +314,12 @@ class Node(BrokerEventHandler):
             if live is None:
                 return False
             shape = sub.shape
-            for pub in live:
-                sub.push(shape.publication(channel, pub))
+            try:
+                encoded = [shape.publication(channel, pub) for pub in live]
+            except Undeliverable:
+                raise E.INAPPROPRIATE_PROTOCOL from None
+            for data in encoded:
+                sub.push(data)
             buffered.clear()
             hub.activate(channel, sub, shape, sub.push, positioned=positioned, join_leave=join_leave)
             return True
@@ -321,7 +327,12 @@ class Node(BrokerEventHandler):
         def resume(ok: bool) -> None:
             if sub.closed or not hub.is_pending(channel, sub):
                 return
-            if not (ok and go_live()):
+            try:
+                live = ok and go_live()
+            except E.Disconnect as disconnect:
+                self.spawn(sub.close(disconnect))
+                return
+            if not live:
                 sub.resubscribe(channel)
 
         def finish() -> None:
@@ -390,6 +401,12 @@ class Node(BrokerEventHandler):
         )
         for sub in subscribers:
             sub.resubscribe(channel)
+
+    def _undeliverable(self, channel: str, subscribers: list[Connection]) -> None:
+        """Their wire format cannot carry a publication of ``channel`` (binary data to JSON): 3506."""
+        log.info("closing %d connections that cannot receive a binary publication (3506)", len(subscribers))
+        for sub in subscribers:
+            self.spawn(sub.close(E.INAPPROPRIATE_PROTOCOL))
 
     # ------------------------------------------------------------------ broker events
 

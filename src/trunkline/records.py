@@ -9,6 +9,10 @@ from __future__ import annotations
 import msgspec
 
 
+class Undeliverable(ValueError):
+    """A wire format cannot carry this publication (binary data to a JSON client)."""
+
+
 class ClientInfo(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
     """Who published (or joined): user, connection id and the raw info payloads."""
 

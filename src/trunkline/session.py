@@ -22,6 +22,7 @@ from .events import ClientView, DisconnectEvent
 from .hub.registry import WireShape
 from .protocol.codec import JSON_SHAPE, Codec, JsonCodec, ProtocolError
 from .protocol.messages import Command, Error, Push, Reply, Unsubscribe
+from .records import Undeliverable
 from .transport.writer import Writer
 
 if TYPE_CHECKING:
@@ -221,6 +222,9 @@ class Session:
             except E.Disconnect as disconnect:
                 code = disconnect.code
                 await self.close(disconnect)
+            except Undeliverable:  # e.g. binary history data for a JSON client
+                code = E.INAPPROPRIATE_PROTOCOL.code
+                await self.close(E.INAPPROPRIATE_PROTOCOL)
             except Exception:
                 code = 100
                 log.exception(

@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 from ..broker.base import Publication
+from ..records import Undeliverable
 from .position import Position, Verdict
 
 Push = Callable[[bytes], None]
@@ -74,6 +75,8 @@ class Hub(Generic[K]):
     """Subscriptions of the connections of this node. ``K`` is the connection object."""
 
     def __init__(self) -> None:
+        #: called with the subscribers whose wire format cannot carry a publication
+        self.on_undeliverable: Callable[[str, list[K]], None] | None = None
         self._channels: dict[str, _Channel[K]] = {}
         self._by_user: dict[str, dict[K, None]] = {}
         self._by_client: dict[str, K] = {}
@@ -230,10 +233,14 @@ class Hub(Generic[K]):
         ch = self._channels.get(channel)
         if ch is None:
             return 0, []
-        encoded: dict[WireShape, bytes] = {}
+        encoded: dict[WireShape, bytes | None] = {}
+        refused: list[K] = []
         count = 0
         for shape, members in ch.live.items():
-            data = encoded[shape] = shape.publication(channel, pub)
+            data = encoded[shape] = self._encode(shape, channel, pub)
+            if data is None:
+                refused.extend(members)
+                continue
             for push in members.values():
                 push(data)
             count += len(members)
@@ -241,7 +248,10 @@ class Hub(Generic[K]):
         verdict = ch.position.advance(pub.offset, pub.epoch) if pub.offset else Verdict.NEXT
         if verdict is Verdict.NEXT:
             for shape, members in ch.positioned.items():
-                data = encoded.get(shape) or shape.publication(channel, pub)
+                data = encoded[shape] if shape in encoded else self._encode(shape, channel, pub)
+                if data is None:
+                    refused.extend(members)
+                    continue
                 for push in members.values():
                     push(data)
                 count += len(members)
@@ -252,7 +262,16 @@ class Hub(Generic[K]):
                 buffer(pub)
         if ch.waiting and pub.offset:
             self._resume_waiters(ch, declared=False)
+        if refused and self.on_undeliverable is not None:
+            self.on_undeliverable(channel, refused)
         return count, missed
+
+    @staticmethod
+    def _encode(shape: WireShape, channel: str, pub: Publication) -> bytes | None:
+        try:
+            return shape.publication(channel, pub)
+        except Undeliverable:
+            return None
 
     @staticmethod
     def _take_positioned(ch: _Channel[K]) -> list[K]:

@@ -13,6 +13,7 @@ from typing import Protocol
 import msgspec
 
 from ..records import Publication as Record
+from ..records import Undeliverable
 from .messages import ClientInfo, Command, Publication, Push, PushReply, Reply
 
 
@@ -111,8 +112,20 @@ def encode_publication_push(channel: str, pub: Publication) -> bytes:
     return _encoder.encode(PushReply(Push(channel=channel, pub=pub)))
 
 
+_json_check = msgspec.json.Decoder(msgspec.Raw)
+
+
 def publication(record: Record) -> Publication:
-    """The JSON protocol's view of a broker record: payloads are embedded raw JSON."""
+    """The JSON protocol's view of a broker record: payloads are embedded raw JSON.
+
+    Data that is not JSON (binary, published by a Protobuf client) cannot travel in
+    this format: :class:`~trunkline.records.Undeliverable` (the connection is then
+    closed with 3506 "inappropriate protocol", as Centrifugo documents).
+    """
+    try:
+        _json_check.decode(record.data)
+    except msgspec.DecodeError:
+        raise Undeliverable("publication data is not JSON") from None
     info = record.info
     return Publication(
         data=compact_raw(record.data),
