@@ -32,6 +32,7 @@ from .commands import new_session
 from .config import Settings
 from .node import Node
 from .observe import health
+from .observe.logs import HttpServerLogger
 from .transport.websocket import GuardedTCPSite, runner_options, websocket_handler
 
 log = logging.getLogger("trunkline.app")
@@ -133,11 +134,14 @@ class Server:
         internal = hs.internal_port > 0
         # Connections that do not finish their TLS handshake or request head in time are dropped.
         guard = runner_options(settings)
+        # Malformed requests: one counted, rate-limited line each instead of aiohttp's traceback.
+        http_logger = HttpServerLogger(self.node.metrics)
         public = web.AppRunner(
             build_app(self.node, with_admin=not internal),
             handle_signals=False,
             access_log=None,
             shutdown_timeout=1.0,
+            logger=http_logger,
             **guard,
         )
         await public.setup()
@@ -153,7 +157,12 @@ class Server:
         self.port = _bound_port(site)
         if internal:
             runner = web.AppRunner(
-                build_internal_app(self.node), handle_signals=False, access_log=None, shutdown_timeout=1.0, **guard
+                build_internal_app(self.node),
+                handle_signals=False,
+                access_log=None,
+                shutdown_timeout=1.0,
+                logger=http_logger,
+                **guard,
             )
             await runner.setup()
             self._runners.append(runner)

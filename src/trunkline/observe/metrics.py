@@ -228,6 +228,17 @@ class Metrics:
             ["namespace"],
             registry=r,
         )
+        self.malformed_requests = Counter(
+            "trunkline_http_malformed_requests_total",
+            "HTTP requests refused by the HTTP parser (bad request line or headers, not HTTP at all).",
+            registry=r,
+        )
+        self.logs_suppressed = Counter(
+            "trunkline_log_suppressed_total",
+            "Log lines left out by a rate limit (repeated failures, malformed requests), by logger.",
+            ["logger"],
+            registry=r,
+        )
         Gauge("trunkline_build_info", "Always 1; the version is a label.", ["version"], registry=r).labels(
             __version__
         ).set(1)
@@ -354,6 +365,13 @@ class Metrics:
 
     def slow_consumer(self) -> None:
         self.slow.inc()
+
+    def malformed_request(self) -> None:
+        self.malformed_requests.inc()
+
+    def log_suppressed(self, logger: str) -> None:
+        """A log line of ``logger`` (a logger name: bounded) was left out by a rate limit."""
+        self.logs_suppressed.labels(logger).inc()
 
     def recovery(self, recovered: bool) -> None:
         self.recoveries.labels("true" if recovered else "false").inc()
