@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
@@ -27,7 +26,7 @@ from ..protocol.messages import (
     SubRefreshResult,
     UnsubscribeResult,
 )
-from .subscribing import announce, join_channel
+from .subscribing import announce, join_channel, ttl_of
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -76,13 +75,13 @@ async def subscribe(s: Session, cmd: Command) -> None:
     rules = node.rules
     if req.token:
         try:
-            claims = await node.sub_verifier.verify_subscription(req.token, time.time())
+            claims = await node.sub_verifier.verify_subscription(req.token, node.clock.time())
         except E.Disconnect:
             raise E.PERMISSION_DENIED from None
         if claims.user != s.user or claims.channel != channel:
             raise E.INVALID_TOKEN.with_reason("invalid token: subscription token for another user or channel")
         chan_info, data, override, expire_at = claims.info, claims.data, claims.override, claims.expire_at
-        if expire_at is not None and expire_at <= time.time():
+        if expire_at is not None and expire_at <= node.clock.time():
             raise E.TOKEN_EXPIRED
     elif rules.is_private(channel):
         raise E.PERMISSION_DENIED
@@ -212,7 +211,7 @@ async def sub_refresh(s: Session, cmd: Command) -> None:
     sub = s.subscriptions.get(req.channel)
     if sub is None:
         raise E.PERMISSION_DENIED
-    now = time.time()
+    now = s.node.clock.time()
     try:
         claims = await s.node.sub_verifier.verify_subscription(req.token, now)
     except E.Disconnect:
@@ -228,5 +227,5 @@ async def sub_refresh(s: Session, cmd: Command) -> None:
     result = SubRefreshResult()
     if sub.expire_at is not None:
         result.expires = True
-        result.ttl = max(int(sub.expire_at - now), 0)
+        result.ttl = ttl_of(sub.expire_at, now)
     s.reply(Reply(id=cmd.id, sub_refresh=result))

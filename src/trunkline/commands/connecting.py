@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -16,7 +15,7 @@ from ..node import ADMIN_META
 from ..protocol.messages import Command, ConnectResult, RefreshResult, Reply, SubscribeRequest, SubscribeResult
 from ..session import State
 from .channel_ops import channel_options
-from .subscribing import Finish, announce, join_channel
+from .subscribing import Finish, announce, join_channel, ttl_of
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -37,7 +36,7 @@ async def connect(s: Session, cmd: Command) -> None:
         raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: already connected")
     if not node.accepting:
         raise E.SHUTDOWN
-    now = time.time()
+    now = s.node.clock.time()
     claims: ConnectionClaims | None = None
     credentials: Credentials | None = None
     if req.token:
@@ -97,7 +96,7 @@ async def connect(s: Session, cmd: Command) -> None:
     )
     if s.expire_at is not None:
         result.expires = True
-        result.ttl = max(int(s.expire_at - now), 0)
+        result.ttl = ttl_of(s.expire_at, now)
     if reply_data is not None:
         result.data = msgspec.Raw(reply_data)
 
@@ -214,7 +213,7 @@ async def refresh(s: Session, cmd: Command) -> None:
     node = s.node
     if not req.token:
         raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: refresh without token")
-    now = time.time()
+    now = s.node.clock.time()
     if s.is_admin:  # the dashboard's connection refreshes with a new admin token
         admin = await _admin_claims(s, req.token, now)
         if admin is None:
@@ -233,5 +232,5 @@ async def refresh(s: Session, cmd: Command) -> None:
     result = RefreshResult(client=s.client_id, version=node.version)
     if s.expire_at is not None:
         result.expires = True
-        result.ttl = max(int(s.expire_at - now), 0)
+        result.ttl = ttl_of(s.expire_at, now)
     s.reply(Reply(id=cmd.id, refresh=result))

@@ -10,8 +10,6 @@ publications, and nothing is lost or duplicated between history and live data.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -84,7 +82,7 @@ async def join_channel(
     result = SubscribeResult()
     if expire_at:
         result.expires = True
-        result.ttl = _ttl(expire_at, time.time())
+        result.ttl = ttl_of(expire_at, node.clock.time())
     if data is not None:
         result.data = msgspec.Raw(data)
     since = StreamPosition(req.offset, req.epoch) if recoverable and req.recover else None
@@ -124,9 +122,13 @@ async def join_channel(
     return result, finish
 
 
-def _ttl(expire_at: float, now: float) -> int:
-    """Seconds until ``expire_at``, rounded up so an expiring credential always says ``ttl >= 1``."""
-    return max(math.ceil(expire_at - now), 1)
+def ttl_of(expire_at: float, now: float) -> int:
+    """Whole seconds until ``expire_at``, at least 1 (``ttl`` 0 would be omitted as a default).
+
+    Rounded down so the SDK refreshes early rather than late; a credential less than
+    a second from expiry still says ``ttl: 1`` (Centrifugo also never sends 0).
+    """
+    return max(int(expire_at - now), 1)
 
 
 async def announce(s: Session, channel: str) -> None:

@@ -41,7 +41,16 @@ if TYPE_CHECKING:
     from ..node import Node
 
 log = logging.getLogger("trunkline.transport")
-SUBPROTOCOLS = ("centrifuge-json",)
+SUBPROTOCOLS = ("centrifuge-json", "centrifuge-protobuf")
+_JSON: Final = TransportInfo("websocket")
+_PROTOBUF: Final = TransportInfo("websocket", protocol="protobuf", binary=True)
+
+
+def _wants_protobuf(request: web.Request) -> bool:
+    """Protobuf asked for in the query (``?format=protobuf`` or ``?cf_protocol=protobuf``)."""
+    query = request.query
+    return query.get("format") == "protobuf" or query.get("cf_protocol") == "protobuf"
+
 
 #: Reasons for the close frames aiohttp sends by itself with an empty reason.
 _CLOSE_REASONS: Final[dict[int, str]] = {
@@ -86,12 +95,13 @@ def _being_cancelled() -> bool:
 class WebSocketTransport:
     """Adapts an aiohttp ``WebSocketResponse`` to the session's ``Transport``."""
 
-    info = TransportInfo("websocket")
-    __slots__ = ("_request", "_ws")
+    __slots__ = ("_kind", "_request", "_ws", "info")
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, info: TransportInfo = _JSON) -> None:
         self._ws = ws
         self._request = request
+        self.info = info
+        self._kind = WSMsgType.BINARY if info.binary else WSMsgType.TEXT
 
     # aiohttp makes every task that waits for a full socket buffer await one shared
     # future; cancelling one of them (the session's writer, stopped on 3008 or on a
@@ -100,7 +110,7 @@ class WebSocketTransport:
 
     async def send(self, frame: bytes) -> None:
         try:
-            await self._ws.send_frame(frame, WSMsgType.TEXT)
+            await self._ws.send_frame(frame, self._kind)
         except asyncio.CancelledError:
             if _being_cancelled():
                 raise
@@ -330,7 +340,9 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     counter.value += 1
     try:
         await ws.prepare(request)
-        session = node.new_session(WebSocketTransport(ws, request), remote=request.remote or "")
+        protobuf = ws.ws_protocol == "centrifuge-protobuf" or _wants_protobuf(request)
+        transport = WebSocketTransport(ws, request, _PROTOBUF if protobuf else _JSON)
+        session = node.new_session(transport, remote=request.remote or "", headers=dict(request.headers))
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
