@@ -19,7 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -39,7 +39,16 @@ from .broker.base import (
 from .broker.memory import MemoryBroker, MemoryPresence
 from .clock import REAL_CLOCK, Clock
 from .config import NamespaceOptions, Settings
-from .events import Hooks
+from .events import (
+    Hooks,
+    OnConnect,
+    OnConnecting,
+    OnDisconnect,
+    OnMessage,
+    OnPublish,
+    OnRPC,
+    OnSubscribe,
+)
 from .hub.channels import ChannelRules
 from .hub.recovery import decide, live_after
 from .hub.registry import Hub
@@ -51,7 +60,6 @@ if TYPE_CHECKING:
     from .contracts import Connection, SessionFactory, Transport
 
 log = logging.getLogger("trunkline.node")
-F = TypeVar("F", bound=Callable[..., Any])
 _encoder = msgspec.json.Encoder()
 
 
@@ -159,31 +167,31 @@ class Node(BrokerEventHandler):
 
     # ------------------------------------------------------------------ hooks (decorators)
 
-    def on_connecting(self, fn: F) -> F:
+    def on_connecting(self, fn: OnConnecting) -> OnConnecting:
         self.hooks.connecting = fn
         return fn
 
-    def on_connect(self, fn: F) -> F:
+    def on_connect(self, fn: OnConnect) -> OnConnect:
         self.hooks.connect = fn
         return fn
 
-    def on_subscribe(self, fn: F) -> F:
+    def on_subscribe(self, fn: OnSubscribe) -> OnSubscribe:
         self.hooks.subscribe = fn
         return fn
 
-    def on_publish(self, fn: F) -> F:
+    def on_publish(self, fn: OnPublish) -> OnPublish:
         self.hooks.publish = fn
         return fn
 
-    def on_rpc(self, fn: F) -> F:
+    def on_rpc(self, fn: OnRPC) -> OnRPC:
         self.hooks.rpc = fn
         return fn
 
-    def on_message(self, fn: F) -> F:
+    def on_message(self, fn: OnMessage) -> OnMessage:
         self.hooks.message = fn
         return fn
 
-    def on_disconnect(self, fn: F) -> F:
+    def on_disconnect(self, fn: OnDisconnect) -> OnDisconnect:
         self.hooks.disconnect = fn
         return fn
 
