@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from typing import Any
 
 import aiohttp
 from centrifuge import Client, PublicationContext, Subscription, SubscriptionEventHandler
 from prometheus_client.parser import text_string_to_metric_families
 
-from trunkline.transport.writer import Writer
-
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-#: Whether every connection's writer counts into ``Metrics.outbound`` (the wiring in writer.py/session.py/node.py).
-OUTBOUND_WIRED = "counters" in inspect.signature(Writer.__init__).parameters
 
 
 async def scrape(url: str) -> Samples:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -17,9 +16,7 @@ from trunkline.broker.memory import MemoryBroker
 from trunkline.node import Node
 from trunkline.observe.metrics import Metrics, Outbound, quantile
 
-from . import OUTBOUND_WIRED, connect, scrape, subscribe, total, value
-
-BROKER_TIMED = "broker_timer" in inspect.getsource(Node.presence)
+from . import connect, scrape, subscribe, total, value
 
 # distinctive, so a leak into a label value cannot go unnoticed
 USERS = ("user-alpha-7731", "user-bravo-7732", "user-charlie-7733")
@@ -34,7 +31,6 @@ async def _connections(running: Running) -> list[Client]:
 async def test_metrics_match_scripted_traffic(start_server: Callable[..., Any]) -> None:
     running: Running = await start_server()
     node = running.server.node
-    node.metrics.track_hub(node.hub)  # what Node.__init__ does once wired; idempotent
     metrics_url = f"{running.http_url}/metrics"
 
     before = await scrape(metrics_url)
@@ -98,15 +94,14 @@ async def test_metrics_match_scripted_traffic(start_server: Callable[..., Any]) 
         assert value(s, "trunkline_slow_consumers_total") == 0
         assert value(s, "process_resident_memory_bytes") > 0
 
-        if OUTBOUND_WIRED:
-            sessions = node.hub.connections()
-            # every byte and frame the writers wrote, and nothing else
-            assert value(s, "trunkline_bytes_sent_total") == sum(x.writer.bytes_sent for x in sessions)
-            assert value(s, "trunkline_frames_sent_total") == sum(x.writer.frames_sent for x in sessions)
-            # at least: 3 connect + 6 subscribe + 3 publish replies, 11 publications
-            assert value(s, "trunkline_messages_sent_total") >= 3 + 6 + 3 + 11
-            assert value(s, "trunkline_messages_sent_total") >= value(s, "trunkline_frames_sent_total")
-            assert 1 <= value(s, "trunkline_publish_to_write_seconds_count") <= 11
+        sessions = node.hub.connections()
+        # every byte and frame the writers wrote, and nothing else
+        assert value(s, "trunkline_bytes_sent_total") == sum(x.writer.bytes_sent for x in sessions)
+        assert value(s, "trunkline_frames_sent_total") == sum(x.writer.frames_sent for x in sessions)
+        # at least: 3 connect + 6 subscribe + 3 publish replies, 11 publications
+        assert value(s, "trunkline_messages_sent_total") >= 3 + 6 + 3 + 11
+        assert value(s, "trunkline_messages_sent_total") >= value(s, "trunkline_frames_sent_total")
+        assert 1 <= value(s, "trunkline_publish_to_write_seconds_count") <= 11
         _assert_bounded_labels(s)
     finally:
         for client in clients:
@@ -358,7 +353,6 @@ async def test_broker_errors_are_counted(start_server: Callable[..., Any]) -> No
     assert total(s, "trunkline_publications_total") == 0
 
 
-@pytest.mark.skipif(not BROKER_TIMED, reason="needs Node's broker calls wrapped in metrics.broker_timer")
 async def test_broker_operations_are_timed(start_server: Callable[..., Any]) -> None:
     from cent import PresenceRequest
 
