@@ -10,6 +10,12 @@
 A ``ClientError`` travels inside a reply; a ``Disconnect`` becomes a WebSocket
 close frame whose reason is at most 123 bytes. Codes and their meaning to the
 SDKs are those of the Centrifugo protocol (reference §7).
+
+The constants below (``PERMISSION_DENIED``, ``SHUTDOWN``, ...) are templates
+shared by every connection: raise a fresh copy, ``raise PERMISSION_DENIED()``
+(or ``PERMISSION_DENIED.with_message(...)``), never the constant itself, which
+would keep the raiser's traceback, and with it its frames, on the shared object.
+A copy compares equal to its constant.
 """
 
 from __future__ import annotations
@@ -51,6 +57,10 @@ class ClientError(TrunklineError):
     def __hash__(self) -> int:
         return hash((self.code, self.message))
 
+    def __call__(self) -> ClientError:
+        """A fresh copy to raise: ``raise PERMISSION_DENIED()``."""
+        return ClientError(self.code, self.message, self.temporary)
+
     def with_message(self, message: str) -> ClientError:
         return ClientError(self.code, message, self.temporary)
 
@@ -76,6 +86,10 @@ class Disconnect(TrunklineError):
 
     def __hash__(self) -> int:
         return hash((self.code, self.reason))
+
+    def __call__(self) -> Disconnect:
+        """A fresh copy to raise: ``raise SHUTDOWN()``."""
+        return Disconnect(self.code, self.reason)
 
     def with_reason(self, reason: str) -> Disconnect:
         return Disconnect(self.code, reason)

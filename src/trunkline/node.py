@@ -325,7 +325,7 @@ class Node(BrokerEventHandler):
             try:
                 encoded = [shape.publication(channel, pub) for pub in live]
             except Undeliverable:
-                raise E.INAPPROPRIATE_PROTOCOL from None
+                raise E.INAPPROPRIATE_PROTOCOL() from None
             for data in encoded:
                 sub.push(data)
             buffered.clear()
@@ -354,7 +354,7 @@ class Node(BrokerEventHandler):
             if not go_live():
                 if hub.remove(channel, sub):
                     self.detach_channel(channel)
-                raise E.INSUFFICIENT_STATE
+                raise E.INSUFFICIENT_STATE()
 
         return result, finish
 
@@ -388,7 +388,7 @@ class Node(BrokerEventHandler):
                 last = recovery.publications[-1].offset if recovery.publications else since.offset
                 return last, top.epoch
             if reject:
-                raise E.UNRECOVERABLE_POSITION
+                raise E.UNRECOVERABLE_POSITION()
             result.offset = top.offset
             return top.offset, top.epoch
         with self.metrics.broker_timer("history"):
@@ -535,7 +535,7 @@ class Node(BrokerEventHandler):
             raise E.BAD_REQUEST.with_message("channel too long")
         opts = self.namespace_options(channel)
         if opts is None:
-            raise E.UNKNOWN_CHANNEL
+            raise E.UNKNOWN_CHANNEL()
         return opts
 
     async def publish(
@@ -593,7 +593,7 @@ class Node(BrokerEventHandler):
     ) -> tuple[list[Publication], StreamPosition]:
         opts = self._require_namespace(channel)
         if not opts.history_enabled:
-            raise E.NOT_AVAILABLE
+            raise E.NOT_AVAILABLE()
         cap = self.settings.client.history_max_publication_limit
         if limit is None or limit < 0 or (cap and limit > cap):
             limit = cap if cap else None
@@ -607,7 +607,7 @@ class Node(BrokerEventHandler):
         with self.metrics.broker_timer("history"):
             pubs, top = await self.broker.history(channel, query)
         if since is not None and since.epoch and since.epoch != top.epoch:
-            raise E.UNRECOVERABLE_POSITION
+            raise E.UNRECOVERABLE_POSITION()
         return pubs, top
 
     async def remove_history(self, channel: str) -> None:
@@ -618,14 +618,14 @@ class Node(BrokerEventHandler):
     async def presence(self, channel: str) -> dict[str, bytes]:
         opts = self._require_namespace(channel)
         if not opts.presence:
-            raise E.NOT_AVAILABLE
+            raise E.NOT_AVAILABLE()
         with self.metrics.broker_timer("presence"):
             return await self.presence_manager.presence(channel)
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:
         opts = self._require_namespace(channel)
         if not opts.presence:
-            raise E.NOT_AVAILABLE
+            raise E.NOT_AVAILABLE()
         with self.metrics.broker_timer("presence_stats"):
             return await self.presence_manager.presence_stats(channel)
 

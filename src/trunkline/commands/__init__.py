@@ -35,7 +35,7 @@ async def _rpc(s: Session, cmd: Command) -> None:
     assert req is not None
     hook = s.node.hooks.rpc
     if hook is None:
-        raise E.NOT_AVAILABLE
+        raise E.NOT_AVAILABLE()
     data = await hook(RPCEvent(s.view, req.method, bytes(req.data) if req.data else None))
     s.reply(Reply(id=cmd.id, rpc=RPCResult(msgspec.Raw(data) if data is not None else None)))
 

@@ -44,9 +44,9 @@ def channel_options(s: Session, channel: str) -> NamespaceOptions:
         raise E.BAD_REQUEST.with_message("bad request: channel too long")
     opts = node.namespace_options(channel)
     if opts is None:
-        raise E.UNKNOWN_CHANNEL
+        raise E.UNKNOWN_CHANNEL()
     if opts.channel_regex and not _regex(opts.channel_regex).fullmatch(node.rules.name_after_namespace(channel)):
-        raise E.UNKNOWN_CHANNEL
+        raise E.UNKNOWN_CHANNEL()
     return opts
 
 
@@ -62,12 +62,12 @@ async def subscribe(s: Session, cmd: Command) -> None:
         return
     opts = channel_options(s, channel)
     if req.type != 0:
-        raise E.PERMISSION_DENIED
+        raise E.PERMISSION_DENIED()
     if channel in s.subscriptions or channel in s.pending:
-        raise E.ALREADY_SUBSCRIBED
+        raise E.ALREADY_SUBSCRIBED()
     limit = node.settings.client.channel_limit
     if limit and len(s.subscriptions) + len(s.pending) >= limit:
-        raise E.CHANNEL_LIMIT
+        raise E.CHANNEL_LIMIT()
     chan_info: bytes | None = None
     data: bytes | None = None
     override: Override | None = None
@@ -77,23 +77,23 @@ async def subscribe(s: Session, cmd: Command) -> None:
         try:
             claims = await node.sub_verifier.verify_subscription(req.token, node.clock.time())
         except E.Disconnect:
-            raise E.PERMISSION_DENIED from None
+            raise E.PERMISSION_DENIED() from None
         if claims.user != s.user or claims.channel != channel:
             raise E.INVALID_TOKEN.with_reason("invalid token: subscription token for another user or channel")
         chan_info, data, override, expire_at = claims.info, claims.data, claims.override, claims.expire_at
         if expire_at is not None and expire_at <= node.clock.time():
-            raise E.TOKEN_EXPIRED
+            raise E.TOKEN_EXPIRED()
     elif rules.is_private(channel):
-        raise E.PERMISSION_DENIED
+        raise E.PERMISSION_DENIED()
     elif opts.allow_user_limited_channels and rules.is_user_limited(channel):
         if not rules.user_allowed(channel, s.user):
-            raise E.PERMISSION_DENIED
+            raise E.PERMISSION_DENIED()
     elif node.hooks.subscribe is not None:
         hook_reply = await node.hooks.subscribe(SubscribeEvent(s.view, channel, bytes(req.data) if req.data else None))
         if hook_reply is not None:
             chan_info, data = hook_reply.info, hook_reply.data
     elif not permissions.can_subscribe(opts, s.user, node.settings.client.insecure):
-        raise E.PERMISSION_DENIED
+        raise E.PERMISSION_DENIED()
     result, finish = await join_channel(
         s, channel, opts, req, chan_info=chan_info, data=data, override=override, expire_at=expire_at
     )
@@ -106,9 +106,9 @@ async def _subscribe_system(s: Session, cmd: Command, channel: str) -> None:
     """The node's own channels (dashboard stats): admin connections only, no history."""
     assert cmd.subscribe is not None
     if not s.is_admin:
-        raise E.PERMISSION_DENIED
+        raise E.PERMISSION_DENIED()
     if channel in s.subscriptions or channel in s.pending:
-        raise E.ALREADY_SUBSCRIBED
+        raise E.ALREADY_SUBSCRIBED()
     result, finish = await join_channel(s, channel, NamespaceOptions(), cmd.subscribe)
     s.reply(Reply(id=cmd.id, subscribe=result))
     finish()
@@ -140,7 +140,7 @@ async def publish(s: Session, cmd: Command) -> None:
         if hook_reply is not None and hook_reply.data is not None:
             data = hook_reply.data
     elif not permissions.can_publish(opts, s.user, sub is not None, node.settings.client.insecure):
-        raise E.PERMISSION_DENIED
+        raise E.PERMISSION_DENIED()
     info = ClientInfo(s.user, s.client_id, s.conn_info, sub.chan_info if sub is not None else None)
     await node.publish_to(channel, opts, data, info=info)
     s.reply(Reply(id=cmd.id, publish=PublishResult()))
@@ -150,9 +150,9 @@ def _check_presence(s: Session, channel: str) -> None:
     """Presence must be on in the namespace (108) and readable by this connection (103)."""
     opts = channel_options(s, channel)
     if not opts.presence:
-        raise E.NOT_AVAILABLE
+        raise E.NOT_AVAILABLE()
     if not permissions.can_read_presence(opts, s.user, channel in s.subscriptions, s.node.settings.client.insecure):
-        raise E.PERMISSION_DENIED
+        raise E.PERMISSION_DENIED()
 
 
 async def presence(s: Session, cmd: Command) -> None:
@@ -172,11 +172,11 @@ async def presence(s: Session, cmd: Command) -> None:
     limit = min(client.presence_max_size or client.queue_max_size // 2, client.queue_max_size)
     # Each entry costs at least its id, its info and `"":,` around them: refuse early without encoding.
     if sum(len(cid) + len(info) + 4 for cid, info in members.items()) > limit:
-        raise E.LIMIT_EXCEEDED
+        raise E.LIMIT_EXCEEDED()
     result = PresenceResult({cid: msgspec.Raw(info) for cid, info in members.items()})
     encoded = s.codec.encode_reply(Reply(id=cmd.id, presence=result))
     if len(encoded) > limit:
-        raise E.LIMIT_EXCEEDED
+        raise E.LIMIT_EXCEEDED()
     s.writer.push(encoded)
 
 
@@ -194,9 +194,9 @@ async def history(s: Session, cmd: Command) -> None:
     assert req is not None
     opts = channel_options(s, req.channel)
     if not opts.history_enabled:
-        raise E.NOT_AVAILABLE
+        raise E.NOT_AVAILABLE()
     if not permissions.can_read_history(opts, s.user, req.channel in s.subscriptions, s.node.settings.client.insecure):
-        raise E.PERMISSION_DENIED
+        raise E.PERMISSION_DENIED()
     since = StreamPosition(req.since.offset, req.since.epoch) if req.since is not None else None
     limit = None if req.limit < 0 else req.limit
     pubs, top = await s.node.history(req.channel, limit, since, req.reverse)
@@ -210,16 +210,16 @@ async def sub_refresh(s: Session, cmd: Command) -> None:
         raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: sub_refresh needs channel and token")
     sub = s.subscriptions.get(req.channel)
     if sub is None:
-        raise E.PERMISSION_DENIED
+        raise E.PERMISSION_DENIED()
     now = s.node.clock.time()
     try:
         claims = await s.node.sub_verifier.verify_subscription(req.token, now)
     except E.Disconnect:
-        raise E.PERMISSION_DENIED from None
+        raise E.PERMISSION_DENIED() from None
     if claims.user != s.user or claims.channel != req.channel:
         raise E.INVALID_TOKEN.with_reason("invalid token: subscription token for another user or channel")
     if claims.expire_at is not None and claims.expire_at <= now:
-        raise E.EXPIRED
+        raise E.EXPIRED()
     sub.expire_at = claims.expire_at
     if claims.info is not None:
         sub.chan_info = claims.info

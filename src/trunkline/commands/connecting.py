@@ -35,7 +35,7 @@ async def connect(s: Session, cmd: Command) -> None:
     if s.state is State.CONNECTED:
         raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: already connected")
     if not node.accepting:
-        raise E.SHUTDOWN
+        raise E.SHUTDOWN()
     now = s.node.clock.time()
     claims: ConnectionClaims | None = None
     credentials: Credentials | None = None
@@ -44,7 +44,7 @@ async def connect(s: Session, cmd: Command) -> None:
         if claims is None and (node.verifier.configured or not client.insecure):
             claims = await node.verifier.verify_connection(req.token, now)
             if claims.user == "" and client.disallow_anonymous_connection_tokens:
-                raise E.PERMISSION_DENIED_DISCONNECT
+                raise E.PERMISSION_DENIED_DISCONNECT()
         if claims is not None:
             credentials = Credentials(claims.user, claims.expire_at, claims.info, claims.channels)
     reply_data: bytes | None = None
@@ -74,7 +74,7 @@ async def connect(s: Session, cmd: Command) -> None:
     if client.insecure:
         credentials = Credentials(credentials.user, None, credentials.info, credentials.channels)
     if credentials.expire_at is not None and credentials.expire_at <= now:
-        raise E.EXPIRED
+        raise E.EXPIRED()
     hub = node.hub
     if client.connection_limit and hub.num_clients >= client.connection_limit:
         raise E.CONNECTION_LIMIT.with_reason("connection limit: server is full")
@@ -203,7 +203,7 @@ def _server_side_channels(
             limit,
             extra=s.log_fields,
         )
-        raise E.CHANNEL_LIMIT
+        raise E.CHANNEL_LIMIT()
     return out
 
 
@@ -224,7 +224,7 @@ async def refresh(s: Session, cmd: Command) -> None:
     if claims.user != s.user:
         raise E.INVALID_TOKEN.with_reason("invalid token: user mismatch")
     if claims.expire_at is not None and claims.expire_at <= now:
-        raise E.EXPIRED
+        raise E.EXPIRED()
     s.expire_at = claims.expire_at
     if claims.info is not None:
         s.conn_info = claims.info
