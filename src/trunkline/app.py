@@ -25,7 +25,7 @@ from types import TracebackType
 
 from aiohttp import web
 
-from .api.http import api_legacy, api_method, api_not_allowed
+from .api.http import api_legacy, api_method, api_not_allowed, api_not_found
 from .appkeys import NODE_KEY
 from .broker.base import Broker, PresenceManager
 from .commands import new_session
@@ -59,9 +59,13 @@ async def _index(request: web.Request) -> web.StreamResponse:
 
 def _add_admin_routes(app: web.Application, settings: Settings) -> None:
     prefix = settings.http_api.handler_prefix.rstrip("/") or "/api"
+    # Every answer under the prefix is JSON: POST only (405), exact method names (404).
     app.router.add_post(prefix, api_legacy)
+    app.router.add_route("*", prefix, api_not_allowed)
     app.router.add_post(prefix + "/{method}", api_method)
     app.router.add_route("*", prefix + "/{method}", api_not_allowed)
+    app.router.add_post(prefix + "/{path:.*}", api_not_found)
+    app.router.add_route("*", prefix + "/{path:.*}", api_not_allowed)
     if settings.prometheus.enabled:
         app.router.add_get("/metrics", health.metrics)
     try:

@@ -1,17 +1,19 @@
-"""Server API protection: the key check, the internal listener, request body limits."""
+"""Server API protection: the key check, the internal listener, request body limits, command caps."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 
+from tests.api import rawhttp
 from tests.conftest import Running, free_port
-from tests.security.conftest import API_KEY
+from tests.security.conftest import API_KEY, api
 from trunkline.api import http as api_http
 
 Serve = Callable[..., Awaitable[Running]]
@@ -148,3 +150,93 @@ async def test_unauthenticated_body_is_never_read(serve: Serve) -> None:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
     assert head.startswith(b"HTTP/1.1 401")
     writer.close()
+
+
+async def test_a_key_that_is_not_utf8_is_401(serve: Serve) -> None:
+    """Header bytes that are not UTF-8 (or a query key that decodes to none) are a wrong key, not a 500."""
+    running = await serve()
+    body = b"{}"
+    for extra, query in (
+        (b"X-API-Key: \xff\xfe", ""),
+        (b"X-API-Key: " + API_KEY.encode() + b"\xff", ""),
+        (b"Authorization: apikey \xff\xfe\x80", ""),
+        (b"Authorization: \xc3\x28 \xff", ""),
+        (b"", "?api_key=%FF%FE"),
+        (b"", "?api_key=%ED%A0%80"),  # an encoded lone surrogate
+    ):
+        for path in ("/api/info", "/api", "/api/nope/"):
+            req = rawhttp.head(path + query, {"Content-Type": "application/json"}, content_length=2, extra=extra)
+            resp = await rawhttp.request(running.port, req, [body])
+            assert (resp.status, resp.json()) == UNAUTHORIZED, (extra, query, path)
+    # The valid key still works over the same raw path.
+    req = rawhttp.head("/api/info", {"X-API-Key": API_KEY}, content_length=2)
+    resp = await rawhttp.request(running.port, req, [body])
+    assert resp.status == 200 and resp.json()["result"]["nodes"]
+
+
+# ----------------------------------------------------------------------------------- every answer is JSON
+
+
+async def test_unknown_paths_and_wrong_methods_answer_json(serve: Serve) -> None:
+    """``/api/publish/`` (a trailing slash names no method), other unknown paths under the
+    prefix and every non-POST method get a JSON error, never aiohttp's plain text."""
+    running = await serve()
+    headers = {"X-API-Key": API_KEY}
+    not_found = (404, {"error": {"code": 104, "message": "not found"}})
+    for path in ("/api/publish/", "/api/", "/api/publish/extra", "/api/a/b/c", "/api//publish"):
+        assert await post(running.http_url + path, b"{}", headers) == not_found, path
+        assert await post(running.http_url + path, b"{}") == UNAUTHORIZED, path  # the key first, as everywhere
+    status, body = await post(running.api_url + "/nope", b"{}", headers)
+    assert status == 404 and body["error"]["code"] == 104
+    use_post = {"error": {"code": 405, "message": "use POST"}}
+    async with aiohttp.ClientSession() as session:
+        for method in ("GET", "PUT", "DELETE", "PATCH", "OPTIONS"):
+            for path in ("/api", "/api/publish", "/api/publish/", "/api/a/b"):
+                async with session.request(method, running.http_url + path, headers=headers) as resp:
+                    assert resp.status == 405, (method, path)
+                    assert resp.content_type == "application/json", (method, path)
+                    assert resp.headers["Allow"] == "POST"
+                    assert await resp.json() == use_post, (method, path)
+    # The real methods are unaffected.
+    status, body = await post(running.api_url + "/publish", b'{"channel":"json","data":1}', headers)
+    assert status == 200 and body["result"]["offset"] == 1
+
+
+# ----------------------------------------------------------------------------------- command caps
+
+
+def legacy_publishes(channel: str, count: int) -> bytes:
+    line = json.dumps({"method": "publish", "params": {"channel": channel, "data": 1}}, separators=(",", ":"))
+    return "\n".join([line] * count).encode()
+
+
+async def test_legacy_api_obeys_the_batch_cap(serve: Serve) -> None:
+    running = await serve()
+    headers = {"X-API-Key": API_KEY}
+    expected = (400, {"error": {"code": 107, "message": "bad request: at most 1000 commands per request"}})
+    assert await post(running.api_url, legacy_publishes("capped", 1001), headers) == expected
+    assert await post(running.api_url, legacy_publishes("capped", 6000), headers) == expected
+    history = await api(running, "history", {"channel": "capped", "limit": -1})
+    assert history["result"].get("offset", 0) == 0, "a refused request executed commands"
+    status, text = await post(running.api_url, legacy_publishes("capped", 1000), headers)
+    assert status == 200, text
+    history = await api(running, "history", {"channel": "capped", "limit": 0})
+    assert history["result"]["offset"] == 1000
+    # batch cannot be nested in a legacy request (1000 lines x 1000 commands would pass the cap).
+    nested = json.dumps({"method": "batch", "params": {"commands": [{"info": {}}]}}).encode()
+    assert await post(running.api_url, nested, headers) == (
+        200,
+        {"error": {"code": 104, "message": "method not found"}},
+    )
+
+
+async def test_broadcast_has_a_channel_cap(serve: Serve) -> None:
+    running = await serve()
+    channels = [f"wide-{i}" for i in range(1001)]
+    refused = await api(running, "broadcast", {"channels": channels, "data": 1})
+    assert refused == {"error": {"code": 107, "message": "bad request: at most 1000 channels per broadcast"}}
+    history = await api(running, "history", {"channel": "wide-0", "limit": 0})
+    assert history["result"].get("offset", 0) == 0
+    accepted = await api(running, "broadcast", {"channels": channels[:1000], "data": 1})
+    assert len(accepted["result"]["responses"]) == 1000
+    assert all(r["result"]["offset"] == 1 for r in accepted["result"]["responses"])

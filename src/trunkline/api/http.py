@@ -1,10 +1,15 @@
 """``POST /api/<method>`` and the legacy ``POST /api`` (reference §8.1).
 
 Authentication: ``X-API-Key``, ``Authorization: apikey <key>`` or ``?api_key=``,
-compared in constant time. A wrong key gets 401, a malformed JSON body 400, an
-unknown method 404 — each with a JSON body. Protocol-level errors travel inside a
-200 body as ``{"error": {"code", "message"}}``, or as HTTP statuses in
-``transport`` error mode.
+compared in constant time. A wrong key gets 401 (also one that is not UTF-8), a body
+over ``http_api.max_body_size`` 413, a malformed JSON body 400, an unknown method or
+path under the prefix 404, another HTTP method than POST 405 — each with a JSON body.
+Protocol-level errors travel inside a 200 body as ``{"error": {"code", "message"}}``,
+or as HTTP statuses in ``transport`` error mode.
+
+A request body is read whole (however many reads it takes, never more than the limit)
+before it is parsed, and parsed whole before anything is executed: a legacy request
+with one bad line executes none of its lines.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from aiohttp import web
 from .. import errors as E
 from ..appkeys import NODE_KEY
 from . import schemas as S
-from .methods import LEGACY_IDS, METHODS, MalformedBody
+from .methods import LEGACY_IDS, MAX_BATCH_COMMANDS, METHODS, MalformedBody
 
 if TYPE_CHECKING:
     from ..node import Node
@@ -27,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("trunkline.api")
 _encoder = msgspec.json.Encoder()
 _TRANSPORT_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
+_READ_SIZE = 65536  # per read when there is no body limit
 
 
 def _json(body: object, status: int = 200) -> web.Response:
@@ -48,17 +54,30 @@ def _authorized(request: web.Request, node: Node) -> bool:
             given = value.strip()
     if not given:
         given = request.query.get("api_key", "")
-    return hmac.compare_digest(given.encode(), key.encode())
+    # Header bytes that are not UTF-8 reach us as lone surrogates (surrogateescape);
+    # "surrogatepass" encodes any str, so such a key is simply a wrong key.
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), key.encode("utf-8", "surrogatepass"))
+
+
+def _too_large(limit: int) -> web.Response:
+    return _json({"error": {"code": 107, "message": f"request body over {limit} bytes"}}, status=413)
 
 
 async def _read_body(request: web.Request, node: Node) -> bytes | web.Response:
+    """The whole body, however many reads it takes; 413 as soon as it passes the limit."""
     limit = node.settings.http_api.max_body_size
     if request.content_length is not None and limit and request.content_length > limit:
-        return _json({"error": {"code": 107, "message": f"request body over {limit} bytes"}}, status=413)
-    body = await request.content.read(limit + 1 if limit else -1)
-    if limit and len(body) > limit:
-        return _json({"error": {"code": 107, "message": f"request body over {limit} bytes"}}, status=413)
-    return body
+        return _too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    # Each read returns at least one byte until EOF, and the size check ends the loop
+    # past the limit: at most limit + 1 reads (in practice a few, one per buffered chunk).
+    while chunk := await request.content.read(limit + 1 - size if limit else _READ_SIZE):
+        chunks.append(chunk)
+        size += len(chunk)
+        if limit and size > limit:
+            return _too_large(limit)
+    return b"".join(chunks)
 
 
 def _malformed() -> web.Response:
@@ -111,36 +130,67 @@ async def api_method(request: web.Request) -> web.StreamResponse:
     return _json({"result": result})
 
 
+def _parse_legacy(body: bytes) -> list[S.LegacyCommand] | web.Response:
+    """Every command of a legacy body, or the 400 answer that executes none of them."""
+    commands: list[S.LegacyCommand] = []
+    for line in body.split(b"\n"):
+        if not line.strip():
+            continue
+        if len(commands) == MAX_BATCH_COMMANDS:
+            message = f"bad request: at most {MAX_BATCH_COMMANDS} commands per request"
+            return _json({"error": {"code": 107, "message": message}}, status=400)
+        try:
+            commands.append(msgspec.json.decode(line, type=S.LegacyCommand))
+        except (msgspec.DecodeError, RecursionError):  # ValidationError included: not a legacy command
+            return _malformed()
+    if not commands:
+        return _json({"error": {"code": 107, "message": "empty request"}}, status=400)
+    return commands
+
+
 async def api_legacy(request: web.Request) -> web.StreamResponse:
-    """``POST /api`` with newline-delimited ``{"method": ..., "params": {...}}`` commands."""
+    """``POST /api`` with newline-delimited ``{"method": ..., "params": {...}}`` commands.
+
+    All lines are parsed before the first is executed (a bad line: 400, nothing done).
+    ``batch`` is not a legacy method, as it cannot be nested in ``batch`` either: the
+    1000-command cap holds for the whole request.
+    """
     prepared = await _prepare(request)
     if isinstance(prepared, web.Response):
         return prepared
     node, body = prepared
+    commands = _parse_legacy(body)
+    if isinstance(commands, web.Response):
+        return commands
     replies: list[bytes] = []
-    for line in body.split(b"\n"):
-        if not line.strip():
-            continue
-        try:
-            cmd = msgspec.json.decode(line, type=S.LegacyCommand)
-        except (msgspec.DecodeError, RecursionError):  # ValidationError included: not a legacy command
-            return _malformed()
+    for cmd in commands:
         name = LEGACY_IDS.get(cmd.method, "") if isinstance(cmd.method, int) else cmd.method
         method = METHODS.get(name)
-        if method is None:
+        if method is None or name == "batch":
             replies.append(_encoder.encode({"error": {"code": 104, "message": "method not found"}}))
             continue
         try:
             result = await method(node, bytes(cmd.params))
             replies.append(_encoder.encode({"result": result}))
-        except MalformedBody:
-            return _malformed()
+        except MalformedBody:  # params were parsed above, so this cannot happen; never a 400 after executing
+            replies.append(_encoder.encode({"error": {"code": 107, "message": "malformed JSON body"}}))
         except E.ClientError as err:
             replies.append(_encoder.encode({"error": {"code": err.code, "message": err.message}}))
-    if not replies:
-        return _json({"error": {"code": 107, "message": "empty request"}}, status=400)
     return web.Response(body=b"\n".join(replies), content_type="application/json")
 
 
 async def api_not_allowed(request: web.Request) -> web.StreamResponse:
-    return _json({"error": {"code": 405, "message": "use POST"}}, status=405)
+    """Any HTTP method but POST under the API prefix."""
+    response = _json({"error": {"code": 405, "message": "use POST"}}, status=405)
+    response.headers["Allow"] = "POST"
+    return response
+
+
+async def api_not_found(request: web.Request) -> web.StreamResponse:
+    """A POST to a path under the API prefix that names no method (``/api/publish/``, ``/api/a/b``).
+
+    Method names match exactly (the reference, §8.1, names no other form): a trailing slash names none."""
+    node: Node = request.app[NODE_KEY]
+    if not _authorized(request, node):
+        return _json({"error": {"code": 401, "message": "unauthorized"}}, status=401)
+    return _json({"error": {"code": 104, "message": "not found"}}, status=404)

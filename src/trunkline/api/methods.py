@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 Result = dict[str, Any]
 Method = Callable[["Node", bytes], Awaitable[Result]]
+MAX_BATCH_COMMANDS = 1000
+MAX_BROADCAST_CHANNELS = 1000
 
 
 class MalformedBody(ValueError):
@@ -76,6 +78,8 @@ async def broadcast(node: Node, body: bytes) -> Result:
     req: S.BroadcastRequest = _decode(body, S.BroadcastRequest)
     if not req.channels:
         raise E.BAD_REQUEST.with_message("bad request: channels required")
+    if len(req.channels) > MAX_BROADCAST_CHANNELS:
+        raise E.BAD_REQUEST.with_message(f"bad request: at most {MAX_BROADCAST_CHANNELS} channels per broadcast")
     data = _payload(req.data, req.b64data)
     responses: list[Result] = []
     for channel in req.channels:
@@ -171,8 +175,8 @@ async def info(node: Node, body: bytes) -> Result:
 
 async def batch(node: Node, body: bytes) -> Result:
     req: S.BatchRequest = _decode(body, S.BatchRequest)
-    if len(req.commands) > 1000:
-        raise E.BAD_REQUEST.with_message("bad request: at most 1000 commands per batch")
+    if len(req.commands) > MAX_BATCH_COMMANDS:
+        raise E.BAD_REQUEST.with_message(f"bad request: at most {MAX_BATCH_COMMANDS} commands per batch")
 
     async def one(command: dict[str, Raw]) -> Result:
         if len(command) != 1:
