@@ -70,7 +70,9 @@ async def publish(node: Node, body: bytes) -> Result:
     req: S.PublishRequest = _decode(body, S.PublishRequest)
     _required(channel=req.channel)
     data = _payload(req.data, req.b64data)
-    pos = await node.publish(req.channel, data, tags=req.tags, skip_history=req.skip_history)
+    pos = await node.publish(
+        req.channel, data, tags=req.tags, skip_history=req.skip_history, idempotency_key=req.idempotency_key
+    )
     return _position(pos)
 
 
@@ -84,7 +86,9 @@ async def broadcast(node: Node, body: bytes) -> Result:
     responses: list[Result] = []
     for channel in req.channels:
         try:
-            pos = await node.publish(channel, data, tags=req.tags, skip_history=req.skip_history)
+            pos = await node.publish(
+                channel, data, tags=req.tags, skip_history=req.skip_history, idempotency_key=req.idempotency_key
+            )
             responses.append({"result": _position(pos)})
         except E.ClientError as err:
             responses.append({"error": {"code": err.code, "message": err.message}})
