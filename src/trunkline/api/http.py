@@ -23,6 +23,7 @@ from aiohttp import web
 
 from .. import errors as E
 from ..appkeys import NODE_KEY
+from ..observe.logs import log_failure
 from . import schemas as S
 from .methods import LEGACY_IDS, MAX_BATCH_COMMANDS, METHODS, MalformedBody
 
@@ -121,7 +122,7 @@ async def api_method(request: web.Request) -> web.StreamResponse:
             return _json(error, status=_TRANSPORT_STATUS.get(err.code, 400))
         return _json({"error": error})
     except Exception:
-        log.exception("server API method %s failed", name)
+        log_failure(log, node.metrics, "server API method %s failed", name)
         return _json(
             {"error": {"code": 100, "message": "internal server error"}}, status=500 if transport_mode else 200
         )
