@@ -44,7 +44,7 @@ async def test_hooks_authenticate_authorize_and_answer_rpc(start_server: Callabl
     @node.on_subscribe
     async def subscribe(event: SubscribeEvent) -> None:
         if event.channel == "forbidden":
-            raise E.PERMISSION_DENIED
+            raise E.PERMISSION_DENIED()
 
     @node.on_publish
     async def publish(event: PublishEvent) -> PublishReply | None:
