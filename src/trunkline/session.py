@@ -22,6 +22,7 @@ from .events import ClientView, DisconnectEvent
 from .hub.registry import WireShape
 from .protocol.codec import JSON_SHAPE, Codec, JsonCodec, ProtocolError
 from .protocol.messages import Command, Error, Push, Reply, Unsubscribe
+from .protocol.protobuf import PROTOBUF_SHAPE, ProtobufCodec
 from .records import Undeliverable
 from .transport.writer import Writer
 
@@ -33,7 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("trunkline.session")
 JSON_CODEC = JsonCodec()  # stateless: one instance serves every connection
 #: wire format name (``TransportInfo.protocol``) -> (codec, wire shape of its channel pushes)
-FORMATS: dict[str, tuple[Codec, WireShape]] = {"json": (JSON_CODEC, JSON_SHAPE)}
+FORMATS: dict[str, tuple[Codec, WireShape]] = {
+    "json": (JSON_CODEC, JSON_SHAPE),
+    "protobuf": (ProtobufCodec(), PROTOBUF_SHAPE),
+}
 
 
 class CommandTable(Protocol):

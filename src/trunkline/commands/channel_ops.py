@@ -6,8 +6,6 @@ import re
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from .. import errors as E
 from ..auth import Override
 from ..broker.base import ClientInfo, StreamPosition
@@ -15,7 +13,6 @@ from ..config import NamespaceOptions
 from ..events import PublishEvent, SubscribeEvent
 from ..hub import permissions
 from ..node import SYSTEM_PREFIX
-from ..protocol.codec import encode_publication
 from ..protocol.messages import (
     Command,
     HistoryResult,
@@ -173,7 +170,7 @@ async def presence(s: Session, cmd: Command) -> None:
     # Each entry costs at least its id, its info and `"":,` around them: refuse early without encoding.
     if sum(len(cid) + len(info) + 4 for cid, info in members.items()) > limit:
         raise E.LIMIT_EXCEEDED()
-    result = PresenceResult({cid: msgspec.Raw(info) for cid, info in members.items()})
+    result = PresenceResult({cid: s.codec.client_info(info) for cid, info in members.items()})
     encoded = s.codec.encode_reply(Reply(id=cmd.id, presence=result))
     if len(encoded) > limit:
         raise E.LIMIT_EXCEEDED()
@@ -200,7 +197,7 @@ async def history(s: Session, cmd: Command) -> None:
     since = StreamPosition(req.since.offset, req.since.epoch) if req.since is not None else None
     limit = None if req.limit < 0 else req.limit
     pubs, top = await s.node.history(req.channel, limit, since, req.reverse)
-    s.reply(Reply(id=cmd.id, history=HistoryResult([encode_publication(p) for p in pubs], top.epoch, top.offset)))
+    s.reply(Reply(id=cmd.id, history=HistoryResult([s.codec.publication(p) for p in pubs], top.epoch, top.offset)))
 
 
 async def sub_refresh(s: Session, cmd: Command) -> None:

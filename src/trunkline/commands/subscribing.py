@@ -19,7 +19,6 @@ from ..auth import Override
 from ..broker.base import StreamPosition
 from ..config import NamespaceOptions
 from ..hub import permissions
-from ..protocol.codec import encode_publication
 from ..protocol.messages import SubscribeRequest, SubscribeResult
 from ..session import State, Subscription
 
@@ -108,7 +107,7 @@ async def join_channel(
         result.was_recovering = joined.was_recovering
         result.recovered = joined.recovered
         if joined.recovered:
-            result.publications = [encode_publication(p) for p in joined.publications]
+            result.publications = [s.codec.publication(p) for p in joined.publications]
 
     def finish() -> None:
         if s.state is State.CLOSED or s.pending.get(channel) is not token:

@@ -38,6 +38,12 @@ class Codec(Protocol):
 
     def join(self, messages: list[bytes]) -> bytes: ...
 
+    def publication(self, record: Record) -> msgspec.Raw:
+        """A record as this format's Publication message, for history and recovery replies."""
+
+    def client_info(self, info: bytes) -> msgspec.Raw:
+        """A presence entry (JSON-encoded ClientInfo, as presence stores it) in this format."""
+
 
 _command_decoder = msgspec.json.Decoder(Command)
 _encoder = msgspec.json.Encoder()
@@ -105,6 +111,12 @@ class JsonCodec:
 
     def join(self, messages: list[bytes]) -> bytes:
         return b"\n".join(messages)
+
+    def publication(self, record: Record) -> msgspec.Raw:
+        return encode_publication(record)
+
+    def client_info(self, info: bytes) -> msgspec.Raw:
+        return msgspec.Raw(info)
 
 
 def encode_publication_push(channel: str, pub: Publication) -> bytes:

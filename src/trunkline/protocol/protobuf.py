@@ -962,3 +962,12 @@ class ProtobufCodec:
 
     def join(self, messages: list[bytes]) -> bytes:
         return b"".join(messages)
+
+    def publication(self, record: Record) -> Raw:
+        return encode_publication(record)
+
+    def client_info(self, info: bytes) -> Raw:
+        try:
+            return encode_client_info(_json_client_info.decode(info))  # type: ignore[arg-type]
+        except msgspec.DecodeError as exc:
+            raise ValueError(f"presence info is not a JSON ClientInfo: {exc}") from None
