@@ -235,26 +235,11 @@ class Hub(Generic[K]):
             return 0, []
         encoded: dict[WireShape, bytes | None] = {}
         refused: list[K] = []
-        count = 0
-        for shape, members in ch.live.items():
-            data = encoded[shape] = self._encode(shape, channel, pub)
-            if data is None:
-                refused.extend(members)
-                continue
-            for push in members.values():
-                push(data)
-            count += len(members)
+        count = self._deliver(ch.live, channel, pub, encoded, refused)
         missed: list[K] = []
         verdict = ch.position.advance(pub.offset, pub.epoch) if pub.offset else Verdict.NEXT
         if verdict is Verdict.NEXT:
-            for shape, members in ch.positioned.items():
-                data = encoded[shape] if shape in encoded else self._encode(shape, channel, pub)
-                if data is None:
-                    refused.extend(members)
-                    continue
-                for push in members.values():
-                    push(data)
-                count += len(members)
+            count += self._deliver(ch.positioned, channel, pub, encoded, refused)
         elif verdict is Verdict.GAP:
             missed = self._take_positioned(ch)
         if ch.pending:
@@ -265,6 +250,27 @@ class Hub(Generic[K]):
         if refused and self.on_undeliverable is not None:
             self.on_undeliverable(channel, refused)
         return count, missed
+
+    def _deliver(
+        self,
+        group: dict[WireShape, dict[K, Push]],
+        channel: str,
+        pub: Publication,
+        encoded: dict[WireShape, bytes | None],
+        refused: list[K],
+    ) -> int:
+        """Push ``pub`` to every member of ``group``, encoding it at most once per shape."""
+        count = 0
+        for shape, members in group.items():
+            data = encoded[shape] if shape in encoded else self._encode(shape, channel, pub)
+            encoded[shape] = data
+            if data is None:
+                refused.extend(members)
+                continue
+            for push in members.values():
+                push(data)
+            count += len(members)
+        return count
 
     @staticmethod
     def _encode(shape: WireShape, channel: str, pub: Publication) -> bytes | None:
