@@ -32,6 +32,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 $(VENDOR)/.installed: node_modules/.package-lock.json
 	mkdir -p $(VENDOR)
 	cp node_modules/centrifuge/dist/centrifuge.js $(VENDOR)/centrifuge.js
+	cp node_modules/centrifuge/dist/centrifuge.protobuf.js $(VENDOR)/centrifuge.protobuf.js
 	cp node_modules/uplot/dist/uPlot.iife.min.js $(VENDOR)/uPlot.iife.min.js
 	cp node_modules/uplot/dist/uPlot.min.css $(VENDOR)/uPlot.min.css
 	touch $@
