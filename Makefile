@@ -29,7 +29,7 @@ node_modules/.package-lock.json: package.json package-lock.json
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --ignore-scripts --no-audit --no-fund
 
 # Browser libraries are served from the package itself (no CDN).
-$(VENDOR)/.installed: node_modules/.package-lock.json
+$(VENDOR)/.installed: node_modules/.package-lock.json Makefile
 	mkdir -p $(VENDOR)
 	cp node_modules/centrifuge/dist/centrifuge.js $(VENDOR)/centrifuge.js
 	cp node_modules/centrifuge/dist/centrifuge.protobuf.js $(VENDOR)/centrifuge.protobuf.js
