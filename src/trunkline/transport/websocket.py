@@ -1,13 +1,11 @@
-"""The WebSocket endpoint (``/connection/websocket``): Origin check, limits, upgrade, read loop.
+"""The WebSocket endpoint (``/connection/websocket``): admission, upgrade, read loop.
 
-This is the only module that awaits the client socket. It feeds each frame to the
-session in order and lets the session's writer send what the node hands it.
+This module awaits the client socket. It feeds each frame to the session in order
+and lets the session's writer send what the node hands it.
 
-Before the upgrade, a request is refused with an HTTP status and a JSON body that
-names the reason: ``403 origin not allowed`` (cross-site WebSocket hijacking),
-``503 connection limit reached`` (``client.connection_limit`` counts every open
-WebSocket, also those that have not sent ``connect`` yet) and ``503 server is
-shutting down``. After the upgrade, every close frame carries a reason, including
+Before the upgrade, :func:`trunkline.transport.admission.refuse` (shared by every
+transport) checks shutdown, ``Origin`` and the connection limit and answers with a
+status and a JSON body that names the reason. After the upgrade, every close frame carries a reason, including
 those aiohttp sends on its own (1009 ``message too big`` for a message over
 ``websocket.message_size_limit``).
 
@@ -19,10 +17,7 @@ or its HTTP request head within ``websocket.handshake_timeout`` be dropped.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
-import re
-import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
@@ -30,6 +25,10 @@ from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
 from .. import errors as E
 from ..appkeys import NODE_KEY
 from ..contracts import TransportInfo
+from .admission import connection_counter, open_connections, refuse
+
+#: The open-connection count of a node (every transport counts; kept under this name for callers).
+open_websockets = open_connections
 
 if TYPE_CHECKING:
     from ssl import SSLContext
@@ -60,31 +59,9 @@ _CLOSE_REASONS: Final[dict[int, str]] = {
     WSCloseCode.POLICY_VIOLATION: "policy violation",
     WSCloseCode.MESSAGE_TOO_BIG: E.MESSAGE_TOO_BIG.reason,
 }
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
-# A serialized origin as browsers send it: scheme "://" host [":" port], nothing else
-# (no path, no user info). Hosts are ASCII (IDNs arrive punycoded) or bracketed IPv6.
-_ORIGIN: Final = re.compile(r"([a-z][a-z0-9+.-]*)://(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::([0-9]{1,5}))?")
-_HOST: Final = re.compile(r"(\[[0-9a-f:.]+\]|[a-z0-9_.-]+)(?::([0-9]{1,5}))?")
 _LOG_CLIP: Final = 100
 _UNMASKED: Final = "protocol error: unmasked frame"
 _MAX_HEADER: Final = 14  # 2 bytes, an 8-byte length, a 4-byte mask
-
-
-class _Counter:
-    __slots__ = ("value",)
-
-    def __init__(self) -> None:
-        self.value = 0
-
-
-#: Open WebSockets per node, connected or not yet (a node does not know about sockets).
-_open: weakref.WeakKeyDictionary[Node, _Counter] = weakref.WeakKeyDictionary()
-
-
-def open_websockets(node: Node) -> int:
-    """WebSockets of ``node`` open right now, including those that have not sent ``connect``."""
-    counter = _open.get(node)
-    return counter.value if counter is not None else 0
 
 
 def _being_cancelled() -> bool:
@@ -242,94 +219,16 @@ class _WebSocketResponse(web.WebSocketResponse):
 # ------------------------------------------------------------------------------------ Origin
 
 
-def _port(text: str | None, default: int) -> int | None:
-    if not text:
-        return default
-    port = int(text)
-    return port if 0 < port <= 65535 else None
-
-
-def parse_origin(origin: str) -> tuple[str, str, int] | None:
-    """``(scheme, host, port)`` of a serialized origin, lower-cased, the port made explicit;
-    ``None`` for anything a browser would not send (paths, user info, bad ports, ``null``)."""
-    match = _ORIGIN.fullmatch(origin.strip().lower())
-    if match is None:
-        return None
-    scheme, host, port_text = match.groups()
-    port = _port(port_text, _DEFAULT_PORTS.get(scheme, 0))
-    if port is None:
-        return None
-    return scheme, host, port
-
-
-@functools.lru_cache(maxsize=256)
-def _glob(pattern: str) -> re.Pattern[str]:
-    """``*`` matches any run of characters, ``?`` one; everything else is literal."""
-    pattern = pattern.strip().lower().rstrip("/")
-    parts = [".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern]
-    return re.compile("".join(parts))
-
-
-def origin_allowed(origin: str | None, host: str | None, patterns: tuple[str, ...]) -> bool:
-    """Whether a WebSocket handshake with this ``Origin`` header may proceed.
-
-    Browsers always send Origin; non-browser SDKs usually do not and are allowed
-    (cross-site WebSocket hijacking needs a victim's browser). With no patterns only
-    a same-origin page may connect (the Origin's host and port equal the ``Host``
-    header's); ``*`` allows every origin; other patterns are globs on the origin
-    ``scheme://host[:port]`` (default ports omitted), e.g. ``https://*.example.com``.
-    ``null`` (sandboxed frames, ``file:`` pages) and malformed origins are refused
-    unless ``*`` is configured (or, for ``null``, the pattern ``null``).
-    """
-    if not origin:
-        return True
-    normalized = tuple(p.strip().lower() for p in patterns)
-    if "*" in normalized:
-        return True
-    value = origin.strip().lower()
-    if value == "null":
-        return "null" in normalized
-    parsed = parse_origin(value)
-    if parsed is None:
-        return False
-    scheme, origin_host, port = parsed
-    default = _DEFAULT_PORTS.get(scheme, 0)
-    if normalized:
-        explicit = f"{scheme}://{origin_host}:{port}"
-        canonical = f"{scheme}://{origin_host}" if port == default else explicit
-        return any(_glob(p).fullmatch(canonical) or _glob(p).fullmatch(explicit) for p in normalized)
-    match = _HOST.fullmatch((host or "").strip().lower())
-    if match is None:
-        return False
-    # A Host without a port means the default port of the scheme the page was loaded with.
-    return match.group(1) == origin_host and _port(match.group(2), default) == port
-
-
-def _clip(text: str) -> str:
-    return text if len(text) <= _LOG_CLIP else text[:_LOG_CLIP] + "..."
-
-
-def _refuse(status: int, reason: str) -> web.Response:
-    return web.json_response({"error": reason}, status=status, headers={"Cache-Control": "no-store"})
-
-
 # ------------------------------------------------------------------------------------ endpoint
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
     node: Node = request.app[NODE_KEY]
     settings = node.settings
-    if not node.accepting:
-        return _refuse(503, "server is shutting down")
-    origin = request.headers.get("Origin")
-    if not origin_allowed(origin, request.host, settings.client.allowed_origins):
-        log.info("refused websocket from %s: origin %r not allowed", request.remote, _clip(origin or ""))
-        return _refuse(403, "origin not allowed")
-    counter = _open.setdefault(node, _Counter())
-    limit = settings.client.connection_limit
-    if limit and (counter.value >= limit or node.hub.num_clients >= limit):
-        log.info("refused websocket from %s: connection limit %d reached", request.remote, limit)
-        return _refuse(503, "connection limit reached")
+    refusal = refuse(request, node, "websocket")
+    if refusal is not None:
+        return refusal
+    counter = connection_counter(node)
     ws = _WebSocketResponse(
         protocols=SUBPROTOCOLS,
         # aiohttp refuses a message of exactly max_msg_size bytes; the configured limit is inclusive.
