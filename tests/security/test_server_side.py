@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from tests.conftest import Running, eventually
 from tests.security.conftest import Closed, RawClient, conn_token
+from trunkline.events import ClientView, DisconnectEvent
 
 Raw = Callable[..., Awaitable[RawClient]]
 Serve = Callable[..., Awaitable[Running]]
@@ -68,3 +69,25 @@ async def test_subs_claim_name_over_the_length_limit_is_skipped(serve: Serve, ra
     result = await _connect(raw, running, conn_token("42", subs={"s" * 11: {}, "short": {}}))
     assert isinstance(result, dict), result
     assert set(result["connect"]["subs"]) == {"short"}  # type: ignore[index]
+
+
+async def test_a_connect_refused_with_3505_never_reaches_the_connection_hooks(serve: Serve, raw: Raw) -> None:
+    """3505 comes before the connection counts as connected: no on_connect, no on_disconnect."""
+    running = await serve()
+    node = running.server.node
+    seen: list[str] = []
+
+    async def connected(client: ClientView) -> None:
+        seen.append("connect")
+
+    async def disconnected(event: DisconnectEvent) -> None:
+        seen.append(f"disconnect {event.code}")
+
+    node.on_connect(connected)
+    node.on_disconnect(disconnected)
+    over = await _connect(raw, running, conn_token("42", channels=[f"c{i}" for i in range(200)]))
+    assert over == Closed(3505, "channel limit")
+    fine = await _connect(raw, running, conn_token("43", channels=["a"]))
+    assert isinstance(fine, dict)
+    await eventually(lambda: seen == ["connect"])
+    assert node.hub.num_clients == 1

@@ -85,6 +85,8 @@ async def connect(s: Session, cmd: Command) -> None:
     s.user = credentials.user
     s.conn_info = credentials.info
     s.expire_at = credentials.expire_at
+    # before the connection counts as connected: a 3505 here must not fire on_disconnect
+    server_side = _server_side_channels(s, claims, credentials, extra_channels)
     s.state = State.CONNECTED
     hub.add_connection(s.client_id, s.user, s)
 
@@ -102,7 +104,7 @@ async def connect(s: Session, cmd: Command) -> None:
 
     finishes: list[tuple[str, Finish]] = []
     subs: dict[str, SubscribeResult] = {}
-    for channel, opts, chan_info, data, override in _server_side_channels(s, claims, credentials, extra_channels):
+    for channel, opts, chan_info, data, override in server_side:
         sub_req = req.subs.get(channel) or SubscribeRequest(channel=channel)
         try:
             sub_result, finish = await join_channel(
