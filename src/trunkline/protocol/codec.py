@@ -159,21 +159,34 @@ def encode_publication(record: Record) -> msgspec.Raw:
     return msgspec.Raw(_encoder.encode(publication(record)))
 
 
-class JsonShape:
-    """The wire shape of JSON subscribers: one push line per publication, join and leave."""
+class ChannelPrefixes:
+    """A bounded cache of each channel's encoded push prefix, shared by the wire shapes."""
 
     __slots__ = ("_prefixes",)
+    MAX_CHANNELS = 10000
 
     def __init__(self) -> None:
         self._prefixes: dict[str, bytes] = {}
 
+    def _make_prefix(self, channel: str) -> bytes:
+        raise NotImplementedError
+
     def _prefix(self, channel: str) -> bytes:
         prefix = self._prefixes.get(channel)
         if prefix is None:
-            if len(self._prefixes) > 10000:
+            if len(self._prefixes) > self.MAX_CHANNELS:
                 self._prefixes.clear()
-            prefix = self._prefixes[channel] = b'{"push":{"channel":' + _encoder.encode(channel)
+            prefix = self._prefixes[channel] = self._make_prefix(channel)
         return prefix
+
+
+class JsonShape(ChannelPrefixes):
+    """The wire shape of JSON subscribers: one push line per publication, join and leave."""
+
+    __slots__ = ()
+
+    def _make_prefix(self, channel: str) -> bytes:
+        return b'{"push":{"channel":' + _encoder.encode(channel)
 
     def publication(self, channel: str, record: Record) -> bytes:
         return self._prefix(channel) + b',"pub":' + _encoder.encode(publication(record)) + b"}}"

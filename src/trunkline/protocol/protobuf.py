@@ -56,7 +56,7 @@ from msgspec import Raw
 
 from ..records import ClientInfo as RecordClientInfo
 from ..records import Publication as Record
-from .codec import ProtocolError
+from .codec import ChannelPrefixes, ProtocolError
 from .messages import (
     ClientInfo,
     Command,
@@ -435,22 +435,14 @@ class _JsonClientInfo(msgspec.Struct):
 _json_client_info = msgspec.json.Decoder(_JsonClientInfo)
 
 
-class ProtobufShape:
+class ProtobufShape(ChannelPrefixes):
     """The wire shape of Protobuf subscribers: one length-prefixed push per publication, join and leave."""
 
-    __slots__ = ("_prefixes",)
+    __slots__ = ()
 
-    def __init__(self) -> None:
-        self._prefixes: dict[str, bytes] = {}
-
-    def _prefix(self, channel: str) -> bytes:
-        prefix = self._prefixes.get(channel)
-        if prefix is None:
-            if len(self._prefixes) > 10000:
-                self._prefixes.clear()
-            ch = channel.encode()
-            prefix = self._prefixes[channel] = b"\x12" + uvarint(len(ch)) + ch if ch else b""
-        return prefix
+    def _make_prefix(self, channel: str) -> bytes:
+        ch = channel.encode()
+        return b"\x12" + uvarint(len(ch)) + ch if ch else b""
 
     def publication(self, channel: str, record: Record) -> bytes:
         body = _publication_body(record.data, record.info, record.offset, record.tags)
