@@ -50,13 +50,11 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import http.client
 import json
 import os
 import platform
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -66,6 +64,9 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from loadgen import machine_busy_seconds, proc_cpu_seconds  # bench/ is on sys.path when run as a script
+from run import busy_cores, stop, wait_listening
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -132,14 +133,6 @@ def read_uvarint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """utime+stime of a process (all its threads), in seconds."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        data = f.read()
-    fields = data[data.rindex(b")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
 def sched_cpu_ns(pid: int) -> int:
     """Time on CPU of all the threads of a process, in ns (/proc/<pid>/task/*/schedstat, first field)."""
     total = 0
@@ -147,18 +140,6 @@ def sched_cpu_ns(pid: int) -> int:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
             total += int(f.read().split()[0])
     return total
-
-
-def machine_busy_seconds() -> list[float]:
-    """Busy seconds of the whole machine and of each core (minus idle and iowait), from /proc/stat."""
-    out = []
-    with open("/proc/stat", "rb") as f:
-        for line in f:
-            if not line.startswith(b"cpu"):
-                break
-            v = [int(x) for x in line.split()[1:9]]
-            out.append((sum(v) - v[3] - v[4]) / CLK_TCK)
-    return out
 
 
 def raise_nofile() -> int:
@@ -771,43 +752,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return False
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
-            conn.request("GET", "/health")
-            conn.getresponse().read()
-            conn.close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group this script created for it, SIGKILL after 5 s."""
-    if proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
-def busy_cores(interval: float = 0.5) -> float:
-    """Cores' worth of CPU the whole machine used over `interval` seconds (from /proc/stat)."""
-    b0 = machine_busy_seconds()[0]
-    time.sleep(interval)
-    return (machine_busy_seconds()[0] - b0) / interval
 
 
 def wait_quiet(max_wait: float, threshold: float = 0.2) -> float:
