@@ -77,8 +77,10 @@ class Connection(Hashable, Protocol):
     @property
     def writer(self) -> Outbound: ...
 
-    def push(self, data: bytes) -> None:
-        """Queue bytes encoded by ``shape`` for writing."""
+    @property
+    def push(self) -> Callable[[bytes], None]:
+        """Queues bytes encoded by ``shape`` for writing: the hub stores and calls it once per delivery,
+        so it should be the outbound buffer's own bound method, not a wrapper."""
 
     def resubscribe(self, channel: str) -> None:
         """This subscriber missed publications of ``channel``: drop it and tell the client to resubscribe."""

@@ -170,8 +170,9 @@ class Session:
         """How this connection's channel pushes are encoded (its wire format)."""
         return self._shape
 
-    def push(self, data: bytes) -> None:
-        self.writer.push(data)
+    @property
+    def push(self) -> Callable[[bytes], None]:
+        return self.writer.push
 
     def sample_write(self, started: float) -> None:
         self.writer.sample(started)
