@@ -25,6 +25,10 @@ LAYERS: dict[str, int] = {
     "trunkline.records": 0,
     "trunkline.clock": 0,  # neutral publication records (broker, hub and every wire format)
     "trunkline.protocol": 1,
+    "trunkline.mqtt": 1,  # sans-I/O MQTT cores: codec, topic <-> channel mapping, filter matching
+    "trunkline.mqtt.retained": 2,  # the retained-message store (memory, Redis): a broker-level service
+    "trunkline.mqtt.session": 5,  # an MQTT client session on the node's engine API (as commands are for Centrifugo)
+    "trunkline.mqtt.listener": 6,  # MQTT over WebSocket (/mqtt) and TCP/TLS listeners
     "trunkline.hub": 2,
     "trunkline.auth": 2,
     "trunkline.broker": 2,
