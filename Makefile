@@ -11,12 +11,13 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
-# Debian packages the tests need (redis-server, chromium); installed only when missing.
+# Debian packages the tests need (redis-server, chromium, mosquitto, curl); installed only when missing.
 system-deps:
-	@if ! command -v redis-server >/dev/null || ! test -x /usr/bin/chromium; then \
-	  echo "installing redis-server and chromium (apt)"; \
+	@if ! command -v redis-server >/dev/null || ! test -x /usr/bin/chromium || ! command -v mosquitto >/dev/null \
+	    || ! command -v curl >/dev/null; then \
+	  echo "installing redis-server, chromium, mosquitto and curl (apt)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    redis-server chromium fonts-liberation >/dev/null; \
+	    redis-server chromium fonts-liberation mosquitto curl >/dev/null; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
@@ -35,6 +36,7 @@ $(VENDOR)/.installed: node_modules/.package-lock.json Makefile
 	cp node_modules/centrifuge/dist/centrifuge.protobuf.js $(VENDOR)/centrifuge.protobuf.js
 	cp node_modules/uplot/dist/uPlot.iife.min.js $(VENDOR)/uPlot.iife.min.js
 	cp node_modules/uplot/dist/uPlot.min.css $(VENDOR)/uPlot.min.css
+	cp node_modules/mqtt/dist/mqtt.min.js $(VENDOR)/mqtt.min.js
 	touch $@
 
 run: setup
