@@ -7,7 +7,7 @@ VENDOR := src/trunkline/web/static/vendor
 CONFIG ?= examples/demo.toml
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps lint typecheck bench clean
+.PHONY: run test setup system-deps lint typecheck bench bench-formats clean
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
@@ -57,6 +57,11 @@ bench: setup
 	npm ci --ignore-scripts --no-audit --no-fund --prefix bench/peers
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/run.py
+
+# Issue-10 benchmark: fan-out by wire format (JSON, Protobuf, half/half) and JSON before/after (~5 min).
+bench-formats: setup
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) bench/fanout_formats.py
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
