@@ -43,6 +43,7 @@ __all__ = [
     "HttpApi",
     "HttpServer",
     "Log",
+    "Mqtt",
     "Namespace",
     "NamespaceOptions",
     "Node",
@@ -272,6 +273,57 @@ class Demo:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class MqttWebSocket:
+    enabled: bool = False
+    path: str = "/mqtt"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttTcp:
+    enabled: bool = False
+    address: str = "127.0.0.1:1883"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttTls:
+    enabled: bool = False
+    address: str = "127.0.0.1:8883"
+    cert_pem_file: str = ""
+    key_pem_file: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttRetained:
+    enabled: bool = True
+    max_messages: int = 100000  # retained topics kept on this node (memory) or cluster (Redis); 0: unlimited
+    max_bytes: int = 67108864  # payload bytes of every retained message together; 0: unlimited
+    max_payload_size: int = 262144  # bytes of one retained payload; 0: mqtt.max_packet_size
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttTopicMapping:
+    mode: str = "namespace"  # "namespace": the first topic level names the namespace; "prefix": one namespace
+    prefix: str = ""  # the namespace of every MQTT topic when mode = "prefix"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mqtt:
+    websocket: MqttWebSocket = field(default_factory=MqttWebSocket)
+    tcp: MqttTcp = field(default_factory=MqttTcp)
+    tls: MqttTls = field(default_factory=MqttTls)
+    allow_anonymous: bool = False  # CONNECT without a token in the password
+    max_packet_size: int = 1048576  # bytes of one MQTT packet, both directions
+    receive_maximum: int = 64  # unacknowledged QoS 1/2 PUBLISH a client may send
+    max_inflight: int = 64  # unacknowledged QoS 1/2 PUBLISH the server sends one client
+    max_subscriptions: int = 128  # topic filters per connection; 0: unlimited
+    max_keepalive: float = 600.0  # a longer (or zero) client keepalive is lowered to this (MQTT 5)
+    session_expiry_max: float = 86400.0  # a longer session expiry interval is lowered to this
+    max_queued_messages: int = 1000  # QoS 1/2 messages waiting for the in-flight window, per session
+    retained: MqttRetained = field(default_factory=MqttRetained)
+    topic_mapping: MqttTopicMapping = field(default_factory=MqttTopicMapping)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     http_server: HttpServer = field(default_factory=HttpServer)
     client: Client = field(default_factory=Client)
@@ -286,6 +338,7 @@ class Settings:
     shutdown: Shutdown = field(default_factory=Shutdown)
     node: Node = field(default_factory=Node)
     demo: Demo = field(default_factory=Demo)
+    mqtt: Mqtt = field(default_factory=Mqtt)
 
     @property
     def tls(self) -> Tls:
@@ -747,6 +800,48 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
 
     choice("log.level", s.log.level, _LOG_LEVELS)
     choice("log.format", s.log.format, _LOG_FORMATS)
+    _validate_mqtt(s, fail)
+
+
+_MQTT_MODES: Final = ("namespace", "prefix")
+_MAX_PACKET: Final = 268435455  # the largest remaining length MQTT can encode, plus headers
+
+
+def _address(text: str) -> tuple[str, int] | None:
+    """``host:port`` (``[v6]:port``) with a port 0-65535, or None."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return None
+    return host.strip("[]"), int(port)
+
+
+def _validate_mqtt(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    m = s.mqtt
+    if not m.websocket.path.startswith("/"):
+        fail("mqtt.websocket.path", f"must start with '/', got {m.websocket.path!r}")
+    if m.websocket.path.startswith("/connection/") or m.websocket.path == "/":
+        fail("mqtt.websocket.path", f"{m.websocket.path!r} is taken by another endpoint")
+    for key, value in (("mqtt.tcp.address", m.tcp.address), ("mqtt.tls.address", m.tls.address)):
+        if _address(value) is None:
+            fail(key, f"must be host:port with a port from 0 to 65535, got {value!r}")
+    if m.tls.enabled:
+        missing = [name for name in ("cert_pem_file", "key_pem_file") if not getattr(m.tls, name)]
+        if missing:
+            fail("mqtt.tls.enabled", f"TLS needs {' and '.join('mqtt.tls.' + n for n in missing)}")
+    if not 16 <= m.max_packet_size <= _MAX_PACKET:
+        fail("mqtt.max_packet_size", f"must be between 16 and {_MAX_PACKET}, got {m.max_packet_size}")
+    for name in ("receive_maximum", "max_inflight"):
+        if not 1 <= getattr(m, name) <= 65535:
+            fail(f"mqtt.{name}", f"must be between 1 and 65535, got {getattr(m, name)}")
+    if not 1 <= m.max_keepalive <= 65535:
+        fail("mqtt.max_keepalive", f"must be between 1s and 65535s, got {m.max_keepalive}")
+    if m.session_expiry_max > 4294967295:
+        fail("mqtt.session_expiry_max", "must be at most 4294967295s (MQTT's limit)")
+    choice = m.topic_mapping.mode
+    if choice not in _MQTT_MODES:
+        fail("mqtt.topic_mapping.mode", f"must be one of {', '.join(repr(a) for a in _MQTT_MODES)}, got {choice!r}")
+    if choice == "prefix" and s.namespace(m.topic_mapping.prefix) is None:
+        fail("mqtt.topic_mapping.prefix", f"no namespace named {m.topic_mapping.prefix!r}")
 
 
 def _validate_options(opts: NamespaceOptions, prefix: str, fail: Callable[[str, str], typing.NoReturn]) -> None:
