@@ -34,10 +34,22 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 
 from .. import __version__
+
+# No ``*_created`` series: one extra series per counter and histogram label set, which
+# Prometheus does not need (process-wide switch of prometheus_client, like its
+# PROMETHEUS_DISABLE_CREATED_SERIES environment variable).
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -45,6 +57,27 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0
 WRITE_SAMPLE_INTERVAL = 0.01
 #: A sampled publication is timed on at most about this many of its subscribers (evenly spread).
 WRITE_SAMPLE_SUBSCRIBERS = 64
+
+#: Server API method label values (``api/methods.py``'s table, plus the legacy ``POST /api``);
+#: anything else is counted as ``"unknown"``, so a client cannot grow the label set.
+API_METHODS = frozenset(
+    {
+        "publish",
+        "broadcast",
+        "subscribe",
+        "unsubscribe",
+        "disconnect",
+        "refresh",
+        "presence",
+        "presence_stats",
+        "history",
+        "history_remove",
+        "channels",
+        "info",
+        "batch",
+        "legacy",
+    }
+)
 
 
 class _Writer(Protocol):
@@ -174,7 +207,7 @@ class HistogramVec:
 class _Families:
     """Exports the plain-number families and the outbound totals at scrape time."""
 
-    def __init__(self, vecs: Sequence[CounterVec | HistogramVec], out: Outbound) -> None:
+    def __init__(self, vecs: Sequence[CounterVec | HistogramVec], out: Outbound | None) -> None:
         self._vecs = vecs
         self._out = out
 
@@ -182,6 +215,8 @@ class _Families:
         for vec in self._vecs:
             yield vec.family()
         out = self._out
+        if out is None:
+            return
         yield CounterMetricFamily(
             "trunkline_messages_sent", "Protocol messages (replies and pushes) written to clients.", value=out.messages
         )
@@ -206,6 +241,8 @@ class Snapshot:
     #: cumulative bucket counts (upper bound -> count), every method summed; ``inf`` is the total
     command_buckets: dict[float, float] = field(default_factory=dict)
     write_buckets: dict[float, float] = field(default_factory=dict)
+    #: server API commands executed (each command of a batch or legacy request counts)
+    api_commands: float = 0.0
 
 
 class Metrics:
@@ -268,6 +305,33 @@ class Metrics:
         self.broker_errors = CounterVec("trunkline_broker_errors", "Failed broker operations.", ["op"])
         #: shared by every connection's writer (``Writer(..., counters=metrics.outbound)``)
         self.outbound = Outbound(self._observe_write)
+        # server API: per HTTP request (method, result, HTTP status class) and per executed command
+        self.api_requests = CounterVec(
+            "trunkline_api_requests",
+            "Server API HTTP requests by method, result (ok or the error code answered) and HTTP status class.",
+            ["method", "result", "status"],
+        )
+        self.api_request_seconds = HistogramVec(
+            "trunkline_api_request_duration_seconds",
+            "Time to answer a server API HTTP request (body read included).",
+            ["method"],
+        )
+        self.api_commands = CounterVec(
+            "trunkline_api_commands",
+            "Server API commands executed by method and result (ok or error code); each command of a batch counts.",
+            ["method", "result"],
+        )
+        r.register(_Families((self.api_requests, self.api_request_seconds, self.api_commands), None))
+        self.ready = Gauge(
+            "trunkline_ready",
+            "1 when the node accepts connections and its broker answered the readiness check at this scrape.",
+            registry=r,
+        )
+        self.queue_limit = Gauge(
+            "trunkline_outbound_buffer_limit_bytes",
+            "client.queue_max_size: an outbound buffer past this many bytes closes its connection (3008).",
+            registry=r,
+        )
         vecs = (
             self.commands,
             self.command_seconds,
@@ -366,6 +430,16 @@ class Metrics:
     def slow_consumer(self) -> None:
         self.slow.inc()
 
+    def api_request(self, method: str, result: str, status: int, seconds: float) -> None:
+        """A server API HTTP request was answered; ``method`` outside :data:`API_METHODS` counts as unknown."""
+        name = method if method in API_METHODS else "unknown"
+        self.api_requests.inc((name, result, f"{status // 100}xx"))
+        self.api_request_seconds.observe((name,), seconds)
+
+    def api_command(self, method: str, result: str) -> None:
+        """One server API command ran (``result``: ``"ok"`` or its error code)."""
+        self.api_commands.inc((method if method in API_METHODS else "unknown", result))
+
     def malformed_request(self) -> None:
         self.malformed_requests.inc()
 
@@ -410,6 +484,7 @@ class Metrics:
             deliveries={str(key[0]): n for key, n in self.deliveries.values.items()},
             command_buckets=self.command_seconds.cumulative(),
             write_buckets=self.write_seconds.cumulative(),
+            api_commands=self.api_commands.total(),
         )
 
 
