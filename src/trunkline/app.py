@@ -17,6 +17,7 @@ Applications embed it in their own asyncio program::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import ssl
@@ -30,6 +31,7 @@ from .appkeys import NODE_KEY
 from .broker.base import Broker, PresenceManager
 from .commands import new_session
 from .config import Settings
+from .errors import StartupError
 from .node import Node
 from .observe import health
 from .observe.logs import HttpServerLogger
@@ -111,7 +113,19 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(tls.cert_pem_file, tls.key_pem_file)
+    for key, path in (("cert_pem_file", tls.cert_pem_file), ("key_pem_file", tls.key_pem_file)):
+        try:
+            Path(path).open("rb").close()
+        except OSError as exc:
+            raise StartupError(f"http_server.tls.{key}", f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        ctx.load_cert_chain(tls.cert_pem_file, tls.key_pem_file)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        raise StartupError(
+            "http_server.tls.cert_pem_file",
+            f"cannot load the certificate {tls.cert_pem_file} with the key {tls.key_pem_file}: {reason}",
+        ) from None
     return ctx
 
 
@@ -132,9 +146,32 @@ class Server:
         self.internal_port = 0
 
     async def start(self) -> None:
+        """Start the node and every listener, or raise :class:`StartupError` having released them all."""
+        try:
+            await self._start()
+        except BaseException:
+            await self._release()
+            raise
+
+    async def _release(self) -> None:
+        """Undo a start that failed part-way: close what was opened, quietly."""
+        for runner in self._runners:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+        self._runners.clear()
+        with contextlib.suppress(Exception):
+            await self.node.shutdown(0)
+        self._closed.set()
+
+    async def _start(self) -> None:
         settings = self.settings
         hs = settings.http_server
-        await self.node.start()
+        try:
+            await self.node.start()
+        except ConnectionError as exc:
+            if settings.engine.type != "redis":
+                raise
+            raise StartupError("engine.redis.address", f"cannot reach {settings.engine.redis.address}: {exc}") from None
         internal = hs.internal_port > 0
         # Connections that do not finish their TLS handshake or request head in time are dropped.
         guard = runner_options(settings)
@@ -157,7 +194,7 @@ class Server:
             ssl_context=ssl_context(settings),
             handshake_timeout=settings.websocket.handshake_timeout,
         )
-        await site.start()
+        await _listen(site, "http_server.port", hs.address, hs.port)
         self.port = _bound_port(site)
         if internal:
             runner = web.AppRunner(
@@ -171,7 +208,7 @@ class Server:
             await runner.setup()
             self._runners.append(runner)
             isite = web.TCPSite(runner, hs.internal_address or hs.address, hs.internal_port)
-            await isite.start()
+            await _listen(isite, "http_server.internal_port", hs.internal_address or hs.address, hs.internal_port)
             self.internal_port = _bound_port(isite)
         scheme = "https" if hs.tls.enabled else "http"
         log.info(
@@ -210,6 +247,14 @@ class Server:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+async def _listen(site: web.BaseSite, setting: str, host: str, port: int) -> None:
+    """Start ``site``; a port in use or an address that cannot be bound is a :class:`StartupError`."""
+    try:
+        await site.start()
+    except OSError as exc:
+        raise StartupError(setting, f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def _bound_port(site: web.TCPSite) -> int:

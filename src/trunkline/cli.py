@@ -2,7 +2,9 @@
 
 The CLI holds no logic: it parses arguments, loads settings through :mod:`trunkline.config`
 and hands them to :func:`trunkline.app.run`. A :class:`~trunkline.errors.ConfigError` from any
-command becomes one line on stderr, ``error: <key>: <message> in <source>``, and exit code 2.
+command becomes one line on stderr, ``error: <key>: <message> in <source>``, and exit code 2;
+a :class:`~trunkline.errors.StartupError` (port in use, unreadable TLS file, broker unreachable
+at start) becomes ``error: <setting>: <cause>`` and exit code 1.
 """
 
 from __future__ import annotations
@@ -17,16 +19,17 @@ import jwt
 
 from trunkline import __version__
 from trunkline.config import Settings, load_settings
-from trunkline.errors import ConfigError
+from trunkline.errors import ConfigError, StartupError
 
 __all__ = ["main"]
 
 CONFIG_ENV_VAR = "TRUNKLINE_CONFIG"
 EXIT_CONFIG_ERROR = 2
+EXIT_STARTUP_ERROR = 1
 
 
 class _Group(click.Group):
-    """A group that turns a ConfigError raised by any command into one line and exit code 2."""
+    """A group that turns a ConfigError (exit code 2) or a StartupError (exit code 1) into one line."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -34,6 +37,9 @@ class _Group(click.Group):
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_CONFIG_ERROR)
+        except StartupError as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(EXIT_STARTUP_ERROR)
 
 
 _config_option = click.option(

@@ -4,6 +4,7 @@
 
     TrunklineError
     ├── ConfigError              a setting is missing or invalid (names key and file)
+    ├── StartupError             the server cannot start as configured (names the setting)
     ├── ClientError              a reply error: {"code": N, "message": "..."}; the connection stays
     └── Disconnect               the connection is closed with a close code and reason
 
@@ -36,6 +37,16 @@ class ConfigError(TrunklineError):
         self.source = source
         where = f" in {source}" if source else ""
         super().__init__(f"{key}: {message}{where}")
+
+
+class StartupError(TrunklineError):
+    """The settings are valid but the server cannot start with them: a port in use, an
+    unreadable TLS file, a broker that does not answer. ``setting`` names the key to look at."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        self.setting = setting
+        self.message = message
+        super().__init__(f"{setting}: {message}")
 
 
 class ClientError(TrunklineError):
