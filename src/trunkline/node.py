@@ -50,8 +50,9 @@ from .events import (
     OnSubscribe,
 )
 from .hub.channels import ChannelRules
+from .hub.patterns import Matcher, Patterns
 from .hub.recovery import decide, live_after
-from .hub.registry import Hub
+from .hub.registry import Hub, Push, WireShape
 from .observe.metrics import WRITE_SAMPLE_SUBSCRIBERS, Metrics
 from .protocol.messages import ClientInfo as ProtocolClientInfo
 from .records import Undeliverable
@@ -140,6 +141,8 @@ class Node(BrokerEventHandler):
         self.metrics = metrics or Metrics()
         self.metrics.track_hub(self.hub)
         self.hub.on_undeliverable = self._undeliverable
+        #: wildcard subscribers (MQTT filters): every channel under a prefix that passes a matcher
+        self.patterns: Patterns[Connection] = Patterns()
         client = self.settings.client
         self.verifier = TokenVerifier.from_settings(client.token)
         self.sub_verifier = (
@@ -163,6 +166,7 @@ class Node(BrokerEventHandler):
         self.accepting = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
+        self._broker_patterns: dict[str, asyncio.Future[None]] = {}
         self._peers: dict[str, tuple[float, dict[str, Any]]] = {}
 
     # ------------------------------------------------------------------ hooks (decorators)
@@ -278,6 +282,42 @@ class Node(BrokerEventHandler):
         if self._broker_subs.pop(channel, None) is not None:
             self.spawn(self.broker.unsubscribe(channel))
 
+    # ------------------------------------------------------------------ engine API: pattern subscriptions
+
+    async def watch(self, sub: Connection, prefix: str, matcher: Matcher, shape: WireShape, push: Push) -> None:
+        """Deliver to ``sub`` every publication of a channel that starts with ``prefix`` and passes ``matcher``.
+
+        For wildcard subscriptions (MQTT ``+`` and ``#`` filters): the broker feeds this
+        node every channel under ``prefix`` (Redis: one ``PSUBSCRIBE`` per prefix), and
+        ``matcher`` (hashable, shared by the subscribers of one filter) applies the
+        exact rule. Such subscribers are not positioned and get no join/leave.
+        """
+        self.patterns.add(prefix, matcher, sub, shape, push)
+        fut = self._broker_patterns.get(prefix)
+        if fut is None:
+            fut = self._broker_patterns[prefix] = asyncio.ensure_future(self.broker.psubscribe(prefix))
+        try:
+            await asyncio.shield(fut)
+        except ConnectionError as exc:
+            if self._broker_patterns.get(prefix) is fut:
+                del self._broker_patterns[prefix]
+            self.patterns.remove(prefix, matcher, sub)
+            log.warning("broker unavailable, cannot subscribe a pattern: %s", exc)
+            raise E.INTERNAL.with_message("broker unavailable") from None
+
+    def unwatch(self, sub: Connection, prefix: str, matcher: Matcher) -> None:
+        """Undo :meth:`watch`; the broker stops feeding ``prefix`` when nobody on this node needs it."""
+        if self.patterns.remove(prefix, matcher, sub) and self._broker_patterns.pop(prefix, None) is not None:
+            self.spawn(self.broker.punsubscribe(prefix))
+
+    def handle_pattern_publication(self, channel: str, pub: Publication) -> None:
+        if not self.patterns:
+            return
+        started = time.perf_counter()
+        count = self.patterns.broadcast(channel, pub, lambda refused: self._undeliverable(channel, refused))
+        if count:
+            self.metrics.fanout(self.rules.namespace_of(channel), count, time.perf_counter() - started)
+
     # ------------------------------------------------------------------ engine API: joining a channel
 
     async def join(
@@ -290,6 +330,8 @@ class Node(BrokerEventHandler):
         since: StreamPosition | None = None,
         reject_unrecovered: bool = False,
         join_leave: bool = False,
+        shape: WireShape | None = None,
+        push: Push | None = None,
     ) -> tuple[JoinResult, Finish]:
         """Join ``sub`` to ``channel`` in two steps, for any client protocol.
 
@@ -302,6 +344,9 @@ class Node(BrokerEventHandler):
         position. A positioned subscriber that starts ahead of what this node has
         received so far stays pending until the node catches up (or is told to
         resubscribe if the node finds those publications lost).
+
+        ``shape`` and ``push`` default to the connection's own; a protocol whose
+        subscriptions differ in encoding (MQTT: QoS per subscription) passes its own.
         """
         hub = self.hub
         buffered: list[Publication] = []
@@ -321,15 +366,16 @@ class Node(BrokerEventHandler):
             live = live_after(buffered, position) if position >= 0 else buffered
             if live is None:
                 return False
-            shape = sub.shape
+            wire = shape or sub.shape
+            deliver = push or sub.push
             try:
-                encoded = [shape.publication(channel, pub) for pub in live]
+                encoded = [wire.publication(channel, pub) for pub in live]
             except Undeliverable:
                 raise E.INAPPROPRIATE_PROTOCOL() from None
             for data in encoded:
-                sub.push(data)
+                deliver(data)
             buffered.clear()
-            hub.activate(channel, sub, shape, sub.push, positioned=positioned, join_leave=join_leave)
+            hub.activate(channel, sub, wire, deliver, positioned=positioned, join_leave=join_leave)
             return True
 
         def resume(ok: bool) -> None:

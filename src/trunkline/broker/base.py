@@ -75,6 +75,13 @@ class BrokerEventHandler(Protocol):
     def handle_resync(self) -> None:
         """The feed was interrupted and is back: publications may have been missed."""
 
+    def handle_pattern_publication(self, channel: str, pub: Publication) -> None:
+        """A publication of ``channel`` fed by a pattern subscription (:meth:`Broker.psubscribe`).
+
+        The broker calls it in addition to :meth:`handle_publication` (memory) or
+        instead of it for channels this node receives only through a pattern (Redis).
+        """
+
 
 class Broker(Protocol):
     """Pub/sub between nodes plus per-channel history streams."""
@@ -87,6 +94,12 @@ class Broker(Protocol):
         """Start receiving the channel's publications, joins and leaves on this node."""
 
     async def unsubscribe(self, channel: str) -> None: ...
+
+    async def psubscribe(self, prefix: str) -> None:
+        """Start receiving the publications of every channel whose name starts with ``prefix``
+        (through ``handle_pattern_publication``; joins and leaves are not fed)."""
+
+    async def punsubscribe(self, prefix: str) -> None: ...
 
     async def publish(self, channel: str, pub: Publication, options: PublishOptions) -> StreamPosition | None:
         """Publish ``pub`` (offset and epoch unset).

@@ -66,6 +66,7 @@ class MemoryBroker:
         self._results_expiry: deque[tuple[float, tuple[str, str]]] = deque()
         self._sweep_interval = sweep_interval
         self._sweep_task: asyncio.Task[None] | None = None
+        self._patterns: dict[str, int] = {}  # prefix -> psubscribe calls not yet undone
 
     async def start(self, handler: BrokerEventHandler) -> None:
         self._handler = handler
@@ -84,6 +85,14 @@ class MemoryBroker:
 
     async def unsubscribe(self, channel: str) -> None:
         return None
+
+    async def psubscribe(self, prefix: str) -> None:
+        self._patterns[prefix] = self._patterns.get(prefix, 0) + 1
+
+    async def punsubscribe(self, prefix: str) -> None:
+        count = self._patterns.pop(prefix, 0) - 1
+        if count > 0:
+            self._patterns[prefix] = count
 
     @property
     def num_streams(self) -> int:
@@ -167,6 +176,8 @@ class MemoryBroker:
         if not options.keeps_history:
             if handler is not None:
                 handler.handle_publication(channel, pub)
+                if self._patterns:
+                    handler.handle_pattern_publication(channel, pub)
             return None
         stream = self._stream(channel, None, create=True)
         assert stream is not None
@@ -187,6 +198,8 @@ class MemoryBroker:
         self._schedule(channel, stream)
         if handler is not None:
             handler.handle_publication(channel, pub)
+            if self._patterns:
+                handler.handle_pattern_publication(channel, pub)
         return StreamPosition(stream.top, stream.epoch)
 
     async def publish_join(self, channel: str, info: bytes) -> None:

@@ -292,11 +292,19 @@ class RedisBroker(_RedisUser):
         self._last_error: BaseException | None = None
         self._connected_once = False
         self._resubscribing = 0  # SUBSCRIBE confirmations still expected after a reconnect
+        # glob pattern -> channel prefix, for every pattern subscription this node wants
+        self._patterns: dict[bytes, str] = {}
+        self._psub_waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
 
     # --- keys -------------------------------------------------------------
 
     def _pubsub_name(self, channel: str) -> bytes:
         return (self._channel_prefix + channel).encode()
+
+    def _pattern_name(self, prefix: str) -> bytes:
+        """The Redis glob of every pub/sub channel of Trunkline channels starting with ``prefix``."""
+        escaped = "".join("\\" + c if c in "\\*?[]" else c for c in self._channel_prefix + prefix)
+        return (escaped + "*").encode()
 
     def _stream_keys(self, channel: str) -> tuple[str, str]:
         return f"{self._prefix}.stream.{channel}", f"{self._prefix}.meta.{channel}"
@@ -373,6 +381,40 @@ class RedisBroker(_RedisUser):
             # The connection is broken; the reader reconnects without this channel.
             logger.debug("redis UNSUBSCRIBE %s failed: %r", channel, exc)
 
+    async def psubscribe(self, prefix: str) -> None:
+        """Pattern-subscribe the channels starting with ``prefix``; waits for Redis to confirm."""
+        name = self._pattern_name(prefix)
+        self._patterns[name] = prefix
+        conn = self._conn
+        if conn is None or not self._ready.is_set():
+            del self._patterns[name]
+            raise RedisUnavailable(f"redis pub/sub is not connected: {self._last_error!r}")
+        confirmed = asyncio.get_running_loop().create_future()
+        self._psub_waiters.setdefault(name, deque()).append(confirmed)
+        try:
+            async with asyncio.timeout(self._io_timeout):
+                await conn.send_command("PSUBSCRIBE", name, check_health=False)
+                await confirmed
+        except BaseException as exc:
+            if self._patterns.get(name) == prefix:
+                del self._patterns[name]
+            if isinstance(exc, _UNAVAILABLE):
+                raise RedisUnavailable(f"redis PSUBSCRIBE failed: {exc!r}") from exc
+            raise
+
+    async def punsubscribe(self, prefix: str) -> None:
+        name = self._pattern_name(prefix)
+        if self._patterns.pop(name, None) is None:
+            return
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            async with asyncio.timeout(self._io_timeout):
+                await conn.send_command("PUNSUBSCRIBE", name, check_health=False)
+        except _UNAVAILABLE as exc:
+            logger.debug("redis PUNSUBSCRIBE %s failed: %r", prefix, exc)
+
     def _new_pubsub_connection(self) -> AbstractConnection:
         pool = self._client.connection_pool
         kwargs = dict(pool.connection_kwargs)
@@ -404,6 +446,9 @@ class RedisBroker(_RedisUser):
                 async with asyncio.timeout(self._deadline):
                     for i in range(0, len(names), SUBSCRIBE_BATCH):
                         await conn.send_command("SUBSCRIBE", *names[i : i + SUBSCRIBE_BATCH], check_health=False)
+                    patterns = list(self._patterns)
+                    for i in range(0, len(patterns), SUBSCRIBE_BATCH):
+                        await conn.send_command("PSUBSCRIBE", *patterns[i : i + SUBSCRIBE_BATCH], check_health=False)
                 await self._read(conn)
             except asyncio.CancelledError:
                 raise
@@ -468,6 +513,16 @@ class RedisBroker(_RedisUser):
                     logger.warning("unknown redis pub/sub message type %r on %r", marker, name)
             except Exception:
                 logger.exception("broker event handler failed on %r", name)
+        elif kind == b"pmessage":
+            self._dispatch_pattern(response[1], response[2], response[3])
+        elif kind == b"psubscribe":
+            pwaiters = self._psub_waiters.get(response[1])
+            if pwaiters:
+                pwaiter = pwaiters.popleft()
+                if not pwaiters:
+                    del self._psub_waiters[response[1]]
+                if not pwaiter.done():
+                    pwaiter.set_result(None)
         elif kind == b"subscribe":
             name = response[1]
             if name == self._control:
@@ -487,7 +542,26 @@ class RedisBroker(_RedisUser):
                 if not waiter.done():
                     waiter.set_result(None)
 
+    def _dispatch_pattern(self, pattern: bytes, name: bytes, payload: bytes) -> None:
+        """A publication that arrived through a pattern subscription (joins and leaves are not fed)."""
+        handler = self._handler
+        if handler is None or pattern not in self._patterns or payload[:1] != b"p":
+            return
+        try:
+            channel = name.decode()[len(self._channel_prefix) :]
+            colon = payload.index(b":", 1)
+            end = payload.index(b":", colon + 1)
+            pub = decode_body(payload[end + 1 :], int(payload[1:colon]), payload[colon + 1 : end].decode())
+            handler.handle_pattern_publication(channel, pub)
+        except Exception:
+            logger.exception("broker event handler failed on a pattern publication of %r", name)
+
     def _fail_waiters(self, exc: Exception) -> None:
+        pwaiters, self._psub_waiters = self._psub_waiters, {}
+        for queue in pwaiters.values():
+            for waiter in queue:
+                if not waiter.done():
+                    waiter.set_exception(exc)
         waiters, self._sub_waiters = self._sub_waiters, {}
         for queue in waiters.values():
             for waiter in queue:
