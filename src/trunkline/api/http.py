@@ -7,6 +7,12 @@ path under the prefix 404, another HTTP method than POST 405 — each with a JSO
 Protocol-level errors travel inside a 200 body as ``{"error": {"code", "message"}}``,
 or as HTTP statuses in ``transport`` error mode.
 
+Every answer is counted (``trunkline_api_requests_total`` by method, result and
+HTTP status class, ``trunkline_api_request_duration_seconds`` by method): the
+result is ``"ok"`` or the error code the body carries (401, 404 as 104, 405, 413
+and a malformed body as 107…). Each command executed, alone or inside a batch or
+legacy request, also counts in ``trunkline_api_commands_total``.
+
 A request body is read whole (however many reads it takes, never more than the limit)
 before it is parsed, and parsed whole before anything is executed: a legacy request
 with one bad line executes none of its lines.
@@ -16,6 +22,8 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -35,9 +43,53 @@ _encoder = msgspec.json.Encoder()
 _TRANSPORT_STATUS = {100: 500, 102: 404, 104: 404, 107: 400, 108: 400, 112: 416, 113: 409}
 _READ_SIZE = 65536  # per read when there is no body limit
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-def _json(body: object, status: int = 200) -> web.Response:
-    return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
+
+class _Answer(web.Response):
+    """A JSON answer that remembers its metrics result label (``"ok"`` or an error code)."""
+
+    __slots__ = ("result",)
+
+    def __init__(self, body: bytes, status: int, result: str) -> None:
+        super().__init__(body=body, status=status, content_type="application/json")
+        self.result = result
+
+
+def _json(body: object, status: int = 200, result: str = "") -> web.Response:
+    if not result:
+        error = body.get("error") if isinstance(body, dict) else None
+        code = error.get("code") if isinstance(error, dict) else None
+        result = str(code) if isinstance(code, int) else "ok"
+    return _Answer(_encoder.encode(body), status, result)
+
+
+def _method_label(request: web.Request) -> str:
+    """The method a request names: its path's method, ``legacy`` for the prefix itself (bounded later)."""
+    name = request.match_info.get("method")
+    if name is not None:
+        return name
+    return "unknown" if "path" in request.match_info else "legacy"
+
+
+def counted(handler: Handler) -> Handler:
+    """Count and time every answer of ``handler`` in the node's API metrics."""
+
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        metrics = request.app[NODE_KEY].metrics
+        try:
+            response = await handler(request)
+        except Exception:  # aiohttp answers 500; count it before it does
+            metrics.api_request(_method_label(request), "100", 500, time.perf_counter() - started)
+            raise
+        result = response.result if isinstance(response, _Answer) else "ok"
+        metrics.api_request(_method_label(request), result, response.status, time.perf_counter() - started)
+        return response
+
+    wrapper.__name__ = handler.__name__
+    wrapper.__doc__ = handler.__doc__
+    return wrapper
 
 
 def _authorized(request: web.Request, node: Node) -> bool:
@@ -99,6 +151,7 @@ async def _prepare(request: web.Request) -> tuple[Node, bytes] | web.Response:
     return node, body
 
 
+@counted
 async def api_method(request: web.Request) -> web.StreamResponse:
     prepared = await _prepare(request)
     if isinstance(prepared, web.Response):
@@ -112,22 +165,30 @@ async def api_method(request: web.Request) -> web.StreamResponse:
         node.settings.http_api.error_mode == "transport"
         or request.headers.get("X-Centrifugo-Error-Mode", "").lower() == "transport"
     )
+    command = name != "batch"  # a batch counts its own commands
     try:
         result = await method(node, body)
     except MalformedBody:
+        if command:
+            node.metrics.api_command(name, "107")
         return _malformed()
     except E.ClientError as err:
+        if command:
+            node.metrics.api_command(name, str(err.code))
         error = {"code": err.code, "message": err.message}
         if transport_mode:
-            return _json(error, status=_TRANSPORT_STATUS.get(err.code, 400))
+            return _json(error, status=_TRANSPORT_STATUS.get(err.code, 400), result=str(err.code))
         return _json({"error": error})
     except Exception:
+        if command:
+            node.metrics.api_command(name, "100")
         log_failure(log, node.metrics, "server API method %s failed", name)
         return _json(
             {"error": {"code": 100, "message": "internal server error"}}, status=500 if transport_mode else 200
         )
-    if name == "batch":  # Centrifugo answers batch with {"replies": [...]} at the top level
+    if not command:  # Centrifugo answers batch with {"replies": [...]} at the top level
         return _json(result)
+    node.metrics.api_command(name, "ok")
     return _json({"result": result})
 
 
@@ -149,6 +210,7 @@ def _parse_legacy(body: bytes) -> list[S.LegacyCommand] | web.Response:
     return commands
 
 
+@counted
 async def api_legacy(request: web.Request) -> web.StreamResponse:
     """``POST /api`` with newline-delimited ``{"method": ..., "params": {...}}`` commands.
 
@@ -168,18 +230,23 @@ async def api_legacy(request: web.Request) -> web.StreamResponse:
         name = LEGACY_IDS.get(cmd.method, "") if isinstance(cmd.method, int) else cmd.method
         method = METHODS.get(name)
         if method is None or name == "batch":
+            node.metrics.api_command("unknown", "104")
             replies.append(_encoder.encode({"error": {"code": 104, "message": "method not found"}}))
             continue
         try:
             result = await method(node, bytes(cmd.params))
+            node.metrics.api_command(name, "ok")
             replies.append(_encoder.encode({"result": result}))
         except MalformedBody:  # params were parsed above, so this cannot happen; never a 400 after executing
+            node.metrics.api_command(name, "107")
             replies.append(_encoder.encode({"error": {"code": 107, "message": "malformed JSON body"}}))
         except E.ClientError as err:
+            node.metrics.api_command(name, str(err.code))
             replies.append(_encoder.encode({"error": {"code": err.code, "message": err.message}}))
     return web.Response(body=b"\n".join(replies), content_type="application/json")
 
 
+@counted
 async def api_not_allowed(request: web.Request) -> web.StreamResponse:
     """Any HTTP method but POST under the API prefix."""
     response = _json({"error": {"code": 405, "message": "use POST"}}, status=405)
@@ -187,6 +254,7 @@ async def api_not_allowed(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@counted
 async def api_not_found(request: web.Request) -> web.StreamResponse:
     """A POST to a path under the API prefix that names no method (``/api/publish/``, ``/api/a/b``).
 

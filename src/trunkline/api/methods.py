@@ -184,15 +184,20 @@ async def batch(node: Node, body: bytes) -> Result:
 
     async def one(command: dict[str, Raw]) -> Result:
         if len(command) != 1:
+            node.metrics.api_command("unknown", "107")
             return {"error": {"code": 107, "message": "bad request: one method per command"}}
         ((name, params),) = command.items()
         fn = METHODS.get(name)
         if fn is None or name == "batch":
+            node.metrics.api_command("unknown", "104")
             return {"error": {"code": 104, "message": "method not found"}}
         try:
-            return {name: await fn(node, bytes(params))}
+            result = await fn(node, bytes(params))
         except E.ClientError as err:
+            node.metrics.api_command(name, str(err.code))
             return {"error": {"code": err.code, "message": err.message}}
+        node.metrics.api_command(name, "ok")
+        return {name: result}
 
     if req.parallel:
         replies = list(await asyncio.gather(*(one(c) for c in req.commands)))
