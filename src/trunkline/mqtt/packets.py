@@ -21,7 +21,7 @@ MQTT_5 = 5
 VERSIONS = (MQTT_311, MQTT_5)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Properties:
     """The MQTT 5 properties of a packet (or of a will); ``None`` / empty means absent.
 
@@ -56,6 +56,14 @@ class Properties:
     wildcard_subscription_available: bool | None = None
     subscription_identifier_available: bool | None = None
     shared_subscription_available: bool | None = None
+
+    def __repr__(self) -> str:
+        present = [
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__dataclass_fields__
+            if getattr(self, name) not in (None, ())
+        ]
+        return f"Properties({', '.join(present)})"
 
 
 #: the shared "no properties" value (decoded packets without properties carry this one)
@@ -205,6 +213,26 @@ Packet = (
     | Disconnect
     | Auth
 )
+
+
+class MalformedPacket(Exception):
+    """The stream holds a packet that breaks the MQTT spec; the connection ends.
+
+    ``reason_code`` is an MQTT 5 reason code (0x81 malformed packet, 0x82 protocol
+    error, 0x84 unsupported protocol version, 0x85 client identifier not valid,
+    0x94 topic alias invalid, 0x95 packet too large ...). ``packet_type`` is the
+    fixed-header type of the offending packet when it is known. ``packets`` holds
+    the complete packets that :meth:`Decoder.feed` decoded before the bad one in
+    the same call, so the session can act on them first.
+    """
+
+    def __init__(self, reason_code: int, message: str, packet_type: int | None = None) -> None:
+        super().__init__(f"{message} (reason code 0x{reason_code:02X})")
+        self.reason_code = reason_code
+        self.message = message
+        self.packet_type = packet_type
+        self.packets: list[Packet] = []
+
 
 #: fixed-header packet type numbers
 CONNECT = 1
