@@ -27,6 +27,7 @@ class Publication(msgspec.Struct, array_like=True, omit_defaults=True, frozen=Tr
 
     ``offset`` and ``epoch`` are set by the broker when the channel keeps history
     (0 and ``""`` otherwise); ``time`` is the publish time in Unix milliseconds.
+    ``meta`` is left out of the encoding when absent.
     """
 
     data: bytes
@@ -35,6 +36,9 @@ class Publication(msgspec.Struct, array_like=True, omit_defaults=True, frozen=Tr
     time: int = 0
     offset: int = 0
     epoch: str = ""
+    #: what only the publishing protocol reads, opaque to the others (MQTT: QoS, retain flag and
+    #: MQTT 5 properties); last, so records written without it decode unchanged
+    meta: bytes | None = None
 
 
 _body_encoder = msgspec.msgpack.Encoder()
