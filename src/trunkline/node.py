@@ -614,9 +614,13 @@ class Node(BrokerEventHandler):
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str = "",
+        meta: bytes | None = None,
     ) -> StreamPosition | None:
-        """:meth:`publish` for a channel the caller has already validated (``opts`` are its options)."""
-        pub = Publication(data=data, info=info, tags=tags or None, time=int(time.time() * 1000))
+        """:meth:`publish` for a channel the caller has already validated (``opts`` are its options).
+
+        ``meta`` travels with the record for the publishing protocol only (see ``records.Publication``).
+        """
+        pub = Publication(data=data, info=info, tags=tags or None, time=int(time.time() * 1000), meta=meta)
         if skip_history:
             options = PublishOptions(
                 idempotency_key=idempotency_key,
