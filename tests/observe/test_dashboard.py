@@ -198,7 +198,7 @@ async def test_stats_reach_admin_connections_only(start_server: Callable[..., An
 
             def settled() -> bool:
                 last = received.publications[-1]
-                return bool(last["connections"] == 4 and last["subscriptions"] == 4 and last["deliveries_per_sec"] == 0)
+                return bool(last["connections"] == 3 and last["subscriptions"] == 3 and last["deliveries_per_sec"] == 0)
 
             await eventually(lambda: any(p["deliveries_per_sec"] > 0 for p in received.publications), timeout=4)
             await eventually(settled, timeout=4)
@@ -206,9 +206,13 @@ async def test_stats_reach_admin_connections_only(start_server: Callable[..., An
             node = running.server.node
             assert doc["node"] == node.uid
             assert doc["version"] == node.version
-            assert doc["channels"] == 2  # news and the stats channel
-            assert doc["users"] == 4  # u0..u2 and admin
+            # the dashboard's own connection, user, subscription and channel are left out
+            assert doc["channels"] == 1  # news
+            assert doc["users"] == 3  # u0..u2
+            assert node.hub.num_clients == 4 and node.hub.num_channels == 2  # still counted by the node itself
             assert [n["uid"] for n in doc["nodes"]] == [node.uid]
+            own = doc["nodes"][0]
+            assert (own["num_clients"], own["num_users"], own["num_subs"], own["num_channels"]) == (3, 3, 3, 1)
             busy = next(p for p in received.publications if p["deliveries_per_sec"] > 0)
             assert busy["top_namespaces"][0]["namespace"] == "_"
             assert busy["top_namespaces"][0]["deliveries"] == 3
@@ -221,6 +225,25 @@ async def test_stats_reach_admin_connections_only(start_server: Callable[..., An
         finally:
             for client in (admin, *users):
                 await client.disconnect()
+
+
+async def test_a_user_called_admin_still_counts(start_server: Callable[..., Any]) -> None:
+    running: Running = await start_server(ADMIN)
+    node = running.server.node
+    async with http_session() as http:
+        assert (await login(http, running.http_url)).status == 303
+        admin = await admin_client(running.ws_url, http, running.http_url)
+        namesake = await connect(running.ws_url, token(stats.ADMIN_USER))  # a regular token, sub "admin"
+        try:
+            await subscribe(admin, stats.STATS_CHANNEL)
+            await subscribe(namesake, "news")
+            assert stats.admin_share(node) == (1, 0, 1, 1)  # one connection, no user, its stats subscription
+            doc = stats.NodeStats(node).tick()
+            assert (doc["connections"], doc["users"], doc["subscriptions"], doc["channels"]) == (1, 1, 1, 1)
+        finally:
+            await admin.disconnect()
+            await namesake.disconnect()
+    await eventually(lambda: stats.admin_share(node) == (0, 0, 0, 0))
 
 
 async def test_dashboard_works_on_the_internal_port(start_server: Callable[..., Any]) -> None:
@@ -279,7 +302,7 @@ async def test_browser_sees_live_charts(
     await page.wait_for_function("() => window.__dashboard && window.__dashboard.state === 'live'", timeout=10_000)
     await page.wait_for_function("() => window.__dashboard.updates >= 1", timeout=5_000)
     start = await page.evaluate("window.__dashboard.updates")
-    assert await page.evaluate("window.__dashboard.last.connections") == 1  # the dashboard itself
+    assert await page.evaluate("window.__dashboard.last.connections") == 0  # the dashboard does not count itself
 
     # drive traffic with real clients
     clients = [await connect(running.ws_url, token(f"user-{i}")) for i in range(3)]
@@ -290,7 +313,7 @@ async def test_browser_sees_live_charts(
         publisher = asyncio.ensure_future(_publish_for(clients, seconds=6.0))
 
         latest = "window.__dashboard.charts.connections.data[1].at(-1)"
-        await page.wait_for_function(f"() => {latest} === 4", timeout=10_000)
+        await page.wait_for_function(f"() => {latest} === 3", timeout=10_000)
         await page.wait_for_function(
             "() => window.__dashboard.last.messages_in_per_sec > 0"
             " && window.__dashboard.last.top_namespaces.length > 0",
@@ -298,9 +321,9 @@ async def test_browser_sees_live_charts(
         )
         await publisher
         await page.wait_for_function(f"() => window.__dashboard.updates >= {start + 5}", timeout=10_000)
-        assert await page.evaluate("window.__dashboard.last.connections") == 4
-        assert await page.evaluate(latest) == 4
-        assert await page.text_content("#tile-connections") == "4"
+        assert await page.evaluate("window.__dashboard.last.connections") == 3
+        assert await page.evaluate(latest) == 3
+        assert await page.text_content("#tile-connections") == "3"
         assert await page.evaluate("window.__dashboard.charts.messages.data[1].some(v => v > 0)")
         assert await page.evaluate("window.__dashboard.charts.latency.data[2].some(v => v != null)")  # cmd p99
         assert await page.evaluate("window.__dashboard.charts.messages.data[2].some(v => v > 0)")  # out
@@ -320,7 +343,7 @@ async def test_browser_sees_live_charts(
             await client.disconnect()
 
     # the chart follows the clients leaving
-    await page.wait_for_function(f"() => {latest} === 1", timeout=10_000)
+    await page.wait_for_function(f"() => {latest} === 0", timeout=10_000)
 
     assert outside == []
     assert console_errors == []
@@ -362,8 +385,10 @@ def test_stats_turn_totals_into_rates_and_window_quantiles() -> None:
         m.fanout(ns, subscribers, 0.0001)
     m.outbound.messages += 50
     m.outbound.bytes += 5000
+    for _ in range(4):  # server API commands are messages in too
+        m.api_command("publish", "ok")
     doc = feed.tick(now=102.0)  # two seconds later
-    assert doc["messages_in_per_sec"] == 5.0
+    assert doc["messages_in_per_sec"] == 7.0
     assert doc["messages_out_per_sec"] == 25.0
     assert doc["bytes_out_per_sec"] == 2500.0
     assert doc["publications_per_sec"] == 3.0

@@ -9,6 +9,11 @@ the *local* subscribers of the channel through the hub — never through the bro
 so every node reports to the dashboards connected to it. Only admin connections may
 subscribe to ``__trunkline:`` channels.
 
+"Messages in" counts client commands and server API commands (each command of a
+batch), so publications made through the API show. The dashboards' own admin
+connections are left out of this node's connections, users, subscriptions and
+channels (:func:`admin_share`); they still count in ``/metrics`` and in ``info``.
+
 The last ``KEEP`` documents stay in memory so a dashboard opened later can draw the
 recent past at once (:func:`recent`).
 """
@@ -38,6 +43,25 @@ KEEP = 300  # documents kept for a dashboard that opens late
 
 _encoder = msgspec.json.Encoder()
 _NODE_FIELDS = ("uid", "name", "version", "num_clients", "num_users", "num_subs", "num_channels", "uptime")
+#: the ``sub`` of dashboard tokens (``dashboard.admin_token``)
+ADMIN_USER = "admin"
+
+
+def admin_share(node: Node) -> tuple[int, int, int, int]:
+    """What this node's admin (dashboard) connections add: connections, users, subscriptions, channels.
+
+    Reads only the ``admin`` user's connections and the stats channel, not every
+    connection, so it costs nothing on a busy node. A regular user who is also called
+    ``admin`` keeps being counted as a user.
+    """
+    hub = node.hub
+    named = hub.user_connections(ADMIN_USER)
+    admins = sum(1 for conn in named if getattr(conn, "is_admin", False))
+    if not admins:
+        return 0, 0, 0, 0
+    users = 1 if admins == len(named) else 0
+    subscribers = len(hub.subscribers(STATS_CHANNEL))
+    return admins, users, subscribers, 1 if subscribers else 0
 
 
 class NodeStats:
@@ -80,17 +104,18 @@ class NodeStats:
         ]
 
         hub = node.hub
+        admins, admin_users, admin_subs, admin_channels = admin_share(node)
         doc: dict[str, Any] = {
             "node": node.uid,
             "name": node.name,
             "version": node.version,
             "time": round(time.time(), 3),
             "uptime": int(time.time() - node.started_at),
-            "connections": hub.num_clients,
-            "users": hub.num_users,
-            "subscriptions": hub.num_subscriptions,
-            "channels": hub.num_channels,
-            "messages_in_per_sec": rate(snap.commands, prev.commands),
+            "connections": hub.num_clients - admins,
+            "users": hub.num_users - admin_users,
+            "subscriptions": hub.num_subscriptions - admin_subs,
+            "channels": hub.num_channels - admin_channels,
+            "messages_in_per_sec": rate(snap.commands + snap.api_commands, prev.commands + prev.api_commands),
             "messages_out_per_sec": rate(snap.messages_out, prev.messages_out),
             "bytes_in_per_sec": rate(snap.bytes_in, prev.bytes_in),
             "bytes_out_per_sec": rate(snap.bytes_out, prev.bytes_out),
@@ -103,7 +128,9 @@ class NodeStats:
                 "delivery_p99": _ms(quantile(0.99, _delta(snap.write_buckets, oldest.write_buckets))),
             },
             "top_namespaces": namespaces,
-            "nodes": [{k: info.get(k) for k in _NODE_FIELDS} for info in node.nodes()],
+            "nodes": [
+                _node_row(info, node.uid, (admins, admin_users, admin_subs, admin_channels)) for info in node.nodes()
+            ],
         }
         self.recent.append(doc)
         return doc
@@ -115,6 +142,17 @@ class NodeStats:
             return 0
         count, _ = hub.broadcast(STATS_CHANNEL, Publication(data=_encoder.encode(doc)))
         return count
+
+
+def _node_row(info: dict[str, Any], own: str, share: tuple[int, int, int, int]) -> dict[str, Any]:
+    """A node of the cluster for the nodes table; this node's row leaves its admin connections out."""
+    row = {k: info.get(k) for k in _NODE_FIELDS}
+    if info.get("uid") == own:
+        for key, minus in zip(("num_clients", "num_users", "num_subs", "num_channels"), share, strict=True):
+            value = row.get(key)
+            if isinstance(value, int):
+                row[key] = max(value - minus, 0)
+    return row
 
 
 def _delta(now: dict[float, float], before: dict[float, float]) -> dict[float, float]:
