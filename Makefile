@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 VENDOR := src/trunkline/web/static/vendor
 CONFIG ?= examples/demo.toml
+PORT ?=
 PYTEST_ARGS ?=
 
 .PHONY: run test setup system-deps lint typecheck bench bench-formats clean
@@ -39,8 +40,9 @@ $(VENDOR)/.installed: node_modules/.package-lock.json Makefile
 	cp node_modules/mqtt/dist/mqtt.min.js $(VENDOR)/mqtt.min.js
 	touch $@
 
+# `make run PORT=9000` serves on another port (or set TRUNKLINE_HTTP_SERVER_PORT).
 run: setup
-	$(PY) -m trunkline serve --config $(CONFIG)
+	$(PY) -m trunkline serve --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
