@@ -4,15 +4,30 @@
 // as it arrives (live or recovered after a reconnect): the server's recovery decides what
 // is missing, the page never deduplicates. User text only ever goes through textContent.
 //
+// Transports: the "Transport" selector (or ?transports=http_stream,sse) picks the list handed to
+// centrifuge-js. The default, [websocket, http_stream, sse], falls back by itself when a WebSocket
+// cannot be opened (a proxy that breaks upgrades); commands over HTTP go to /emulation.
+//
 // window.__chat exposes the page state for tests:
-//   {state, name, room, messages: [{offset, name, user, text, time}], online: [names], recovery}
+//   {state, name, room, transports: [configured], transport: connected one,
+//    messages: [{offset, name, user, text, time}], online: [names], recovery}
 "use strict";
 
 (() => {
   const ROOM_RE = /^[A-Za-z0-9_.-]{1,32}$/;
+  const TRANSPORTS = ["websocket", "http_stream", "sse"];
   const $ = (id) => document.getElementById(id);
 
-  const chat = { state: "disconnected", name: "", room: "", messages: [], online: [], recovery: null };
+  const chat = {
+    state: "disconnected",
+    name: "",
+    room: "",
+    transports: [],
+    transport: null,
+    messages: [],
+    online: [],
+    recovery: null,
+  };
   window.__chat = chat;
 
   let centrifuge = null;
@@ -25,6 +40,27 @@
   function wsURL() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     return `${scheme}//${location.host}/connection/websocket`;
+  }
+
+  function endpointOf(transport) {
+    if (transport === "websocket") return wsURL();
+    return `${location.origin}/connection/${transport}`;
+  }
+
+  // "websocket,http_stream" -> ["websocket", "http_stream"]: known names, each once, in order.
+  function parseTransports(value) {
+    const names = String(value || "")
+      .split(",")
+      .map((name) => name.trim())
+      .filter((name) => TRANSPORTS.includes(name));
+    return [...new Set(names)];
+  }
+
+  // A lone WebSocket keeps the plain URL form; anything else is the SDK's list of endpoints.
+  function newClient(transports, options) {
+    if (transports.length === 1 && transports[0] === "websocket") return new Centrifuge(wsURL(), options);
+    const endpoints = transports.map((transport) => ({ transport, endpoint: endpointOf(transport) }));
+    return new Centrifuge(endpoints, { ...options, emulationEndpoint: "/emulation" });
   }
 
   async function fetchToken(name) {
@@ -139,8 +175,8 @@
 
   // ---- joining and leaving -------------------------------------------------------------
 
-  function start(name, room, token) {
-    Object.assign(chat, { name, room, messages: [], online: [], recovery: null });
+  function start(name, room, token, transports) {
+    Object.assign(chat, { name, room, transports, transport: null, messages: [], online: [], recovery: null });
     members.clear();
     $("messages").replaceChildren();
     $("notice").hidden = true;
@@ -149,9 +185,15 @@
     $("join-form").hidden = true;
     $("chat").hidden = false;
 
-    centrifuge = new Centrifuge(wsURL(), { token, getToken });
+    $("via").hidden = true;
+    centrifuge = newClient(transports, { token, getToken });
     centrifuge.on("connecting", () => setState("connecting"));
-    centrifuge.on("connected", () => setState("connected"));
+    centrifuge.on("connected", (ctx) => {
+      chat.transport = ctx.transport;
+      $("transport-used").textContent = ctx.transport;
+      $("via").hidden = false;
+      setState("connected");
+    });
     centrifuge.on("disconnected", (ctx) => {
       setState("disconnected");
       if (ctx.code !== 0) showNotice(`Disconnected: ${ctx.reason} (code ${ctx.code}).`, "error");
@@ -236,10 +278,16 @@
       error.hidden = false;
       return;
     }
+    const transports = parseTransports($("transport").value);
+    if (transports.length === 0) {
+      error.textContent = `Pick a transport: ${TRANSPORTS.join(", ")}.`;
+      error.hidden = false;
+      return;
+    }
     const button = $("join");
     button.disabled = true;
     try {
-      start(name, room, await fetchToken(name));
+      start(name, room, await fetchToken(name), transports);
       $("text").focus();
     } catch (err) {
       error.textContent = err.message;
@@ -267,5 +315,17 @@
 
   const params = new URLSearchParams(location.search);
   if (params.get("room")) $("room").value = params.get("room");
+  // ?transports=sse,http_stream preselects that list (added to the selector if it is not there).
+  const wanted = parseTransports(params.get("transports")).join(",");
+  if (wanted) {
+    const select = $("transport");
+    if (![...select.options].some((option) => option.value === wanted)) {
+      const option = document.createElement("option");
+      option.value = wanted;
+      option.textContent = wanted.replaceAll(",", ", then ");
+      select.append(option);
+    }
+    select.value = wanted;
+  }
   $("name").focus();
 })();
