@@ -146,3 +146,17 @@ async def test_installed_server_serves_demo_and_dashboard(
         styles: Any = await page.evaluate("[...document.styleSheets].map(s => s.href).filter(Boolean)")
         assert any(href.endswith("uPlot.min.css") for href in styles), styles
         assert not failed, failed
+
+
+def test_version_is_single_sourced_and_in_the_changelog() -> None:
+    import tomllib
+
+    import trunkline
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and "version" in project["dynamic"]
+    changelog = (ROOT / "CHANGELOG.md").read_text()
+    assert f"## [{trunkline.__version__}]" in changelog, "the current version has no CHANGELOG section"
+    assert "## [Unreleased]" in changelog
+    license_text = (ROOT / "LICENSE").read_text()
+    assert project["license"] == "MIT" and license_text.startswith("MIT License")
