@@ -35,6 +35,7 @@ from .errors import StartupError
 from .node import Node
 from .observe import health
 from .observe.logs import HttpServerLogger
+from .transport.routes import add_http_transport_routes
 from .transport.websocket import GuardedTCPSite, runner_options, websocket_handler
 
 log = logging.getLogger("trunkline.app")
@@ -83,6 +84,7 @@ def build_app(node: Node, *, with_admin: bool = True) -> web.Application:
     app = web.Application(client_max_size=max(settings.http_api.max_body_size, 1024))
     app[NODE_KEY] = node
     app.router.add_get("/connection/websocket", websocket_handler)
+    add_http_transport_routes(app, settings)
     if settings.health.enabled:
         app.router.add_get("/health", health.health)
         app.router.add_get("/ready", health.ready)

@@ -144,6 +144,54 @@ class WebSocket:
     write_timeout: float = 5.0
 
 
+# HTTP-streaming, SSE and unidirectional transports (Centrifugo v6 names); all off by default.
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HttpStream:
+    enabled: bool = False
+    handler_prefix: str = "/connection/http_stream"
+    max_request_body_size: int = 65536  # bytes of the connect request body; over it: 413
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sse:
+    enabled: bool = False
+    handler_prefix: str = "/connection/sse"
+    max_request_body_size: int = 65536  # bytes of a POST connect body; over it: 413
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Emulation:
+    """``POST /emulation``: the commands of HTTP-streaming and SSE connections (on when either is)."""
+
+    handler_prefix: str = "/emulation"
+    max_request_body_size: int = 65536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UniWebSocket:
+    enabled: bool = False
+    handler_prefix: str = "/connection/uni_websocket"
+    message_size_limit: int = 65536  # bytes of the one message a client sends (its connect request); 0: none
+    compression: bool = False
+    join_push_messages: bool = False  # several pushes per frame, newline-joined (default: one per frame)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UniSse:
+    enabled: bool = False
+    handler_prefix: str = "/connection/uni_sse"
+    max_request_body_size: int = 65536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UniHttpStream:
+    enabled: bool = False
+    handler_prefix: str = "/connection/uni_http_stream"
+    max_request_body_size: int = 65536
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HttpApi:
     key: str = ""
@@ -328,6 +376,12 @@ class Settings:
     http_server: HttpServer = field(default_factory=HttpServer)
     client: Client = field(default_factory=Client)
     websocket: WebSocket = field(default_factory=WebSocket)
+    http_stream: HttpStream = field(default_factory=HttpStream)
+    sse: Sse = field(default_factory=Sse)
+    emulation: Emulation = field(default_factory=Emulation)
+    uni_websocket: UniWebSocket = field(default_factory=UniWebSocket)
+    uni_sse: UniSse = field(default_factory=UniSse)
+    uni_http_stream: UniHttpStream = field(default_factory=UniHttpStream)
     http_api: HttpApi = field(default_factory=HttpApi)
     channel: Channel = field(default_factory=Channel)
     engine: Engine = field(default_factory=Engine)
@@ -751,6 +805,8 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
         if endpoint and not endpoint.startswith(("http://", "https://")):
             fail(f"client.{section}.jwks_public_endpoint", "must be an http:// or https:// URL")
 
+    _validate_transports(s, fail)
+
     choice("http_api.error_mode", s.http_api.error_mode, _ERROR_MODES)
     if not s.http_api.handler_prefix.startswith("/"):
         fail("http_api.handler_prefix", f"must start with '/', got {s.http_api.handler_prefix!r}")
@@ -842,6 +898,24 @@ def _validate_mqtt(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> 
         fail("mqtt.topic_mapping.mode", f"must be one of {', '.join(repr(a) for a in _MQTT_MODES)}, got {choice!r}")
     if choice == "prefix" and s.namespace(m.topic_mapping.prefix) is None:
         fail("mqtt.topic_mapping.prefix", f"no namespace named {m.topic_mapping.prefix!r}")
+
+
+_HTTP_TRANSPORTS: Final = ("http_stream", "sse", "emulation", "uni_websocket", "uni_sse", "uni_http_stream")
+
+
+def _validate_transports(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    """Handler paths of the HTTP transports start with '/' and differ; request bodies are bounded."""
+    seen: dict[str, str] = {"/connection/websocket": "the WebSocket endpoint"}
+    for section in _HTTP_TRANSPORTS:
+        opts = getattr(s, section)
+        prefix = opts.handler_prefix
+        if not prefix.startswith("/"):
+            fail(f"{section}.handler_prefix", f"must start with '/', got {prefix!r}")
+        if prefix in seen:
+            fail(f"{section}.handler_prefix", f"{prefix!r} is already {seen[prefix]}")
+        seen[prefix] = f"{section}.handler_prefix"
+        if hasattr(opts, "max_request_body_size") and opts.max_request_body_size <= 0:
+            fail(f"{section}.max_request_body_size", "must be above 0 (bytes)")
 
 
 def _validate_options(opts: NamespaceOptions, prefix: str, fail: Callable[[str, str], typing.NoReturn]) -> None:

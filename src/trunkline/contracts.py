@@ -28,8 +28,12 @@ class TransportInfo:
 
     ``protocol`` is the wire format (``json`` or ``protobuf``); ``binary`` frames
     are sent as binary WebSocket messages; a unidirectional transport receives no
-    commands after the connect; ``ping`` is ``"protocol"`` when the session's
-    empty-message ping/pong keeps the connection alive, ``"none"`` otherwise.
+    commands after the connect (its client sends a bare connect request and gets
+    bare pushes); ``ping`` is ``"protocol"`` when the session's empty-message
+    ping keeps the connection alive (a bidirectional client answers it with a pong,
+    a unidirectional one only reads it), ``"none"`` otherwise. An ``emulation``
+    transport (HTTP-streaming, SSE) carries the server's half of a bidirectional
+    connection; the client's commands arrive through ``POST /emulation``.
     """
 
     name: str
@@ -37,6 +41,21 @@ class TransportInfo:
     bidirectional: bool = True
     binary: bool = False
     ping: str = "protocol"
+    emulation: bool = False
+
+    @property
+    def pushes_disconnect(self) -> bool:
+        """Whether a disconnect travels as a Disconnect push before the stream ends.
+
+        Every transport but the WebSocket (whose close frame carries code and reason) does,
+        as in Centrifugo.
+        """
+        return self.emulation or not self.bidirectional
+
+    @property
+    def has_session(self) -> bool:
+        """Whether the connect result names the connection's session (emulated and unidirectional)."""
+        return self.emulation or not self.bidirectional
 
 
 class Transport(Protocol):
@@ -50,6 +69,17 @@ class Transport(Protocol):
     async def close(self, code: int, reason: str) -> None: ...
 
     def abort(self) -> None: ...
+
+
+class SessionTransport(Transport, Protocol):
+    """A transport whose connection is known by a session id (``TransportInfo.has_session``).
+
+    The id is secret (unlike the client id, which presence and publications show to
+    others): an ``/emulation`` request that names it acts as the connection.
+    """
+
+    @property
+    def session(self) -> str: ...
 
 
 class Outbound(Protocol):

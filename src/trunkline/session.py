@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Protocol
 from . import errors as E
 from .events import ClientView, DisconnectEvent
 from .hub.registry import WireShape
-from .protocol.codec import JSON_SHAPE, Codec, JsonCodec, ProtocolError
-from .protocol.messages import Command, Error, Push, Reply, Unsubscribe
+from .protocol.codec import JSON_SHAPE, UNI_JSON_SHAPE, Codec, JsonCodec, ProtocolError, UniJsonCodec
+from .protocol.messages import Command, DisconnectPush, Error, Push, Reply, Unsubscribe
 from .protocol.protobuf import PROTOBUF_SHAPE, ProtobufCodec
 from .records import Undeliverable
 from .transport.writer import Writer
@@ -38,6 +38,22 @@ FORMATS: dict[str, tuple[Codec, WireShape]] = {
     "json": (JSON_CODEC, JSON_SHAPE),
     "protobuf": (ProtobufCodec(), PROTOBUF_SHAPE),
 }
+#: the same for unidirectional transports (bare pushes; JSON only, as in Centrifugo)
+UNIDIRECTIONAL_FORMATS: dict[str, tuple[Codec, WireShape]] = {
+    "json": (UniJsonCodec(), UNI_JSON_SHAPE),
+}
+#: what a failed connect becomes on a unidirectional connection, which has no error replies
+#: (Centrifugo: expired -> 3005, permission denied -> 3507, anything else 3004)
+_UNI_CONNECT_ERRORS: dict[int, E.Disconnect] = {
+    E.TOKEN_EXPIRED.code: E.CONNECTION_EXPIRED,
+    E.EXPIRED.code: E.CONNECTION_EXPIRED,
+    E.PERMISSION_DENIED.code: E.PERMISSION_DENIED_DISCONNECT,
+}
+
+
+def unidirectional_disconnect(err: E.ClientError) -> E.Disconnect:
+    """The disconnect a unidirectional connection gets instead of the error reply ``err``."""
+    return _UNI_CONNECT_ERRORS.get(err.code, E.SERVER_ERROR)()
 
 
 class CommandTable(Protocol):
@@ -116,7 +132,8 @@ class Session:
         self.transport = transport
         self.remote = remote
         self.headers = headers or {}
-        self.codec, self._shape = FORMATS[transport.info.protocol]
+        info = transport.info
+        self.codec, self._shape = (FORMATS if info.bidirectional else UNIDIRECTIONAL_FORMATS)[info.protocol]
         self.client_id = str(uuid.uuid4())
         self.user = ""
         self.conn_info: bytes | None = None
@@ -198,6 +215,8 @@ class Session:
         """Decode and run every command of one frame, in order."""
         if self.state is State.CLOSED:
             return
+        if self.state is State.CONNECTED and not self.transport.info.bidirectional:
+            return  # a unidirectional client sends nothing after its connect request
         self.node.metrics.received(len(frame))
         try:
             commands = self.codec.decode_commands(frame)
@@ -223,7 +242,10 @@ class Session:
                 await dispatch(self, command)
             except E.ClientError as err:
                 code = err.code
-                self.reply_error(command, err)
+                if self.transport.info.bidirectional:
+                    self.reply_error(command, err)
+                else:
+                    await self.close(unidirectional_disconnect(err))
             except E.Disconnect as disconnect:
                 code = disconnect.code
                 await self.close(disconnect)
@@ -280,6 +302,9 @@ class Session:
             if disconnect.code == E.SLOW.code:
                 self.writer.abort()
             else:
+                if self.transport.info.pushes_disconnect:  # no close frame carries the code: a push does
+                    push = Push(disconnect=DisconnectPush(disconnect.code, disconnect.reason, disconnect.reconnect))
+                    self.writer.push(self.codec.encode_push(push))
                 await self.writer.drain_and_stop(self.node.settings.websocket.write_timeout)
             try:
                 await asyncio.wait_for(
@@ -350,6 +375,8 @@ class Session:
 
     def start_heartbeat(self) -> None:
         self.cancel_timer("stale")
+        if self.transport.info.ping == "none":
+            return
         self._set_timer("ping", self.node.settings.client.ping_interval, self._send_ping)
 
     def _send_ping(self) -> None:
@@ -357,6 +384,9 @@ class Session:
             return
         client = self.node.settings.client
         self.writer.push(self.codec.ping)
+        if not self.transport.info.bidirectional:  # read, never answered
+            self._set_timer("ping", client.ping_interval, self._send_ping)
+            return
         if not self._ping_outstanding:
             self._ping_outstanding = True
             self._set_timer("pong", client.pong_timeout, self._on_no_pong)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import msgspec
 
@@ -18,6 +18,7 @@ from .channel_ops import channel_options
 from .subscribing import Finish, announce, join_channel, ttl_of
 
 if TYPE_CHECKING:
+    from ..contracts import SessionTransport
     from ..session import Session
 
 log = logging.getLogger("trunkline.session")
@@ -90,12 +91,18 @@ async def connect(s: Session, cmd: Command) -> None:
     s.state = State.CONNECTED
     hub.add_connection(s.client_id, s.user, s)
 
+    info = s.transport.info
+    pings = info.ping != "none"
     result = ConnectResult(
         client=s.client_id,
         version=node.version,
-        ping=_ping_seconds(client.ping_interval),
-        pong=client.ping_interval > 0,
+        ping=_ping_seconds(client.ping_interval) if pings else 0,
+        pong=pings and info.bidirectional and client.ping_interval > 0,
     )
+    if info.has_session:  # emulated and unidirectional connections (as Centrifugo)
+        result.session = cast("SessionTransport", s.transport).session
+    if info.emulation:  # /emulation requests must reach this node
+        result.node = node.uid
     if s.expire_at is not None:
         result.expires = True
         result.ttl = ttl_of(s.expire_at, now)

@@ -14,7 +14,7 @@ import msgspec
 
 from ..records import Publication as Record
 from ..records import Undeliverable
-from .messages import ClientInfo, Command, Publication, Push, PushReply, Reply
+from .messages import ClientInfo, Command, ConnectRequest, Publication, Push, PushReply, Reply
 
 
 class ProtocolError(ValueError):
@@ -196,6 +196,74 @@ class JsonShape(ChannelPrefixes):
 
 
 JSON_SHAPE = JsonShape()
+
+
+# ---------------------------------------------------------------- unidirectional JSON
+#
+# Unidirectional transports (uni_websocket, uni_sse, uni_http_stream) carry bare Push
+# objects, no Reply wrapper: first {"connect":{...}}, then {"channel":"c","pub":{...}}…
+# The client sends one bare ConnectRequest and nothing after it; {} is a ping that
+# needs no answer.
+
+_connect_decoder = msgspec.json.Decoder(ConnectRequest)
+
+
+class UniJsonCodec:
+    """The JSON wire of unidirectional transports: a bare ConnectRequest in, bare pushes out."""
+
+    name = "json"
+    separator = b"\n"
+    ping = b"{}"
+
+    def decode_commands(self, frame: bytes) -> list[Command]:
+        """The connect request, as the connect command (id 1) the session runs."""
+        try:
+            frame.decode("utf-8")
+            request = _connect_decoder.decode(frame)
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+            raise ProtocolError(f"malformed connect request: {exc}") from None
+        except RecursionError:
+            raise ProtocolError("malformed connect request: nested too deeply") from None
+        command = Command(id=1, connect=request)
+        if not offsets_fit(command):
+            raise ProtocolError("malformed connect request: offset out of uint64 range")
+        return [command]
+
+    def encode_reply(self, reply: Reply) -> bytes:
+        """Only the connect reply travels, as the ``connect`` push; nothing else has a wire form."""
+        if reply.connect is None:
+            raise ValueError("a unidirectional connection gets no replies but the connect result")
+        return _encoder.encode(Push(connect=reply.connect))
+
+    def encode_push(self, push: Push) -> bytes:
+        return _encoder.encode(push)
+
+    def join(self, messages: list[bytes]) -> bytes:
+        return b"\n".join(messages)
+
+    def publication(self, record: Record) -> msgspec.Raw:
+        return encode_publication(record)
+
+    def client_info(self, info: bytes) -> msgspec.Raw:
+        return msgspec.Raw(info)
+
+
+class UniJsonShape(ChannelPrefixes):
+    """The wire shape of unidirectional JSON subscribers: bare pushes, ``{"channel":…,"pub":…}``."""
+
+    __slots__ = ()
+
+    def _make_prefix(self, channel: str) -> bytes:
+        return b'{"channel":' + _encoder.encode(channel)
+
+    def publication(self, channel: str, record: Record) -> bytes:
+        return self._prefix(channel) + b',"pub":' + _encoder.encode(publication(record)) + b"}"
+
+    def join_leave(self, channel: str, kind: str, info: bytes) -> bytes:
+        return self._prefix(channel) + b',"' + kind.encode() + b'":{"info":' + info + b"}}"
+
+
+UNI_JSON_SHAPE = UniJsonShape()
 
 
 PING_FRAME = b"{}"

@@ -187,6 +187,10 @@ class ConnectResult(Struct, omit_defaults=True):
     subs: dict[str, SubscribeResult] | None = None
     ping: int = 0
     pong: bool = False
+    #: the id an emulated or unidirectional connection is known by (``/emulation`` names it); secret
+    session: str = ""
+    #: the node holding an emulated connection, where its ``/emulation`` requests must go
+    node: str = ""
 
 
 class UnsubscribeResult(Struct):
@@ -290,11 +294,26 @@ class Push(Struct, omit_defaults=True):
     unsubscribe: Unsubscribe | None = None
     message: Message | None = None
     subscribe: Subscribe | None = None
+    #: unidirectional transports only: the connect result, as the first push (Centrifugo's ``Connect``
+    #: message has the same JSON field names as ``ConnectResult``)
+    connect: ConnectResult | None = None
     disconnect: DisconnectPush | None = None
 
 
 class PushReply(Struct):
     push: Push
+
+
+class EmulationRequest(Struct):
+    """The JSON body of ``POST /emulation``: commands for the emulated connection ``session`` on ``node``.
+
+    ``data`` is the connection's encoded commands as a JSON string (centrifuge-js sends
+    ``JSON.stringify({session, node, data})`` with ``data`` its newline-joined commands).
+    """
+
+    session: str = ""
+    node: str = ""
+    data: str = ""
 
 
 EMPTY_RAW = Raw(b"null")
@@ -305,6 +324,7 @@ __all__ = [
     "Command",
     "ConnectRequest",
     "ConnectResult",
+    "EmulationRequest",
     "Error",
     "HistoryRequest",
     "HistoryResult",

@@ -85,6 +85,7 @@ __all__ = [
     "PROTOBUF_SHAPE",
     "ProtobufCodec",
     "ProtobufShape",
+    "decode_emulation_request",
     "encode_client_info",
     "encode_join_leave_push",
     "encode_publication",
@@ -259,7 +260,7 @@ def _subscribe_result_body(r: SubscribeResult) -> bytes:
 
 
 def _connect_result_body(r: ConnectResult) -> bytes:
-    # ConnectResult{client=1, version=2, expires=3, ttl=4, data=5, subs=6, ping=7, pong=8}
+    # ConnectResult{client=1, version=2, expires=3, ttl=4, data=5, subs=6, ping=7, pong=8, session=9, node=10}
     body = (
         _str_field(b"\x0a", r.client)
         + _str_field(b"\x12", r.version)
@@ -271,7 +272,13 @@ def _connect_result_body(r: ConnectResult) -> bytes:
         for key, sub in _sorted_items(r.subs):
             entry = b"\x0a" + uvarint(len(key)) + key + _message_field(b"\x12", _subscribe_result_body(sub))
             body += _message_field(b"\x32", entry)
-    return body + _uint(b"\x38", r.ping) + _flag(b"\x40", r.pong)
+    return (
+        body
+        + _uint(b"\x38", r.ping)
+        + _flag(b"\x40", r.pong)
+        + _str_field(b"\x4a", r.session)
+        + _str_field(b"\x52", r.node)
+    )
 
 
 def _reply_body(reply: Reply) -> bytes:
@@ -908,6 +915,41 @@ def _command(buf: bytes, pos: int, end: int) -> Command:
         name, decode = _REQUESTS[number]
         setattr(command, name, decode(buf, start, stop))
     return command
+
+
+_EMULATION_FIELDS = {1: "node", 2: "session", 3: "data"}
+
+
+def decode_emulation_request(buf: bytes) -> tuple[str, str, bytes]:
+    """``(node, session, data)`` of a binary ``EmulationRequest`` (the body of ``POST /emulation``).
+
+    ``EmulationRequest{node=1, session=2, data=3}``; ``data`` holds the connection's
+    varint-delimited commands. Malformed input raises :class:`ProtocolError`, as for commands.
+    """
+    if type(buf) is not bytes:
+        buf = bytes(buf)
+    node = session = ""
+    data = b""
+    pos, end = 0, len(buf)
+    try:
+        while pos < end:
+            tag = buf[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _read_tag(buf, pos, end, "EmulationRequest")
+            if tag == 0x0A:
+                node, pos = _string(buf, pos, end, "EmulationRequest.node")
+            elif tag == 0x12:
+                session, pos = _string(buf, pos, end, "EmulationRequest.session")
+            elif tag == 0x1A:
+                start, pos = _span(buf, pos, end, "EmulationRequest.data")
+                data = buf[start:pos]
+            else:
+                pos = _other(buf, pos, end, tag, _EMULATION_FIELDS, "EmulationRequest")
+    except UnicodeDecodeError:
+        raise ProtocolError("malformed EmulationRequest: a string is not valid UTF-8") from None
+    return node, session, data
 
 
 class ProtobufCodec:
