@@ -1,4 +1,5 @@
-"""The ``trunkline`` command: ``serve``, ``gentoken``, ``checkconfig``, ``version``.
+"""The ``trunkline`` command: ``serve``, ``genconfig``, ``gentoken``, ``gensubtoken``, ``checktoken``,
+``checkconfig``, ``version``.
 
 The CLI holds no logic: it parses arguments, loads settings through :mod:`trunkline.config`
 and hands them to :func:`trunkline.app.run`. A :class:`~trunkline.errors.ConfigError` from any
@@ -9,9 +10,12 @@ at start) becomes ``error: <setting>: <cause>`` and exit code 1.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import secrets
 import time
 import warnings
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,13 +23,14 @@ import jwt
 
 from trunkline import __version__
 from trunkline.config import Settings, load_settings
-from trunkline.errors import ConfigError, StartupError
+from trunkline.errors import ClientError, ConfigError, Disconnect, StartupError
 
 __all__ = ["main"]
 
 CONFIG_ENV_VAR = "TRUNKLINE_CONFIG"
 EXIT_CONFIG_ERROR = 2
 EXIT_STARTUP_ERROR = 1
+EXIT_BAD_TOKEN = 1
 
 
 class _Group(click.Group):
@@ -116,6 +121,144 @@ def _sign(claims: dict[str, Any], secret: str, ttl: int) -> str:
     for warning in caught:  # e.g. PyJWT's InsecureKeyLengthWarning for a short secret
         click.echo(f"warning: {warning.message}", err=True)
     return token
+
+
+@main.command(short_help="Print a subscription token (HS256 JWT) for one channel.")
+@click.option("--user", "user", required=True, help='User ID (the token\'s sub claim; may be empty: "").')
+@click.option("--channel", "channel", required=True, help="The channel the token grants.")
+@click.option(
+    "--ttl",
+    type=click.IntRange(min=0),
+    default=3600,
+    show_default=True,
+    help="Lifetime in seconds; 0 for a token without expiry.",
+)
+@_config_option
+def gensubtoken(user: str, channel: str, ttl: int, config_path: str | None) -> None:
+    """Print an HS256 subscription token, signed with client.subscription_token.hmac_secret_key when
+    client.subscription_token.enabled is set, else with client.token.hmac_secret_key (as the server
+    verifies it)."""
+    if not channel:
+        raise click.BadParameter("must not be empty", param_hint="'--channel'")
+    settings = load_settings(config_path)
+    sub = settings.client.subscription_token
+    key, secret = (
+        ("client.subscription_token.hmac_secret_key", sub.hmac_secret_key)
+        if sub.enabled
+        else ("client.token.hmac_secret_key", settings.client.token.hmac_secret_key)
+    )
+    if not secret:
+        raise ConfigError(key, "is empty; set it to sign subscription tokens", config_path or "")
+    click.echo(_sign({"sub": user, "channel": channel}, secret, ttl))
+
+
+@main.command(short_help="Verify a token with the configured keys; print its claims.")
+@click.argument("token", metavar="TOKEN")
+@click.option("--subscription", is_flag=True, help="Verify as a subscription token (its keys and claims).")
+@_config_option
+def checktoken(token: str, subscription: bool, config_path: str | None) -> None:
+    """Verify TOKEN as the server would (keys, algorithm, audience, issuer, expiry, claims) and print
+    its claims as JSON. Exit code 1 and one line with the reason when it is not valid."""
+    from trunkline.auth.jwt import TokenVerifier
+
+    settings = load_settings(config_path)
+    client = settings.client
+    use_sub = subscription and client.subscription_token.enabled
+    verifier = TokenVerifier.from_settings(client.subscription_token if use_sub else client.token)
+
+    async def verify() -> None:
+        try:
+            if subscription:
+                await verifier.verify_subscription(token, time.time())
+            else:
+                await verifier.verify_connection(token, time.time())
+        finally:
+            await verifier.close()
+
+    try:
+        asyncio.run(verify())
+    except Disconnect as exc:
+        click.echo(f"error: token: {exc.reason}", err=True)
+        raise SystemExit(EXIT_BAD_TOKEN) from None
+    except ClientError as exc:
+        click.echo(f"error: token: {exc.message}", err=True)
+        raise SystemExit(EXIT_BAD_TOKEN) from None
+    claims = jwt.decode(token, options={"verify_signature": False})
+    click.echo(json.dumps(claims, indent=2, sort_keys=True))
+
+
+_STARTER = """\
+# Trunkline configuration, made by `trunkline genconfig`. Every option: docs/configuration.md.
+# Option names follow Centrifugo v6. Durations are strings such as "25s", "5m".
+# The secrets below are random and new: keep this file private (or move them to
+# TRUNKLINE_CLIENT_TOKEN_HMAC_SECRET_KEY, TRUNKLINE_HTTP_API_KEY, ... environment variables).
+
+[http_server]
+address = "127.0.0.1"     # "0.0.0.0" to listen on every interface
+port = 8000
+
+[client]
+# Pages allowed to open connections (the browser's Origin header); empty: same host only.
+allowed_origins = []
+
+[client.token]
+# Connection tokens (JWT, HS256) are signed by your backend with this secret.
+hmac_secret_key = "{hmac}"
+
+[http_api]
+# The server API (POST /api/<method>) wants this key in X-API-Key.
+key = "{api_key}"
+
+[admin]
+# The live dashboard at /dashboard.
+enabled = false
+password = "{password}"
+secret = "{admin_secret}"
+
+[engine]
+type = "memory"            # "redis" to share channels between several processes or hosts
+# [engine.redis]
+# address = "redis://127.0.0.1:6379"
+
+[log]
+level = "info"
+
+# Channels "chat:<room>": presence, join/leave, 100 messages of history for 5 minutes,
+# recovery after a reconnect, subscribe and publish for every connected client.
+[[channel.namespaces]]
+name = "chat"
+presence = true
+join_leave = true
+history_size = 100
+history_ttl = "300s"
+force_recovery = true
+allow_subscribe_for_client = true
+allow_publish_for_subscriber = true
+allow_presence_for_subscriber = true
+allow_history_for_subscriber = true
+"""
+
+
+@main.command(short_help="Write a commented starter config with fresh random secrets.")
+@click.argument("file", metavar="[FILE]", required=False)
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def genconfig(file: str | None, force: bool) -> None:
+    """Write a starter configuration to FILE (default: print it), with new random secrets."""
+    text = _STARTER.format(
+        hmac=secrets.token_urlsafe(32),
+        api_key=secrets.token_urlsafe(24),
+        password=secrets.token_urlsafe(12),
+        admin_secret=secrets.token_urlsafe(32),
+    )
+    if file is None:
+        click.echo(text, nl=False)
+        return
+    path = Path(file)
+    if path.exists() and not force:
+        raise click.ClickException(f"{file} exists; use --force to overwrite it")
+    path.write_text(text)
+    path.chmod(0o600)
+    click.echo(f"wrote {file}", err=True)
 
 
 @main.command(short_help="Validate a config file; print the effective settings.")
