@@ -23,6 +23,7 @@ import signal
 import ssl
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -33,6 +34,9 @@ from .commands import new_session
 from .config import Settings
 from .errors import StartupError
 from .node import Node
+
+if TYPE_CHECKING:
+    from .mqtt.listener import TcpListener
 from .observe import health
 from .observe.logs import HttpServerLogger
 from .transport.routes import add_http_transport_routes
@@ -84,6 +88,10 @@ def build_app(node: Node, *, with_admin: bool = True) -> web.Application:
     app = web.Application(client_max_size=max(settings.http_api.max_body_size, 1024))
     app[NODE_KEY] = node
     app.router.add_get("/connection/websocket", websocket_handler)
+    if settings.mqtt.websocket.enabled:
+        from .mqtt.listener import websocket_handler as mqtt_websocket_handler
+
+        app.router.add_get(settings.mqtt.websocket.path, mqtt_websocket_handler)
     add_http_transport_routes(app, settings)
     if settings.health.enabled:
         app.router.add_get("/health", health.health)
@@ -146,6 +154,7 @@ class Server:
         self._closed = asyncio.Event()
         self.port = 0
         self.internal_port = 0
+        self.mqtt_listeners: list[TcpListener] = []  # MQTT over TCP / TLS (mqtt.tcp, mqtt.tls)
 
     async def start(self) -> None:
         """Start the node and every listener, or raise :class:`StartupError` having released them all."""
@@ -212,6 +221,11 @@ class Server:
             isite = web.TCPSite(runner, hs.internal_address or hs.address, hs.internal_port)
             await _listen(isite, "http_server.internal_port", hs.internal_address or hs.address, hs.internal_port)
             self.internal_port = _bound_port(isite)
+        from .mqtt.listener import listeners
+
+        for listener in listeners(self.node):
+            await listener.start()
+            self.mqtt_listeners.append(listener)
         scheme = "https" if hs.tls.enabled else "http"
         log.info(
             "trunkline %s listening on %s://%s:%d (engine %s)",
@@ -232,6 +246,8 @@ class Server:
         for runner in self._runners:
             for site in list(runner.sites):
                 await site.stop()
+        for listener in self.mqtt_listeners:
+            await listener.stop()
         await self.node.shutdown(timeout)
         for runner in self._runners:
             await runner.cleanup()

@@ -1,0 +1,174 @@
+"""The MQTT wire shapes: a neutral publication record as an MQTT PUBLISH packet.
+
+One :class:`MqttShape` per distinct way of encoding (protocol version, granted
+QoS, retain-as-published, subscription identifier, no-local owner): the hub
+encodes a publication once per shape present on a channel and hands the same
+bytes to every subscriber of that shape. The topic comes from the channel through
+the :class:`~trunkline.mqtt.topics.TopicMapping`; the payload is the record's data,
+unchanged.
+
+QoS 1 and 2 packets are encoded with packet identifier 1 as a placeholder: each
+session writes its own identifier into its copy (:func:`packet_id_offset` says
+where), so the encoding itself is still shared. QoS 0 bytes go out as they are.
+
+What an MQTT publisher set (QoS, retain flag, MQTT 5 properties) travels with the
+record as :class:`MqttMeta` in ``Publication.meta``; a record from elsewhere (a
+Centrifugo client, the server API) counts as QoS 1 and has no properties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import msgspec
+
+from ..records import Publication, Undeliverable
+from .codec import encode
+from .packets import MQTT_5, NO_PROPERTIES, Properties, Publish
+from .topics import TopicMapping, Unmappable
+
+#: the QoS of a publication that did not come from MQTT (it is kept in history, so at least once)
+DEFAULT_QOS = 1
+PLACEHOLDER_ID = 1
+
+
+class MqttMeta(msgspec.Struct, array_like=True, omit_defaults=True, frozen=True):
+    """What an MQTT publisher set, as it travels with the record."""
+
+    qos: int = 0
+    retain: bool = False
+    payload_format_indicator: int | None = None
+    message_expiry_interval: int | None = None
+    content_type: str | None = None
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    user_properties: tuple[tuple[str, str], ...] = ()
+
+
+_meta_encoder = msgspec.msgpack.Encoder()
+_meta_decoder = msgspec.msgpack.Decoder(MqttMeta)
+
+
+def encode_meta(meta: MqttMeta) -> bytes:
+    return _meta_encoder.encode(meta)
+
+
+def decode_meta(data: bytes | None) -> MqttMeta | None:
+    """The MQTT metadata of a record, or None (not from MQTT, or unreadable)."""
+    if not data:
+        return None
+    try:
+        return _meta_decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+def meta_of(qos: int, retain: bool, props: Properties) -> MqttMeta:
+    return MqttMeta(
+        qos=qos,
+        retain=retain,
+        payload_format_indicator=props.payload_format_indicator,
+        message_expiry_interval=props.message_expiry_interval,
+        content_type=props.content_type,
+        response_topic=props.response_topic,
+        correlation_data=props.correlation_data,
+        user_properties=props.user_properties,
+    )
+
+
+def properties_of(meta: MqttMeta | None, subscription_id: int | None) -> Properties:
+    """The MQTT 5 PUBLISH properties a subscriber gets."""
+    ids = (subscription_id,) if subscription_id else ()
+    if meta is None:
+        return Properties(subscription_identifiers=ids) if ids else NO_PROPERTIES
+    return Properties(
+        payload_format_indicator=meta.payload_format_indicator,
+        message_expiry_interval=meta.message_expiry_interval,
+        content_type=meta.content_type,
+        response_topic=meta.response_topic,
+        correlation_data=meta.correlation_data,
+        user_properties=meta.user_properties,
+        subscription_identifiers=ids,
+    )
+
+
+class TopicCache:
+    """A bounded cache of channel -> topic (the mapping is pure, so entries never go stale)."""
+
+    __slots__ = ("_mapping", "_topics")
+    MAX = 10000
+
+    def __init__(self, mapping: TopicMapping) -> None:
+        self._mapping = mapping
+        self._topics: dict[str, str | None] = {}
+
+    @property
+    def mapping(self) -> TopicMapping:
+        return self._mapping
+
+    def topic(self, channel: str) -> str | None:
+        """The topic of ``channel``, or None when the channel has none."""
+        try:
+            return self._topics[channel]
+        except KeyError:
+            pass
+        try:
+            topic: str | None = self._mapping.to_topic(channel)
+        except (Unmappable, ValueError):
+            topic = None
+        if len(self._topics) >= self.MAX:
+            self._topics.clear()
+        self._topics[channel] = topic
+        return topic
+
+
+@dataclass(frozen=True, slots=True)
+class MqttShape:
+    """Encodes publications for MQTT subscribers that share these options."""
+
+    topics: TopicCache = field(compare=True, hash=True)
+    version: int
+    qos: int = 0  # the QoS granted to the subscription (the maximum it receives)
+    retain_as_published: bool = False
+    subscription_id: int | None = None
+    #: the connection whose own publications this shape leaves out (MQTT 5 no-local): encoded as b""
+    no_local: str | None = None
+
+    def publication(self, channel: str, pub: Publication) -> bytes:
+        if self.no_local is not None and pub.info is not None and pub.info.client == self.no_local:
+            return b""
+        topic = self.topics.topic(channel)
+        if topic is None:
+            raise Undeliverable("the channel has no MQTT topic")
+        meta = decode_meta(pub.meta)
+        qos = min(self.qos, meta.qos if meta is not None else DEFAULT_QOS)
+        retain = self.retain_as_published and meta is not None and meta.retain
+        props = properties_of(meta, self.subscription_id) if self.version == MQTT_5 else NO_PROPERTIES
+        return encode(
+            Publish(topic, pub.data, qos, retain, False, PLACEHOLDER_ID if qos else None, props), self.version
+        )
+
+    def join_leave(self, channel: str, kind: str, info: bytes) -> bytes:
+        return b""  # MQTT has no join/leave messages (MQTT sessions never ask for them)
+
+
+def packet_qos(data: bytes) -> int:
+    """The QoS of an encoded PUBLISH."""
+    return (data[0] >> 1) & 3
+
+
+def packet_id_offset(data: bytes) -> int:
+    """Where the packet identifier of an encoded QoS 1/2 PUBLISH starts."""
+    pos = 1
+    while data[pos] & 0x80:
+        pos += 1
+    pos += 1
+    topic_length = (data[pos] << 8) | data[pos + 1]
+    return pos + 2 + topic_length
+
+
+def with_packet_id(data: bytes, packet_id: int, dup: bool = False) -> bytes:
+    """A copy of an encoded QoS 1/2 PUBLISH with ``packet_id`` (and the DUP flag)."""
+    at = packet_id_offset(data)
+    first = data[0] | 0x08 if dup else data[0]
+    return bytes((first,)) + data[1:at] + packet_id.to_bytes(2, "big") + data[at + 2 :]
