@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
+import ipaddress
 import json
 import os
 import re
@@ -30,8 +31,9 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from trunkline.compat import SPELLINGS, unsupported
 from trunkline.durations import parse_duration
-from trunkline.errors import ConfigError
+from trunkline.errors import ConfigError, ConfigErrors
 
 __all__ = [
     "ENV_PREFIX",
@@ -84,6 +86,8 @@ class HttpServer:
     internal_address: str = ""
     internal_port: int = 0  # 0: no separate internal listener
     tls: Tls = field(default_factory=Tls)
+    # Peers (addresses or CIDR networks) whose X-Forwarded-For / X-Real-IP / X-Forwarded-Proto are believed.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -717,20 +721,41 @@ def _convert_section(cls: type, value: object, key: str, where: _Sources) -> Any
         raise ConfigError(key or "(top level)", f"expected a table, got {_describe(value)}", where(key))
     fields = _schema(cls)
     kwargs: dict[str, Any] = {}
+    errors: list[ConfigError] = []  # every bad key of the section (and below), not just the first
     for name, item in value.items():
         sub = _join(key, str(name))
-        if name not in fields:
-            raise ConfigError(sub, _unknown("key", str(name), fields, key), where(sub))
-        kwargs[name] = _convert(fields[name], item, sub, where)
+        try:
+            if name not in fields:
+                raise ConfigError(sub, _unknown("key", str(name), fields, key), where(sub))
+            kwargs[name] = _convert(fields[name], _respell(sub, item), sub, where)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+        except ConfigError as exc:
+            errors.append(exc)
     for f in dataclasses.fields(cls):
         required = f.init and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and f.name not in kwargs:
+        if required and f.name not in kwargs and not any(e.key.startswith(_join(key, f.name)) for e in errors):
             sub = _join(key, f.name)
-            raise ConfigError(sub, "is required", where(key))
+            errors.append(ConfigError(sub, "is required", where(key)))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ConfigErrors(errors)
     return cls(**kwargs)
 
 
+def _respell(key: str, value: object) -> object:
+    """Centrifugo's spelling of a value where it differs from ours only in spelling (``warn``)."""
+    spellings = SPELLINGS.get(key)
+    if spellings is not None and isinstance(value, str):
+        return spellings.get(value, value)
+    return value
+
+
 def _unknown(what: str, name: str, fields: Mapping[str, Any], section: str) -> str:
+    feature = unsupported(_join(section, name))
+    if feature is not None:
+        return f"not supported by Trunkline ({feature}); see docs/migrating-from-centrifugo.md"
     close = difflib.get_close_matches(name, list(fields), n=1)
     hint = f"; did you mean {_join(section, close[0])!r}?" if close else ""
     return f"unknown {what}{hint}"
@@ -793,6 +818,11 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
         missing = [name for name in ("cert_pem_file", "key_pem_file") if not getattr(tls, name)]
         if missing:
             fail("http_server.tls.enabled", f"TLS needs {' and '.join('http_server.tls.' + m for m in missing)}")
+    for i, network in enumerate(s.http_server.trusted_proxies):
+        try:
+            ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError:
+            fail(f"http_server.trusted_proxies[{i}]", f"must be an IP address or CIDR network, got {network!r}")
 
     client = s.client
     if client.ping_interval > 0 and client.pong_timeout >= client.ping_interval:
