@@ -99,6 +99,9 @@ class Paho:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()
 
 
 async def get(q: queue.Queue[Any], timeout: float = 5.0) -> Any:
