@@ -23,7 +23,7 @@ import jwt
 
 from trunkline import __version__
 from trunkline.config import Settings, load_settings
-from trunkline.errors import ClientError, ConfigError, Disconnect, StartupError
+from trunkline.errors import ClientError, ConfigError, ConfigErrors, Disconnect, StartupError
 
 __all__ = ["main"]
 
@@ -39,6 +39,10 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ConfigErrors as exc:
+            for error in exc.errors:
+                click.echo(f"error: {error}", err=True)
+            ctx.exit(EXIT_CONFIG_ERROR)
         except ConfigError as exc:
             click.echo(f"error: {exc}", err=True)
             ctx.exit(EXIT_CONFIG_ERROR)

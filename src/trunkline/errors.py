@@ -4,6 +4,7 @@
 
     TrunklineError
     ├── ConfigError              a setting is missing or invalid (names key and file)
+    │   └── ConfigErrors         several of them, found in one pass
     ├── StartupError             the server cannot start as configured (names the setting)
     ├── ClientError              a reply error: {"code": N, "message": "..."}; the connection stays
     └── Disconnect               the connection is closed with a close code and reason
@@ -37,6 +38,17 @@ class ConfigError(TrunklineError):
         self.source = source
         where = f" in {source}" if source else ""
         super().__init__(f"{key}: {message}{where}")
+
+
+class ConfigErrors(ConfigError):
+    """Several configuration errors found in one pass; ``errors`` lists each (the first is this one)."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        first = errors[0]
+        super().__init__(first.key, first.message, first.source)
+        self.errors = errors
+        more = len(errors) - 1
+        self.args = (f"{first} (and {more} more error{'s' if more > 1 else ''})",)
 
 
 class StartupError(TrunklineError):

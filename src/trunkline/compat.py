@@ -1,0 +1,64 @@
+"""Centrifugo v6 configuration that Trunkline does not implement, by key, with the feature's name.
+
+Trunkline reads Centrifugo's option names, so a Centrifugo config mostly carries over. A key listed
+here is a real Centrifugo option: the config loader answers "not supported by Trunkline (<feature>)"
+instead of "unknown key", and ``docs/migrating-from-centrifugo.md`` lists the same entries (a test
+keeps the two in step). A key under a listed section is covered by the section's entry.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+UNSUPPORTED: Final[dict[str, str]] = {
+    # top-level sections
+    "broker": "separate broker selection (use engine.type)",
+    "presence_manager": "separate presence manager selection (use engine.type)",
+    "map_broker": "map subscriptions",
+    "rpc": "RPC namespaces and RPC proxy (use the on_rpc hook)",
+    "proxies": "named proxies to the application backend",
+    "grpc_api": "the gRPC server API",
+    "consumers": "Kafka / PostgreSQL outbox consumers",
+    "webtransport": "the WebTransport transport",
+    "uni_grpc": "the unidirectional gRPC transport",
+    "swagger": "Swagger UI for the server API",
+    "debug": "Go profiling endpoints",
+    "dev": "the development page",
+    "init": "the connection init endpoint",
+    "opentelemetry": "OpenTelemetry tracing",
+    "graphite": "Graphite metrics export (use Prometheus)",
+    "usage_stats": "usage statistics",
+    "pid_file": "a PID file (use your process manager)",
+    "enable_unreleased_features": "unreleased features",
+    # keys inside sections Trunkline has
+    "http_server.tls_autocert": "automatic TLS certificates (ACME)",
+    "http_server.http3": "HTTP/3",
+    "http_server.tls_external": "TLS for external endpoints only",
+    "log.file": "logging to a file (logs go to stderr)",
+    "client.proxy": "connect and refresh proxies to the application backend",
+    "client.connect_proxy_name": "the connect proxy",
+    "client.refresh_proxy_name": "the refresh proxy",
+    "client.connect_code_to_unidirectional_disconnect": "custom unidirectional disconnect codes",
+    "channel.proxy": "subscribe and publish proxies to the application backend",
+    "engine.redis.cluster_address": "Redis Cluster",
+    "engine.redis.sentinel_address": "Redis Sentinel",
+    "engine.redis.sentinel_master_name": "Redis Sentinel",
+    "admin.external": "serving the admin UI on the external port only (use http_server.internal_port)",
+    "http_api.external": "serving the API on the external port only (use http_server.internal_port)",
+    "prometheus.instrument_http_handlers": "per-handler HTTP instrumentation",
+}
+
+#: Centrifugo spellings that mean the same as Trunkline's, by key: {value as Centrifugo writes it: ours}.
+SPELLINGS: Final[dict[str, dict[str, str]]] = {
+    "log.level": {"warn": "warning"},
+}
+
+
+def unsupported(key: str) -> str | None:
+    """The feature name if ``key`` (dotted) or a section above it is a Centrifugo option Trunkline lacks."""
+    parts = key.split(".")
+    for end in range(len(parts), 0, -1):
+        feature = UNSUPPORTED.get(".".join(parts[:end]))
+        if feature is not None:
+            return feature
+    return None
