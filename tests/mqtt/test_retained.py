@@ -293,11 +293,29 @@ def test_remaining_expiry_and_record_round_trip() -> None:
     assert decode_message(encode_message(FULL)) == FULL
 
 
-def test_limits_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="at least 1"):
-        RetainedLimits(max_count=0)
-    with pytest.raises(ValueError, match="at least 1"):
-        RetainedLimits(max_bytes=0)
+def test_limits_must_not_be_negative() -> None:
+    for field in ("max_count", "max_bytes", "max_payload_size"):
+        with pytest.raises(ValueError, match="0 \\(no limit\\) or more"):
+            RetainedLimits(**{field: -1})
+
+
+async def test_payload_limit(make_store: Factory) -> None:
+    store = await make_store(RetainedLimits(max_payload_size=4))
+    await store.set("t", msg(b"1234"))
+    with pytest.raises(RetainedFull, match="5 bytes, more than 4") as info:
+        await store.set("t", msg(b"12345"))
+    assert info.value.limit == "payload"
+    assert await store.get("t") == msg(b"1234")
+    await store.set("t", msg(b""))  # deleting is never refused
+    assert await store.get("t") is None
+
+
+async def test_zero_means_no_limit(make_store: Factory) -> None:
+    store = await make_store(RetainedLimits(max_count=0, max_bytes=0))
+    for i in range(50):
+        await store.set(f"n/{i}", msg(b"x" * 100))
+    assert (await store.stats())[0] == 50
+    assert len(await store.matching("n/+")) == 50
 
 
 # --- Redis only ------------------------------------------------------------------

@@ -22,10 +22,11 @@ on both):
   with the publishing and reading nodes' clocks.
 
 Both are bounded by ``max_count`` messages and ``max_bytes`` (topic and encoded
-record, UTF-8 bytes). When a new topic or a bigger message would pass a bound,
-expired messages are dropped first; if that is not enough the set is refused with
-:class:`RetainedFull` and nothing stored is evicted (EMQX's policy: the session
-answers 0x97 quota exceeded). Replacing a topic's message by one that fits, and
+record, UTF-8 bytes), and one payload by ``max_payload_size`` (0: no bound). When
+a new topic or a bigger message would pass a bound, expired messages are dropped
+first; if that is not enough the set is refused with :class:`RetainedFull` and
+nothing stored is evicted (EMQX's policy: the session answers 0x97 quota exceeded,
+or delivers the message without retaining it). Replacing a topic's message by one that fits, and
 deleting, always work. Time comes from an injectable :class:`~trunkline.clock.Clock`.
 """
 
@@ -104,14 +105,25 @@ class RetainedFull(TrunklineError):
 
 @dataclass(frozen=True, slots=True)
 class RetainedLimits:
-    """Bounds of a store (``mqtt.retained.*`` in the config); both at least 1."""
+    """Bounds of a store (``mqtt.retained.*`` in the config); 0 turns one off.
+
+    ``max_count`` messages, ``max_bytes`` of all of them together (topic and
+    encoded record), ``max_payload_size`` bytes of one payload.
+    """
 
     max_count: int = 100_000
     max_bytes: int = 64 * 1024 * 1024
+    max_payload_size: int = 0
 
     def __post_init__(self) -> None:
-        if self.max_count < 1 or self.max_bytes < 1:
-            raise ValueError("retained limits must be at least 1")
+        if self.max_count < 0 or self.max_bytes < 0 or self.max_payload_size < 0:
+            raise ValueError("retained limits must be 0 (no limit) or more")
+
+    def check_payload(self, payload: bytes) -> None:
+        if self.max_payload_size and len(payload) > self.max_payload_size:
+            raise RetainedFull(
+                "payload", f"retained payload is {len(payload)} bytes, more than {self.max_payload_size}"
+            )
 
 
 class RetainedStore(Protocol):
@@ -151,9 +163,9 @@ def stored_size(topic: str, record: bytes) -> int:
 
 
 def _full(limits: RetainedLimits, count: int, size: int, *, new: bool, grows: int) -> RetainedFull | None:
-    if new and count >= limits.max_count:
+    if new and limits.max_count and count >= limits.max_count:
         return RetainedFull("count", f"retained message store is full ({limits.max_count} messages)")
-    if grows > 0 and size + grows > limits.max_bytes:
+    if grows > 0 and limits.max_bytes and size + grows > limits.max_bytes:
         return RetainedFull("bytes", f"retained message store is full ({limits.max_bytes} bytes)")
     return None
 
@@ -202,6 +214,7 @@ class MemoryRetained:
         if not message.payload:
             self._remove(topic)
             return
+        self._limits.check_payload(message.payload)
         size = stored_size(topic, encode_message(message))
         node = self._find(topic)
         old = node.entry if node is not None else None
@@ -381,9 +394,9 @@ local function check()
   local exists = redis.call('HEXISTS', data, topic) == 1
   local old = 0
   if exists then old = redis.call('HSTRLEN', data, topic) + string.len(topic) end
-  if not exists and redis.call('ZCARD', index) >= max_count then return -1, old end
+  if not exists and max_count > 0 and redis.call('ZCARD', index) >= max_count then return -1, old end
   local stored = tonumber(redis.call('GET', bytes) or '0')
-  if size > old and stored + size - old > max_bytes then return -2, old end
+  if size > old and max_bytes > 0 and stored + size - old > max_bytes then return -2, old end
   return 0, old
 end
 
@@ -489,6 +502,7 @@ class RedisRetained:
             raise RedisUnavailable(f"redis {what} failed: {exc!r}") from exc
 
     async def set(self, topic: str, message: RetainedMessage) -> None:
+        self._limits.check_payload(message.payload)
         record = encode_message(message) if message.payload else b""
         # rounded up: Redis drops a message only once it has expired by the exact deadline too
         deadline = max(1, math.ceil(message.expires_at * 1000)) if message.expires_at is not None else 0
@@ -547,8 +561,8 @@ class RedisRetained:
     async def _range(self, low: bytes, high: bytes) -> list[str]:
         """Topics of the index in [low, high), a page at a time (bounded by the store's count limit)."""
         topics: list[str] = []
-        pages = self._limits.max_count // self.page + 2
-        for _ in range(pages):
+        count = self._limits.max_count or await self._run("retained count", self._client.zcard(self._keys[1]))
+        for _ in range(int(count) // self.page + 2):
             batch: list[bytes] = await self._run(
                 "retained index",
                 self._client.zrangebylex(self._keys[1], low, high, start=0, num=self.page),
