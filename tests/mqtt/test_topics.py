@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+from pathlib import Path
 
 import pytest
 from hypothesis import assume, given, settings
@@ -333,3 +334,15 @@ def test_filter_scope_covers_every_matching_topic(levels: list[str], hashed: boo
             assert scope.reaches(rules.namespace_of(channel)), (topic_filter, candidate, channel, scope)
             if scope.channel is not None:
                 assert channel == scope.channel
+
+
+def test_the_table_in_docs_mqtt_md_is_true() -> None:
+    """Every row of the example table in docs/mqtt.md is what the mapping does."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "mqtt.md").read_text()
+    rows = re.findall(r"^\| `([^`]+)` \| `([^`]+)`[^|]*\| ([^|]+) \|$", doc, re.MULTILINE)
+    assert len(rows) >= 10
+    for topic, channel, namespace in rows:
+        assert DEFAULT.to_channel(topic) == channel, topic
+        assert DEFAULT.to_topic(channel) == topic, channel
+        expected = "" if namespace.strip() == "none" else namespace.strip().split("`")[1]
+        assert DEFAULT.namespace_of(topic) == expected, topic
