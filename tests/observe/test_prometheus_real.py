@@ -376,6 +376,12 @@ async def test_dashboard_and_alerts_against_real_prometheus(
             ):
                 assert await prom.query(http, expr), expr
             assert not await prom.query(http, '{__name__=~".+_created"}'), "no *_created series"
+            # every Trunkline metric Prometheus stored is described in docs/monitoring/README.md
+            names = (await prom.get(http, "/api/v1/label/__name__/values"))["data"]
+            readme = (MONITORING / "README.md").read_text()
+            stored = {re.sub(r"_(bucket|sum|count)$", "", n) for n in names if n.startswith("trunkline_")}
+            assert len(stored) >= 25
+            assert sorted(n for n in stored if f"`{n}" not in readme) == []
 
             # every alerting rule: loaded, evaluated by Prometheus without error, and answers a query
             for _, expr in alerts:
