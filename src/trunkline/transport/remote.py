@@ -17,14 +17,19 @@ from __future__ import annotations
 import functools
 import ipaddress
 from collections.abc import Sequence
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = [
     "Networks",
     "client_address",
+    "client_ip",
     "forwarded_https",
+    "is_https",
     "parse_address",
     "parse_networks",
     "request_client",
@@ -139,3 +144,13 @@ def request_is_https(request: web.BaseRequest, trusted_proxies: tuple[str, ...])
         return False
     proto = request.headers.getall("X-Forwarded-Proto", ())
     return forwarded_https(request.remote or "", proto, parse_networks(trusted_proxies))
+
+
+def client_ip(request: web.BaseRequest, settings: Settings) -> str:
+    """The client address of ``request`` under ``settings.http_server.trusted_proxies`` (for call sites)."""
+    return request_client(request, settings.http_server.trusted_proxies)
+
+
+def is_https(request: web.BaseRequest, settings: Settings) -> bool:
+    """Whether ``request`` came over HTTPS under ``settings.http_server.trusted_proxies`` (for call sites)."""
+    return request_is_https(request, settings.http_server.trusted_proxies)
