@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 from ..appkeys import NODE_KEY
 from ..contracts import TransportInfo
 from ..transport.admission import connection_counter, open_connections, refuse
+from ..transport.remote import client_ip
 from ..transport.websocket import WebSocketTransport
 from .session import new_mqtt_session
 
@@ -49,7 +50,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     counter.value += 1
     try:
         await ws.prepare(request)
-        session = new_mqtt_session(node, WebSocketTransport(ws, request, WS_INFO), request.remote or "")
+        session = new_mqtt_session(node, WebSocketTransport(ws, request, WS_INFO), client_ip(request, node.settings))
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.BINARY:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from .remote import client_ip
+
 if TYPE_CHECKING:
     from ..node import Node
 
@@ -129,10 +131,12 @@ def refuse(request: web.Request, node: Node, kind: str) -> web.Response | None:
         return _refuse(503, "server is shutting down")
     origin = request.headers.get("Origin")
     if not origin_allowed(origin, request.host, node.settings.client.allowed_origins):
-        log.info("refused %s from %s: origin %r not allowed", kind, request.remote, _clip(origin or ""))
+        log.info(
+            "refused %s from %s: origin %r not allowed", kind, client_ip(request, node.settings), _clip(origin or "")
+        )
         return _refuse(403, "origin not allowed")
     limit = node.settings.client.connection_limit
     if limit and (open_connections(node) >= limit or node.hub.num_clients >= limit):
-        log.info("refused %s from %s: connection limit %d reached", kind, request.remote, limit)
+        log.info("refused %s from %s: connection limit %d reached", kind, client_ip(request, node.settings), limit)
         return _refuse(503, "connection limit reached")
     return None

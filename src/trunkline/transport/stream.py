@@ -34,6 +34,7 @@ from aiohttp.streams import StreamReader
 
 from .admission import connection_counter
 from .http_body import STREAM_HEADERS, cors_headers
+from .remote import client_ip
 
 if TYPE_CHECKING:
     from ..contracts import Connection, TransportInfo
@@ -129,7 +130,7 @@ async def serve_stream(
         if preamble:
             await response.write(preamble)
         transport = StreamTransport(request, response, info, frame)
-        session = node.new_session(transport, remote=request.remote or "", headers=dict(request.headers))
+        session = node.new_session(transport, remote=client_ip(request, node.settings), headers=dict(request.headers))
         undo = on_session(transport, session) if on_session is not None else None
         gone = peer_gone(request)
         try:

@@ -35,6 +35,7 @@ from ..contracts import TransportInfo
 from ..protocol.codec import ProtocolError, UniJsonCodec
 from .admission import connection_counter, refuse
 from .http_body import error, preflight, read_body
+from .remote import client_ip
 from .sse import CONNECT_PARAM, EVENT_STREAM, sse_events
 from .stream import serve_stream
 from .websocket import WebSocketTransport, _WebSocketResponse
@@ -153,7 +154,7 @@ async def uni_websocket_handler(request: web.Request) -> web.StreamResponse:
     try:
         await ws.prepare(request)
         transport = UniWebSocketTransport(ws, request, join=settings.join_push_messages, session=str(uuid.uuid4()))
-        session = node.new_session(transport, remote=request.remote or "", headers=dict(request.headers))
+        session = node.new_session(transport, remote=client_ip(request, node.settings), headers=dict(request.headers))
         try:
             connected = bool(query_connect)
             if connected:

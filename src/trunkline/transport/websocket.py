@@ -26,6 +26,7 @@ from .. import errors as E
 from ..appkeys import NODE_KEY
 from ..contracts import TransportInfo
 from .admission import connection_counter, open_connections, refuse
+from .remote import client_ip
 
 #: The open-connection count of a node (every transport counts; kept under this name for callers).
 open_websockets = open_connections
@@ -241,7 +242,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         protobuf = ws.ws_protocol == "centrifuge-protobuf" or _wants_protobuf(request)
         transport = WebSocketTransport(ws, request, _PROTOBUF if protobuf else _JSON)
-        session = node.new_session(transport, remote=request.remote or "", headers=dict(request.headers))
+        session = node.new_session(transport, remote=client_ip(request, settings), headers=dict(request.headers))
         try:
             async for msg in ws:
                 if msg.type is WSMsgType.TEXT:
