@@ -11,10 +11,12 @@ from typing import Any
 
 import aiohttp
 from cent import AsyncClient, BatchRequest, PublishRequest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.conftest import API_KEY, Running
 from tests.observe import scrape, total, value
-from trunkline.observe.metrics import API_METHODS
+from trunkline.observe.metrics import API_METHODS, Metrics
 
 HEADERS = {"X-API-Key": API_KEY}
 
@@ -98,3 +100,22 @@ async def test_no_created_series(start_server: Callable[..., Any]) -> None:
             text = await resp.text()
     assert "trunkline_connects_total" in text and "trunkline_api_requests_total" in text
     assert "_created" not in text
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    names=st.lists(st.text(min_size=0, max_size=80), min_size=1, max_size=20),
+    results=st.lists(st.sampled_from(["ok", "100", "102", "104", "107", "401", "405"]), min_size=1, max_size=20),
+    status=st.sampled_from([200, 400, 401, 404, 405, 413, 500]),
+)
+def test_method_label_is_bounded_whatever_the_path_names(names: list[str], results: list[str], status: int) -> None:
+    metrics = Metrics()
+    for name, result in zip(names, results * len(names), strict=False):
+        metrics.api_request(name, result, status, 0.001)
+        metrics.api_command(name, result)
+    for vec in (metrics.api_requests, metrics.api_commands):
+        assert {key[0] for key in vec.values} <= API_METHODS | {"unknown"}
+    assert all(key[2] == f"{status // 100}xx" for key in metrics.api_requests.values)
+    known = [n for n in names if n in API_METHODS]
+    assert metrics.api_request_seconds.count("unknown") == len(names) - len(known)
+    assert metrics.api_commands.total() == len(names)
