@@ -197,6 +197,17 @@ class UniHttpStream:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Poll:
+    """``GET /connection/poll``: a channel's history stream by offset over plain HTTP (off by default)."""
+
+    enabled: bool = False
+    handler_prefix: str = "/connection/poll"
+    max_wait: float = 30.0  # longest long poll (``wait=``); a longer wait is cut to this; 0: short polls only
+    max_limit: int = 1000  # most publications in one answer (``limit=`` is cut to this)
+    max_waiting: int = 10000  # long polls held open at once on this node; more get 503
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HttpApi:
     key: str = ""
     insecure: bool = False
@@ -386,6 +397,7 @@ class Settings:
     uni_websocket: UniWebSocket = field(default_factory=UniWebSocket)
     uni_sse: UniSse = field(default_factory=UniSse)
     uni_http_stream: UniHttpStream = field(default_factory=UniHttpStream)
+    poll: Poll = field(default_factory=Poll)
     http_api: HttpApi = field(default_factory=HttpApi)
     channel: Channel = field(default_factory=Channel)
     engine: Engine = field(default_factory=Engine)
@@ -836,6 +848,11 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
             fail(f"client.{section}.jwks_public_endpoint", "must be an http:// or https:// URL")
 
     _validate_transports(s, fail)
+    if s.poll.max_wait < 0:
+        fail("poll.max_wait", "must be 0 or more (seconds)")
+    for name in ("max_limit", "max_waiting"):
+        if getattr(s.poll, name) < 1:
+            fail(f"poll.{name}", "must be at least 1")
 
     choice("http_api.error_mode", s.http_api.error_mode, _ERROR_MODES)
     if not s.http_api.handler_prefix.startswith("/"):
@@ -930,7 +947,7 @@ def _validate_mqtt(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> 
         fail("mqtt.topic_mapping.prefix", f"no namespace named {m.topic_mapping.prefix!r}")
 
 
-_HTTP_TRANSPORTS: Final = ("http_stream", "sse", "emulation", "uni_websocket", "uni_sse", "uni_http_stream")
+_HTTP_TRANSPORTS: Final = ("http_stream", "sse", "emulation", "uni_websocket", "uni_sse", "uni_http_stream", "poll")
 
 
 def _validate_transports(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
