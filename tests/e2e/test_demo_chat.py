@@ -360,8 +360,6 @@ async def test_reconnects_after_server_restart(browser: Browser, demo_server: Pr
 # enables http_stream and sse, so ``make run`` offers them.
 
 DEFAULT_TRANSPORTS = "websocket,http_stream,sse"
-# The server side of issue 11 is being built; lifted when http_stream and sse land.
-needs_http_transports = pytest.mark.xfail(strict=True, reason="issue 11: http_stream/sse endpoints not landed yet")
 
 
 async def chat_both_ways(first: Chat, second: Chat) -> None:
@@ -401,10 +399,10 @@ async def test_selector_defaults_to_websocket_with_http_fallbacks(browser: Brows
     assert ("POST", "/emulation") not in alice.requests
 
 
-@needs_http_transports
 @pytest.mark.browser
 @pytest.mark.parametrize(
-    ("transport", "endpoint"), [("http_stream", "/connection/http_stream"), ("sse", "/connection/sse")]
+    ("transport", "endpoint"),
+    [("http_stream", "/connection/http_stream"), ("sse", "/connection/sse")],
 )
 async def test_selector_picks_an_http_transport(
     browser: Browser, demo_server: Process, transport: str, endpoint: str
@@ -418,7 +416,6 @@ async def test_selector_picks_an_http_transport(
     emulated(alice, endpoint)
 
 
-@needs_http_transports
 @pytest.mark.browser
 async def test_transports_query_preselects_a_list(browser: Browser, demo_server: Process) -> None:
     alice = await Chat.join(browser, demo_server, "Alice", query="?transports=sse,bogus,http_stream")
@@ -429,7 +426,6 @@ async def test_transports_query_preselects_a_list(browser: Browser, demo_server:
     emulated(alice, "/connection/sse")
 
 
-@needs_http_transports
 @pytest.mark.browser
 async def test_default_falls_back_when_a_proxy_blocks_websocket(browser: Browser, demo_server: Process) -> None:
     """Alice's network refuses WebSocket upgrades; the default selection moves on to http_stream."""

@@ -43,10 +43,6 @@ VENDOR = ROOT / "src" / "trunkline" / "web" / "static" / "vendor"
 JSON_BUNDLE = "/static/vendor/centrifuge.js"
 PROTOBUF_BUNDLE = "/static/vendor/centrifuge.protobuf.js"
 TRANSPORTS = ("websocket", "http_stream", "sse")
-# The server side of issue 11 lands piece by piece; these marks go as the endpoints arrive.
-SSE_PENDING = pytest.mark.xfail(strict=True, reason="issue 11: GET|POST /connection/sse not landed yet")
-UNI_SSE_PENDING = pytest.mark.xfail(strict=True, reason="issue 11: /connection/uni_sse not landed yet")
-TRANSPORT_PARAMS = [pytest.param(t, marks=SSE_PENDING) if t == "sse" else t for t in TRANSPORTS]
 ENDPOINTS = {
     "websocket": "/connection/websocket",
     "http_stream": "/connection/http_stream",
@@ -229,7 +225,7 @@ def assert_transport_used(b: Browsed, transport: str, srv: Running, *, protobuf:
 
 
 @pytest.mark.browser
-@pytest.mark.parametrize("transport", TRANSPORT_PARAMS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_sdk_over_transport(browser: Browser, srv: Running, api: AsyncClient, transport: str) -> None:
     channel = f"room-{transport}"
     b = await open_page(browser, srv)
@@ -292,7 +288,7 @@ CUTS: dict[str, Callable[[Running, AsyncClient], Any]] = {"api-disconnect": cut_
 
 @pytest.mark.browser
 @pytest.mark.parametrize("cut", CUTS)
-@pytest.mark.parametrize("transport", TRANSPORT_PARAMS)
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_recovery_after_the_stream_is_cut(
     browser: Browser, srv: Running, api: AsyncClient, transport: str, cut: str
 ) -> None:
@@ -464,7 +460,6 @@ es.start = token => {
 """
 
 
-@UNI_SSE_PENDING
 @pytest.mark.browser
 async def test_plain_event_source_on_uni_sse(browser: Browser, srv: Running, api: AsyncClient) -> None:
     b = await open_page(browser, srv, html=EVENT_SOURCE_PAGE)

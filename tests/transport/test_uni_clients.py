@@ -37,9 +37,6 @@ UNI: dict[str, Any] = {
     "uni_websocket": {"enabled": True},
 }
 
-# The server side of issue 11 (config keys and endpoints) is being built; lifted when it lands.
-pytestmark = pytest.mark.xfail(strict=True, reason="issue 11: unidirectional endpoints not landed yet")
-
 
 @pytest.fixture
 async def srv(start_server: Callable[..., Any]) -> Running:
@@ -153,12 +150,13 @@ def without_pings(pushes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 async def read_pubs(read: Callable[[int], Any], count: int) -> list[dict[str, Any]]:
-    """Read until ``count`` publication pushes are in (pings, ``{}``, need no answer: skipped)."""
+    """Read until ``count`` publication pushes are in; pings (``{}``, needing no answer) are dropped,
+    other pushes (the channel's join/leave) kept."""
     got: list[dict[str, Any]] = []
-    for _ in range(count + 10):  # a few pings at most
-        got += without_pings(await read(1))
-        if len(got) >= count:
+    for _ in range(count + 20):  # a few pings and join/leave pushes at most
+        if len(publications(got)) >= count:
             break
+        got += without_pings(await read(1))
     return got
 
 
