@@ -359,8 +359,12 @@ async def test_dashboard_and_alerts_against_real_prometheus(
             # the panel variable lists this node; the target is scraped
             instances = await prom.get(http, "/api/v1/label/instance/values", **{"match[]": "trunkline_build_info"})
             assert target in instances["data"]
-            targets = (await prom.get(http, "/api/v1/targets"))["data"]["activeTargets"]
-            assert [(t["labels"]["instance"], t["health"]) for t in targets] == [(target, "up")]
+
+            async def scraped() -> bool:  # polled: one scrape of a loaded machine may pass the 1 s timeout
+                targets = (await prom.get(http, "/api/v1/targets"))["data"]["activeTargets"]
+                return [(t["labels"]["instance"], t["health"]) for t in targets] == [(target, "up")]
+
+            await eventually(scraped, timeout=10, interval=0.5)
 
             # what the traffic did shows in Prometheus, not only somewhere
             for expr in (
