@@ -41,6 +41,7 @@ from aiohttp import web
 from jwt.utils import base64url_encode
 
 from ..appkeys import NODE_KEY
+from ..transport.remote import is_https
 from . import stats
 
 if TYPE_CHECKING:
@@ -261,7 +262,7 @@ def _logged_in(request: web.Request, as_json: bool, settings: Settings) -> web.S
             path=COOKIE_PATH,
             httponly=True,
             samesite="Strict",
-            secure=request.secure,
+            secure=is_https(request, settings),
         )
     return response
 
