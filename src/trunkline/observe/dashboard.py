@@ -41,7 +41,7 @@ from aiohttp import web
 from jwt.utils import base64url_encode
 
 from ..appkeys import NODE_KEY
-from ..transport.remote import is_https
+from ..transport.remote import client_ip, is_https
 from . import stats
 
 if TYPE_CHECKING:
@@ -92,6 +92,10 @@ async def _start_stats(app: web.Application) -> None:
 
 def _node(app: web.Application) -> Node:
     return app[NODE_KEY]
+
+
+def _client(request: web.Request) -> str:
+    return client_ip(request, _node(request.app).settings)
 
 
 # ---------------------------------------------------------------------------------- sessions
@@ -145,11 +149,11 @@ def _password_ok(settings: Settings, given: str) -> bool:
 def _limited(request: web.Request) -> bool:
     failures = request.app[_FAILURES]
     now = time.monotonic()
-    recent = [t for t in failures.get(request.remote or "", ()) if now - t < LOGIN_WINDOW]
+    recent = [t for t in failures.get(_client(request), ()) if now - t < LOGIN_WINDOW]
     if recent:
-        failures[request.remote or ""] = recent
+        failures[_client(request)] = recent
     else:
-        failures.pop(request.remote or "", None)
+        failures.pop(_client(request), None)
     return len(recent) >= LOGIN_FAILURES
 
 
@@ -157,7 +161,7 @@ def _record_failure(request: web.Request) -> None:
     failures = request.app[_FAILURES]
     if len(failures) > 10_000:  # many addresses: forget, rather than grow without bound
         failures.clear()
-    failures.setdefault(request.remote or "", []).append(time.monotonic())
+    failures.setdefault(_client(request), []).append(time.monotonic())
 
 
 # ---------------------------------------------------------------------------------- handlers
@@ -224,7 +228,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     if settings.admin.insecure:
         return _logged_in(request, as_json, settings)
     if _limited(request):
-        log.warning("dashboard login refused from %s: too many failures", request.remote)
+        log.warning("dashboard login refused from %s: too many failures", _client(request))
         if as_json:
             return web.json_response({"error": "too many attempts, try again later"}, status=429)
         return _login_page(request, "Too many attempts, try again later.", status=429)
@@ -240,11 +244,11 @@ async def login(request: web.Request) -> web.StreamResponse:
         given = ""
     if not _password_ok(settings, given):
         _record_failure(request)
-        log.warning("dashboard login failed from %s", request.remote)
+        log.warning("dashboard login failed from %s", _client(request))
         if as_json:
             return web.json_response({"error": "wrong password"}, status=401)
         return _login_page(request, "Wrong password.", status=401)
-    log.info("dashboard login from %s", request.remote)
+    log.info("dashboard login from %s", _client(request))
     return _logged_in(request, as_json, settings)
 
 
