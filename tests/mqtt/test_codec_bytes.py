@@ -146,7 +146,7 @@ CASES: list[tuple[int, bool, Packet, str]] = [
         Disconnect(reasons.SERVER_SHUTTING_DOWN, Properties(reason_string="x")),
         "e0 06 8b 04 1f 00 01 78",
     ),
-    (V5, True, Auth(), "f0 00"),
+    (V5, True, Auth(), "f0 02 00 00"),  # the short forms f0 00 / f0 01 00 are decoded too
     (
         V5,
         True,
@@ -193,6 +193,7 @@ def test_decode_only_forms() -> None:
     assert decode_packet(bytes.fromhex("40 03 00 07 00"), V5) == PubAck(7)
     assert decode_packet(bytes.fromhex("e0 02 00 00"), V5) == Disconnect()
     assert decode_packet(bytes.fromhex("f0 01 00"), V5) == Auth()
+    assert decode_packet(bytes.fromhex("f0 00"), V5) == Auth()
     # a two-byte remaining length
     long = Publish("t", b"x" * 200)
     wire = encode(long, V4)
@@ -289,6 +290,7 @@ AFTER_CONNECT: list[tuple[int, str, int]] = [
     (V5, "30 07 00 01 61 03 23 00 00", reasons.TOPIC_ALIAS_INVALID),  # topic alias 0
     (V5, "30 03 00 00 00", reasons.PROTOCOL_ERROR),  # empty topic without a topic alias
     (V5, "30 06 00 01 61 02 0b 01", reasons.PROTOCOL_ERROR),  # subscription identifier from a client
+    (V5, "30 09 00 01 61 05 08 00 02 61 23", reasons.PROTOCOL_ERROR),  # response topic "a#"
     (V5, "30 05 00 01 61 01 7f", reasons.MALFORMED_PACKET),  # unknown property 0x7f
     (V5, "30 06 00 01 61 02 01 00 ff", reasons.MALFORMED_PACKET),  # property runs past property length
     (V5, "40 03 00 01 05", reasons.MALFORMED_PACKET),  # 0x05 is no PUBACK reason code

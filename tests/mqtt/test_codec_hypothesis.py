@@ -56,6 +56,14 @@ from trunkline.mqtt.properties import BINARY, BIT, BOOL, MAX_VARINT, PAIR, TABLE
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 topic = text.filter(lambda t: t != "" and "+" not in t and "#" not in t)
 binary = st.binary(max_size=24)
+_level = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00+#/"), max_size=6)
+any_filter = text.filter(bool)
+#: topic filters with wildcards where MQTT allows them (the codec itself takes any string)
+valid_filter = st.builds(
+    lambda levels, hash_: "/".join(levels + ["#"] * hash_),
+    st.lists(_level | st.just("+"), min_size=1, max_size=4),
+    st.booleans(),
+)
 u16 = st.integers(0, 0xFFFF)
 packet_id = st.integers(1, 0xFFFF)
 qos = st.integers(0, 2)
@@ -85,6 +93,8 @@ def properties(packet_type: int, *, subscription_ids: int = 4) -> st.SearchStrat
             continue
         if ident == 0x0B:
             fields[name] = st.lists(_value(ident, kind), max_size=subscription_ids).map(tuple)
+        elif name == "response_topic":
+            fields[name] = st.none() | topic
         elif kind == PAIR:
             fields[name] = st.lists(_value(ident, kind), max_size=3).map(tuple)
         else:
@@ -129,15 +139,17 @@ def _ack(cls: Any, packet_type: int, codes: frozenset[int], version: int) -> st.
 
 
 @st.composite
-def subscriptions(draw: st.DrawFn, version: int) -> Subscription:
-    name = draw(text.filter(bool))
+def subscriptions(draw: st.DrawFn, version: int, filters: st.SearchStrategy[str]) -> Subscription:
+    name = draw(filters)
     if version == 4:
         return Subscription(name, draw(qos))
     no_local = draw(st.booleans()) and not name.startswith("$share/")
     return Subscription(name, draw(qos), no_local, draw(st.booleans()), draw(st.integers(0, 2)))
 
 
-def packets(version: int, *, from_client: bool | None = None) -> st.SearchStrategy[Packet]:
+def packets(
+    version: int, *, from_client: bool | None = None, filters: st.SearchStrategy[str] = any_filter
+) -> st.SearchStrategy[Packet]:
     """Any packet for ``version``; ``from_client`` limits it to one direction (CONNECT left out)."""
     v = version
     client: list[st.SearchStrategy[Any]] = [
@@ -149,10 +161,10 @@ def packets(version: int, *, from_client: bool | None = None) -> st.SearchStrate
         st.builds(
             Subscribe,
             packet_id,
-            st.lists(subscriptions(v), min_size=1, max_size=4).map(tuple),
+            st.lists(subscriptions(v, filters), min_size=1, max_size=4).map(tuple),
             _props(v, SUBSCRIBE, subscription_ids=1),
         ),
-        st.builds(Unsubscribe, packet_id, st.lists(text, min_size=1, max_size=4).map(tuple), _props(v, UNSUBSCRIBE)),
+        st.builds(Unsubscribe, packet_id, st.lists(filters, min_size=1, max_size=4).map(tuple), _props(v, UNSUBSCRIBE)),
         st.just(PingReq()),
     ]
     suback_codes = sorted(reasons.SUBACK_CODES) if v == 5 else [0, 1, 2, 0x80]

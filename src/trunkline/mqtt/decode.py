@@ -97,6 +97,12 @@ def _check_topic_name(topic: str, packet_type: int) -> None:
         raise MalformedPacket(reasons.TOPIC_NAME_INVALID, "topic name contains a wildcard", packet_type)
 
 
+def _check_response_topic(props: Properties, packet_type: int) -> None:
+    topic = props.response_topic
+    if topic is not None and (not topic or "+" in topic or "#" in topic):
+        raise _protocol("response topic is empty or contains a wildcard", packet_type)
+
+
 def protocol_level(body: bytes) -> int | None:
     """The protocol level of a CONNECT body if it names MQTT 3.1.1 or 5 correctly, else None."""
     if len(body) >= 7 and body[:6] == b"\x00\x04MQTT" and body[6] in (MQTT_311, MQTT_5):
@@ -145,6 +151,7 @@ def decode_connect(body: bytes, flags: int, version: int, from_client: bool) -> 
         will_props = NO_PROPERTIES
         if level == MQTT_5:
             will_props, pos = read_properties(body, pos, end, WILL)
+            _check_response_topic(will_props, CONNECT)
         will_topic, pos = read_string(body, pos, end, CONNECT)
         if not will_topic:
             raise MalformedPacket(reasons.TOPIC_NAME_INVALID, "will topic is empty", CONNECT)
@@ -215,6 +222,7 @@ def decode_publish(body: bytes, flags: int, version: int, from_client: bool) -> 
             props, pos = read_properties(body, pos, end, PUBLISH)
             if from_client and props.subscription_identifiers:
                 raise _protocol("PUBLISH from a client carries a subscription identifier", PUBLISH)
+            _check_response_topic(props, PUBLISH)
         if not topic and props.topic_alias is None:
             raise _protocol("PUBLISH with an empty topic and no topic alias", PUBLISH)
     elif not topic:

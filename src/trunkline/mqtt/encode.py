@@ -246,9 +246,12 @@ def encode_disconnect(p: Disconnect, version: int) -> bytes:
 
 
 def encode_auth(p: Auth, version: int) -> bytes:
+    """Always with reason code and property length: the short forms are legal, but some peers refuse them."""
     if version != MQTT_5:
         raise ValueError("AUTH exists in MQTT 5 only")
-    return _code_and_properties(0xF0, AUTH, p.reason_code, p.properties)
+    if not 0 <= p.reason_code <= 0xFF:
+        raise ValueError(f"reason code out of range: {p.reason_code}")
+    return _frame(0xF0, bytes((p.reason_code,)) + write_properties(p.properties, AUTH))
 
 
 #: packet class -> its encoder
