@@ -256,6 +256,13 @@ class Metrics:
             "trunkline_disconnects_total", "Closed client connections by close code.", ["code"], registry=r
         )
         self.slow = Counter("trunkline_slow_consumers_total", "Connections closed for not reading (3008).", registry=r)
+        self.transport_requests = Counter(
+            "trunkline_transport_requests_total",
+            "Requests to the HTTP transports (http_stream, sse, emulation, uni_*) by transport and HTTP status; "
+            "a stream counts when it ends.",
+            ["transport", "status"],
+            registry=r,
+        )
         self.recoveries = Counter(
             "trunkline_recoveries_total", "Recovery attempts by outcome.", ["recovered"], registry=r
         )
@@ -322,6 +329,18 @@ class Metrics:
             ["method", "result"],
         )
         r.register(_Families((self.api_requests, self.api_request_seconds, self.api_commands), None))
+        # MQTT traffic, by protocol (mqtt3.1.1 / mqtt5) and packet type
+        self.protocol_packets = CounterVec(
+            "trunkline_protocol_packets",
+            "Packets of a non-Centrifugo client protocol by protocol, direction (in/out) and packet type.",
+            ["protocol", "direction", "type"],
+        )
+        self.protocol_dropped = CounterVec(
+            "trunkline_protocol_dropped_messages",
+            "Messages not delivered to a client by protocol and reason (queue_full, too_large, not_authorized).",
+            ["protocol", "reason"],
+        )
+        r.register(_Families((self.protocol_packets, self.protocol_dropped), None))
         self.ready = Gauge(
             "trunkline_ready",
             "1 when the node accepts connections and its broker answered the readiness check at this scrape.",
@@ -399,6 +418,10 @@ class Metrics:
         self.connections.labels(transport).dec()
         self.disconnects.labels(str(code)).inc()
 
+    def transport_request(self, transport: str, status: int) -> None:
+        """One answered request of an HTTP transport (``transport`` is one of a fixed set of names)."""
+        self.transport_requests.labels(transport, str(status)).inc()
+
     def command(self, method: str, code: int, seconds: float) -> None:
         self.commands.inc((method, code))
         self.command_seconds.observe((method,), seconds)
@@ -429,6 +452,13 @@ class Metrics:
 
     def slow_consumer(self) -> None:
         self.slow.inc()
+
+    def protocol_packet(self, protocol: str, direction: str, kind: str) -> None:
+        """One packet of an MQTT connection (``protocol`` is ``mqtt3.1.1`` or ``mqtt5``)."""
+        self.protocol_packets.inc((protocol, direction, kind))
+
+    def protocol_drop(self, protocol: str, reason: str) -> None:
+        self.protocol_dropped.inc((protocol, reason))
 
     def api_request(self, method: str, result: str, status: int, seconds: float) -> None:
         """A server API HTTP request was answered; ``method`` outside :data:`API_METHODS` counts as unknown."""
