@@ -41,6 +41,10 @@ async def test_jwt_connect_publish_subscribe(start_server: Callable[..., Any], v
         pub.client.publish("nohistory/room1", b"\x00\x01binary", qos=0)
         got = await sub.next()
         assert (got.payload, got.qos) == (b"\x00\x01binary", 0)
+        protocol = "mqtt5" if version == V5 else "mqtt3.1.1"
+        packets = running.server.node.metrics.protocol_packets.values
+        assert packets[(protocol, "in", "publish")] == 2
+        assert packets[(protocol, "in", "connect")] == 2
     finally:
         sub.stop()
         pub.stop()

@@ -244,7 +244,9 @@ class MqttSession:
 
     async def _handle(self, packet: Packet) -> None:
         self._last_packet = self.node.clock.monotonic()
-        self.node.metrics.command(f"mqtt_{type(packet).__name__.lower()}", 0, 0.0)
+        self.node.metrics.protocol_packet(
+            "mqtt5" if self.decoder.version == MQTT_5 else "mqtt3.1.1", "in", type(packet).__name__.lower()
+        )
         if isinstance(packet, Connect):
             if self.connected:
                 await self.close_with(R.PROTOCOL_ERROR, "second CONNECT")
@@ -300,6 +302,7 @@ class MqttSession:
             return
         if self.max_outgoing_packet and len(data) > self.max_outgoing_packet:
             self.dropped += 1  # MQTT 5: never send a packet bigger than the client's maximum
+            self.node.metrics.protocol_drop(self.protocol, "too_large")
             return
         if packet_qos(data) == 0:
             self.writer.push(data)
@@ -312,6 +315,7 @@ class MqttSession:
             return
         if len(self.queue) >= self.node.settings.mqtt.max_queued_messages:
             self.dropped += 1
+            self.node.metrics.protocol_drop(self.protocol, "queue_full")
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning(
                     "client=%s does not acknowledge QoS 1 messages; %d dropped (mqtt.max_queued_messages)",
@@ -342,6 +346,10 @@ class MqttSession:
         if shape.no_local is not None or self.max_outgoing_packet:
             return self.deliver_plain
         return self.writer.push
+
+    @property
+    def protocol(self) -> str:
+        return "mqtt5" if self.version == MQTT_5 else "mqtt3.1.1"
 
     def client_info(self) -> ClientInfo:
         return ClientInfo(self.user, self.client_id, self.conn_info, None)
