@@ -313,3 +313,17 @@ async def test_joined_messages_become_separate_sse_events() -> None:
 
     assert sse_events(b'{"a":1}\n{}\n{"b":2}') == b'data: {"a":1}\n\ndata: {}\n\ndata: {"b":2}\n\n'
     await asyncio.sleep(0)
+
+
+async def test_requests_are_counted_by_transport(srv: Running, http: aiohttp.ClientSession) -> None:
+    stream = await Stream.open(http, srv.http_url, body=connect())
+    await stream.connect_result()
+    assert await stream.send({"id": 2, "ping": {}}) == 204
+    assert await stream.send({"id": 3, "ping": {}}, session="nope") == 404
+    stream.close()
+    await eventually(lambda: users(srv) == {}, timeout=3)
+    metrics = srv.server.node.metrics
+    await eventually(lambda: metrics.transport_requests.labels("http_stream", "200")._value.get() == 1, timeout=3)
+    assert metrics.transport_requests.labels("emulation", "204")._value.get() == 1
+    assert metrics.transport_requests.labels("emulation", "404")._value.get() == 1
+    assert metrics.connects.labels("http_stream")._value.get() == 1  # connections split by transport too
