@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -265,7 +266,7 @@ TOPIC = st.lists(LEVEL, min_size=1, max_size=5).map("/".join).filter(lambda t: b
 
 
 @pytest.mark.parametrize("name", MAPPINGS)
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(topic=TOPIC)
 def test_topic_round_trip(name: str, topic: str) -> None:
     mapping = MAPPINGS[name]
@@ -279,7 +280,7 @@ CHANNEL = st.text(alphabet=string.printable + "é\x00", max_size=20)
 
 
 @pytest.mark.parametrize("name", MAPPINGS)
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(channel=st.one_of(CHANNEL, st.text(alphabet="ab:/#+%23AF$@.,", max_size=16)))
 def test_channel_round_trip(name: str, channel: str) -> None:
     mapping = MAPPINGS[name]
@@ -311,7 +312,7 @@ def test_centrifugo_shaped_channels_map(namespace: str, name: str, users: list[s
         assert topic.split("/")[0] == namespace
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.lists(st.sampled_from(["a", "b:c", "é", "%23", "", "+"]), min_size=1, max_size=4),
     st.booleans(),
@@ -346,3 +347,31 @@ def test_the_table_in_docs_mqtt_md_is_true() -> None:
         assert DEFAULT.to_topic(channel) == topic, channel
         expected = "" if namespace.strip() == "none" else namespace.strip().split("`")[1]
         assert DEFAULT.namespace_of(topic) == expected, topic
+
+
+def _slow(mapping: TopicMapping) -> TopicMapping:
+    """The same mapping without its whole-name fast paths."""
+    slow = TopicMapping(max_channel_length=mapping.max_channel_length)
+    object.__setattr__(slow, "_fast_topic", None)
+    object.__setattr__(slow, "_fast_channel", None)
+    return slow
+
+
+SLOW = _slow(DEFAULT)
+
+
+def _outcome(call: Callable[[str], str], name: str) -> str | type[Exception]:
+    try:
+        return call(name)
+    except (Unmappable, InvalidTopic) as exc:
+        return type(exc)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(TOPIC, st.text(alphabet="ab:/$%#+ .", max_size=10)))
+def test_fast_paths_agree_with_the_general_code(name: str) -> None:
+    assert _outcome(DEFAULT.to_channel, name) == _outcome(SLOW.to_channel, name)
+    assert _outcome(DEFAULT.to_topic, name) == _outcome(SLOW.to_topic, name)
+    short, slow_short = TopicMapping(max_channel_length=4), _slow(TopicMapping(max_channel_length=4))
+    assert _outcome(short.to_channel, name) == _outcome(slow_short.to_channel, name)
+    assert _outcome(short.to_topic, name) == _outcome(slow_short.to_topic, name)

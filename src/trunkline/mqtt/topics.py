@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..errors import TrunklineError
-from .filters import InvalidTopic, validate_filter, validate_topic
+from .filters import MAX_LENGTH, InvalidTopic, validate_filter, validate_topic
 
 Mode = Literal["namespace", "prefix"]
 MODES: tuple[Mode, ...] = ("namespace", "prefix")
@@ -122,6 +122,8 @@ class TopicMapping:
     _topic_escapes: dict[str, str] = field(init=False, repr=False, compare=False)
     _channel_escapes: dict[str, str] = field(init=False, repr=False, compare=False)
     _fast: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _fast_topic: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    _fast_channel: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -151,11 +153,31 @@ class TopicMapping:
         object.__setattr__(self, "_channel_escapes", {c: e for e, c in topic_escapes.items()})
         safe = "".join(sorted(plain - {self.namespace_boundary}))
         object.__setattr__(self, "_fast", re.compile(f"[{re.escape(safe)}]*"))
+        # A whole topic that needs no escape (the usual case) in namespace mode with "/" kept:
+        # its channel is the topic with the first "/" turned into the namespace boundary.
+        fast_topic = fast_channel = None
+        if self.mode == "namespace" and self.level_separator == "/":
+            head = re.escape(safe)
+            rest = re.escape(safe + self.namespace_boundary)
+            fast_topic = re.compile(f"[{head}]*(?:/[{rest}]*)*")
+            fast_channel = re.compile(f"[{head}]*(?:{re.escape(self.namespace_boundary)}[{rest}/]*)?")
+        object.__setattr__(self, "_fast_topic", fast_topic)
+        object.__setattr__(self, "_fast_channel", fast_channel)
 
     # --- topic -> channel ----------------------------------------------------
 
     def to_channel(self, topic: str) -> str:
         """The channel of a topic name; :class:`~.filters.InvalidTopic` or :class:`Unmappable` if none."""
+        fast = self._fast_topic
+        if (
+            fast is not None
+            and len(topic) <= min(self.max_channel_length, MAX_LENGTH)
+            and topic[:1] != "$"
+            and fast.fullmatch(topic)
+        ):
+            channel = topic.replace("/", self.namespace_boundary, 1)
+            if not (self.private_prefix and channel.startswith(self.private_prefix)) and channel:
+                return channel
         validate_topic(topic)
         if topic.startswith("$"):
             raise Unmappable("topics starting with '$' are reserved for the server and have no channel")
@@ -211,6 +233,16 @@ class TopicMapping:
 
     def to_topic(self, channel: str) -> str:
         """The topic name of a channel; :class:`Unmappable` when it has none."""
+        fast = self._fast_channel
+        if (
+            fast is not None
+            and channel
+            and len(channel) <= self.max_channel_length
+            and channel[0] != "$"
+            and not (self.private_prefix and channel.startswith(self.private_prefix))
+            and fast.fullmatch(channel)
+        ):
+            return channel.replace(self.namespace_boundary, "/", 1)
         if not channel:
             raise Unmappable("empty channel")
         if self.private_prefix and channel.startswith(self.private_prefix):
