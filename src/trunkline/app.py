@@ -93,6 +93,10 @@ def build_app(node: Node, *, with_admin: bool = True) -> web.Application:
 
         app.router.add_get(settings.mqtt.websocket.path, mqtt_websocket_handler)
     add_http_transport_routes(app, settings)
+    if settings.poll.enabled:
+        from .transport.poll import poll_handler
+
+        app.router.add_route("*", settings.poll.handler_prefix, poll_handler)
     if settings.health.enabled:
         app.router.add_get("/health", health.health)
         app.router.add_get("/ready", health.ready)
