@@ -13,14 +13,24 @@
 
 from __future__ import annotations
 
+import socket
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import mqtt5
+import paho.mqtt.client as paho
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from tests.mqtt.test_codec_hypothesis import SETTINGS, packets, valid_filter
-from trunkline.mqtt.codec import Decoder, decode_packet, encode
+from trunkline.mqtt import reasons
+from trunkline.mqtt.codec import Decoder, MalformedPacket, decode_packet, encode
 from trunkline.mqtt.packets import (
     Auth,
     ConnAck,
@@ -37,6 +47,7 @@ from trunkline.mqtt.packets import (
     PubRel,
     SubAck,
     Subscribe,
+    Subscription,
     UnsubAck,
     Unsubscribe,
     Will,
@@ -226,3 +237,240 @@ def test_mqtt5_stream_in_pieces(sent: list[Packet], piece: int) -> None:
         got += decoder.feed(stream[start : start + piece])
     assert decoder.version == 5
     assert [to_mqtt5(p) for p in got[1:]] == [to_mqtt5(p) for p in sent]
+
+
+# ------------------------------------------------------------------ paho-mqtt over a real socket
+
+
+def _paho_props(packet_type: int, **values: Any) -> PahoProperties:
+    props = PahoProperties(packet_type)
+    for name, value in values.items():
+        setattr(props, name, value)
+    return props
+
+
+class CodecServer:
+    """One accepted TCP connection whose bytes go through our Decoder; we answer with our encoder."""
+
+    def __init__(self, client: paho.Client, listener: socket.socket, version: int) -> None:
+        self.client = client
+        self.version = version
+        listener.settimeout(5)
+        self.conn, _ = listener.accept()
+        self.conn.settimeout(0.02)
+        self.decoder = Decoder(1 << 16)
+        self.pending: list[Packet] = []
+
+    def read(self) -> Packet:
+        """The next packet the client sends (driving paho's loop meanwhile), within 5 seconds."""
+        deadline = time.monotonic() + 5
+        while not self.pending:
+            assert time.monotonic() < deadline, "no packet from paho within 5 s"
+            self.client.loop(timeout=0.01)
+            try:
+                data = self.conn.recv(65536)
+            except TimeoutError:
+                continue
+            assert data, "paho closed the connection"
+            self.pending += self.decoder.feed(data)
+        return self.pending.pop(0)
+
+    def send(self, packet: Packet) -> None:
+        self.conn.sendall(encode(packet, self.version))
+
+    def until(self, done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 5
+        while not done():
+            assert time.monotonic() < deadline, "paho did not get there within 5 s"
+            self.client.loop(timeout=0.01)
+
+
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        yield sock
+
+
+@pytest.mark.parametrize("version", [4, 5])
+def test_paho_client_against_our_codec(listener: socket.socket, version: int) -> None:
+    v5 = version == 5
+    seen: dict[str, list[Any]] = {"connect": [], "subscribe": [], "publish": [], "message": [], "unsubscribe": []}
+    client = paho.Client(
+        paho.CallbackAPIVersion.VERSION2,
+        client_id="dev-1",
+        protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
+        **({} if v5 else {"clean_session": False}),
+    )
+    client.on_connect = lambda c, u, flags, rc, props: seen["connect"].append((rc, props))
+    client.on_subscribe = lambda c, u, mid, rcs, props: seen["subscribe"].append((mid, rcs))
+    client.on_publish = lambda c, u, mid, rc, props: seen["publish"].append(mid)
+    client.on_message = lambda c, u, msg: seen["message"].append(msg)
+    client.on_unsubscribe = lambda c, u, mid, rcs, props: seen["unsubscribe"].append((mid, rcs))
+    client.username_pw_set("alice", "jwt.token")
+    will_props = (
+        _paho_props(PacketTypes.WILLMESSAGE, WillDelayInterval=10, ContentType="text/plain", UserProperty=[("k", "v")])
+        if v5
+        else None
+    )
+    client.will_set("dev/1/status", b"offline", qos=1, retain=True, properties=will_props)
+    port = listener.getsockname()[1]
+    if v5:
+        connect_props = _paho_props(PacketTypes.CONNECT, SessionExpiryInterval=300, ReceiveMaximum=20)
+        client.connect("127.0.0.1", port, keepalive=30, clean_start=False, properties=connect_props)
+    else:
+        client.connect("127.0.0.1", port, keepalive=30)
+    server = CodecServer(client, listener, version)
+    try:
+        # CONNECT / CONNACK
+        will = Will(
+            "dev/1/status",
+            b"offline",
+            1,
+            True,
+            Properties(will_delay_interval=10, content_type="text/plain", user_properties=(("k", "v"),))
+            if v5
+            else Properties(),
+        )
+        props = Properties(session_expiry_interval=300, receive_maximum=20) if v5 else Properties()
+        assert server.read() == Connect(version, "dev-1", False, 30, "alice", b"jwt.token", will, props)
+        assert server.decoder.version == version
+        server.send(ConnAck(False, 0, Properties(topic_alias_maximum=10, server_keep_alive=20)))
+        server.until(lambda: bool(seen["connect"]))
+        assert seen["connect"][0][0] == 0
+        if v5:
+            assert seen["connect"][0][1].TopicAliasMaximum == 10
+            assert seen["connect"][0][1].ServerKeepAlive == 20
+
+        # SUBSCRIBE / SUBACK
+        if v5:
+            options = SubscribeOptions(qos=1, noLocal=True, retainAsPublished=True, retainHandling=1)
+            sub_props = _paho_props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=7)
+            _, mid = client.subscribe([("a/+", options), ("b/#", SubscribeOptions(qos=2))], properties=sub_props)
+            expected_subs = (Subscription("a/+", 1, True, True, 1), Subscription("b/#", 2))
+            expected_props = Properties(subscription_identifiers=(7,))
+        else:
+            _, mid = client.subscribe([("a/+", 1), ("b/#", 2)])
+            expected_subs = (Subscription("a/+", 1), Subscription("b/#", 2))
+            expected_props = Properties()
+        assert mid is not None
+        assert server.read() == Subscribe(mid, expected_subs, expected_props)
+        server.send(SubAck(mid, (1, reasons.NOT_AUTHORIZED)))
+        server.until(lambda: bool(seen["subscribe"]))
+        assert seen["subscribe"][0][0] == mid
+        assert [int(getattr(rc, "value", rc)) for rc in seen["subscribe"][0][1]] == [1, 0x87 if v5 else 0x80]
+
+        # PUBLISH QoS 0, QoS 1 with properties, QoS 2
+        client.publish("a/x", b"zero", qos=0)
+        assert server.read() == Publish("a/x", b"zero")
+        pub_props = (
+            _paho_props(
+                PacketTypes.PUBLISH,
+                PayloadFormatIndicator=1,
+                MessageExpiryInterval=60,
+                ContentType="application/json",
+                ResponseTopic="reply/1",
+                CorrelationData=b"c1",
+                UserProperty=[("a", "1"), ("a", "2")],
+            )
+            if v5
+            else None
+        )
+        info = client.publish("a/y", b'{"t":1}', qos=1, retain=True, properties=pub_props)
+        expected = (
+            Properties(
+                payload_format_indicator=1,
+                message_expiry_interval=60,
+                content_type="application/json",
+                response_topic="reply/1",
+                correlation_data=b"c1",
+                user_properties=(("a", "1"), ("a", "2")),
+            )
+            if v5
+            else Properties()
+        )
+        assert server.read() == Publish("a/y", b'{"t":1}', 1, True, False, info.mid, expected)
+        server.send(PubAck(info.mid))
+        server.until(lambda: info.mid in seen["publish"])
+        info = client.publish("a/z", b"two", qos=2)
+        assert server.read() == Publish("a/z", b"two", 2, packet_id=info.mid)
+        server.send(PubRec(info.mid))
+        assert server.read() == PubRel(info.mid)
+        server.send(PubComp(info.mid))
+        server.until(lambda: info.mid in seen["publish"])
+
+        # PUBLISH to the client, QoS 1 and 2
+        to_client = (
+            Properties(subscription_identifiers=(7,), user_properties=(("from", "server"),)) if v5 else Properties()
+        )
+        server.send(Publish("a/b", b"down", 1, packet_id=1, properties=to_client))
+        assert server.read() == PubAck(1)
+        server.send(Publish("b/c/d", b"twice", 2, packet_id=2))
+        assert server.read() == PubRec(2)
+        server.send(PubRel(2))
+        assert server.read() == PubComp(2)
+        server.until(lambda: len(seen["message"]) == 2)
+        first, second = seen["message"]
+        assert (first.topic, first.payload, first.qos) == ("a/b", b"down", 1)
+        assert (second.topic, second.payload, second.qos) == ("b/c/d", b"twice", 2)
+        if v5:
+            assert first.properties.SubscriptionIdentifier == [7]
+            assert first.properties.UserProperty == [("from", "server")]
+
+        # UNSUBSCRIBE / UNSUBACK, PINGREQ / PINGRESP
+        _, mid = client.unsubscribe(["a/+", "b/#"])
+        assert mid is not None
+        assert server.read() == Unsubscribe(mid, ("a/+", "b/#"))
+        server.send(UnsubAck(mid, (0, reasons.NO_SUBSCRIPTION_EXISTED)))
+        server.until(lambda: bool(seen["unsubscribe"]))
+        client._send_pingreq()  # paho's own PINGREQ builder (normally sent after keepalive seconds)
+        assert server.read() == PingReq()
+        server.send(PingResp())
+
+        # DISCONNECT
+        if v5:
+            reason = ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+            client.disconnect(
+                reasoncode=reason, properties=_paho_props(PacketTypes.DISCONNECT, SessionExpiryInterval=0)
+            )
+            assert server.read() == Disconnect(
+                reasons.DISCONNECT_WITH_WILL_MESSAGE, Properties(session_expiry_interval=0)
+            )
+        else:
+            client.disconnect()
+            assert server.read() == Disconnect()
+        assert server.decoder.buffered == 0
+    finally:
+        server.conn.close()
+
+
+def test_paho_server_disconnect_v5(listener: socket.socket) -> None:
+    """paho reads our DISCONNECT with a reason code and a reason string."""
+    disconnects: list[Any] = []
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="d", protocol=paho.MQTTv5)
+    client.on_disconnect = lambda c, u, flags, rc, props: disconnects.append((rc, props))
+    client.connect("127.0.0.1", listener.getsockname()[1], keepalive=30)
+    server = CodecServer(client, listener, 5)
+    try:
+        assert isinstance(server.read(), Connect)
+        server.send(ConnAck(False, 0))
+        server.send(Disconnect(reasons.SERVER_SHUTTING_DOWN, Properties(reason_string="maintenance")))
+        server.until(lambda: bool(disconnects))
+        reason, props = disconnects[0]
+        assert reason == ReasonCode(PacketTypes.DISCONNECT, "Server shutting down")
+        assert props.ReasonString == "maintenance"
+    finally:
+        server.conn.close()
+
+
+def test_paho_mqtt31_is_refused_with_unsupported_version(listener: socket.socket) -> None:
+    client = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id="old", protocol=paho.MQTTv31)
+    client.connect("127.0.0.1", listener.getsockname()[1], keepalive=30)
+    server = CodecServer(client, listener, 4)
+    try:
+        with pytest.raises(MalformedPacket) as info:
+            server.read()
+        assert info.value.reason_code == reasons.UNSUPPORTED_PROTOCOL_VERSION
+        assert server.decoder.version is None
+        assert reasons.connack_v311(info.value.reason_code) == reasons.V311_UNACCEPTABLE_PROTOCOL_VERSION
+    finally:
+        server.conn.close()
