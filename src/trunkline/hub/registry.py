@@ -30,6 +30,7 @@ Buffer = Callable[[Publication], None]
 #: Called once a waiting subscriber may go live (True) or has missed publications (False).
 Resume = Callable[[bool], None]
 K = TypeVar("K", bound=Hashable)
+K_contra = TypeVar("K_contra", bound=Hashable, contravariant=True)
 
 
 class WireShape(Hashable, Protocol):
@@ -65,6 +66,20 @@ class _Channel(Generic[K]):
         return out
 
 
+class HubObserver(Protocol[K_contra]):
+    """Told what happens in the hub (the dashboard's event log). Each call must be cheap and never raise."""
+
+    def connection_added(self, conn: K_contra) -> None: ...
+
+    def connection_removed(self, conn: K_contra) -> None: ...
+
+    def subscribed(self, channel: str, conn: K_contra) -> None: ...
+
+    def unsubscribed(self, channel: str, conn: K_contra) -> None: ...
+
+    def published(self, channel: str, pub: Publication) -> None: ...
+
+
 def _drop(index: dict[WireShape, dict[K, Push]], conn: K) -> None:
     for shape, members in list(index.items()):
         if members.pop(conn, None) is not None and not members:
@@ -77,6 +92,8 @@ class Hub(Generic[K]):
     def __init__(self) -> None:
         #: called with the subscribers whose wire format cannot carry a publication
         self.on_undeliverable: Callable[[str, list[K]], None] | None = None
+        #: told of connections, subscriptions and publications (None: nobody watches)
+        self.observer: HubObserver[K] | None = None
         self._channels: dict[str, _Channel[K]] = {}
         self._by_user: dict[str, dict[K, None]] = {}
         self._by_client: dict[str, K] = {}
@@ -86,6 +103,8 @@ class Hub(Generic[K]):
     def add_connection(self, client_id: str, user: str, conn: K) -> None:
         self._by_client[client_id] = conn
         self._by_user.setdefault(user, {})[conn] = None
+        if self.observer is not None:
+            self.observer.connection_added(conn)
 
     def remove_connection(self, client_id: str, user: str, conn: K) -> None:
         self._by_client.pop(client_id, None)
@@ -94,6 +113,8 @@ class Hub(Generic[K]):
             conns.pop(conn, None)
             if not conns:
                 del self._by_user[user]
+        if self.observer is not None:
+            self.observer.connection_removed(conn)
 
     def connection(self, client_id: str) -> K | None:
         return self._by_client.get(client_id)
@@ -136,6 +157,8 @@ class Hub(Generic[K]):
         group.setdefault(shape, {})[conn] = push
         if join_leave:
             ch.join_leave.setdefault(shape, {})[conn] = push
+        if self.observer is not None:
+            self.observer.subscribed(channel, conn)
 
     def join_position(self, channel: str, conn: K, offset: int, epoch: str, resume: Resume) -> tuple[bool, list[K]]:
         """A pending ``conn`` was positioned at ``offset``/``epoch`` by a stream read.
@@ -195,6 +218,8 @@ class Hub(Generic[K]):
             return True
         ch.pending.pop(conn, None)
         ch.waiting.pop(conn, None)
+        if self.observer is not None and any(conn in m for g in (ch.live, ch.positioned) for m in g.values()):
+            self.observer.unsubscribed(channel, conn)
         _drop(ch.live, conn)
         _drop(ch.positioned, conn)
         _drop(ch.join_leave, conn)
@@ -230,6 +255,8 @@ class Hub(Generic[K]):
         Returns how many live subscribers got it and the positioned subscribers that
         missed publications before it (they did not get it; they must resubscribe).
         """
+        if self.observer is not None:
+            self.observer.published(channel, pub)
         ch = self._channels.get(channel)
         if ch is None:
             return 0, []
