@@ -945,6 +945,19 @@ def _validate_mqtt(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> 
         fail("mqtt.topic_mapping.mode", f"must be one of {', '.join(repr(a) for a in _MQTT_MODES)}, got {choice!r}")
     if choice == "prefix" and s.namespace(m.topic_mapping.prefix) is None:
         fail("mqtt.topic_mapping.prefix", f"no namespace named {m.topic_mapping.prefix!r}")
+    if m.websocket.enabled or m.tcp.enabled or m.tls.enabled:
+        # The topic <-> channel mapping (trunkline.mqtt.topics) needs one punctuation character for each
+        # boundary, distinct from '/' (MQTT levels) and from the escape and wildcard characters.
+        for name in ("namespace_boundary", "user_boundary"):
+            value = getattr(s.channel, name)
+            banned = "%*&+/" + ("#" if name == "namespace_boundary" else "")
+            if len(value) != 1 or not value.isascii() or value.isalnum() or value.isspace() or value in banned:
+                fail(
+                    f"channel.{name}",
+                    f"with MQTT enabled must be one ASCII punctuation character, not in {banned!r}; got {value!r}",
+                )
+        if s.channel.namespace_boundary == s.channel.user_boundary:
+            fail("channel.user_boundary", "must differ from channel.namespace_boundary when MQTT is enabled")
 
 
 _HTTP_TRANSPORTS: Final = ("http_stream", "sse", "emulation", "uni_websocket", "uni_sse", "uni_http_stream", "poll")

@@ -63,3 +63,19 @@ def test_prefix_mode_with_a_known_namespace() -> None:
         }
     )
     assert s.mqtt.topic_mapping.prefix == "devices"
+
+
+@pytest.mark.parametrize(
+    ("channel", "key"),
+    [
+        ({"user_boundary": "::"}, "channel.user_boundary"),
+        ({"namespace_boundary": "/"}, "channel.namespace_boundary"),
+        ({"namespace_boundary": "#", "user_boundary": "@"}, "channel.namespace_boundary"),
+        ({"user_boundary": ":"}, "channel.user_boundary"),
+    ],
+)
+def test_channel_boundaries_the_topic_mapping_cannot_use_are_refused(channel: dict[str, str], key: str) -> None:
+    data = {"mqtt": {"websocket": {"enabled": True}}, "channel": channel}
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping(data)
+    assert info.value.key == key
