@@ -64,7 +64,7 @@ class Emulated:
         self.conn = conn
         self.protocol = protocol
         self.lock = asyncio.Lock()
-        self.waiting = 0
+        self.waiting = 0  # requests running or waiting to run
 
 
 _sessions: weakref.WeakKeyDictionary[Node, dict[str, Emulated]] = weakref.WeakKeyDictionary()
@@ -128,7 +128,7 @@ async def emulation_handler(request: web.Request) -> web.StreamResponse:
         return error(404, "unknown session: its stream has ended", cors)
     if (entry.protocol == "protobuf") != protobuf:
         return error(400, f"bad request: the session speaks {entry.protocol}", cors)
-    if entry.waiting >= MAX_WAITING:
+    if entry.waiting > MAX_WAITING:  # the one running and MAX_WAITING behind it
         return error(429, "too many emulation requests of this session waiting", cors)
     entry.waiting += 1
     try:
