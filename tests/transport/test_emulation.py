@@ -36,7 +36,7 @@ text = st.text(max_size=40)
 
 
 @given(text, text, text, text, st.integers(0, 2**32 - 1), st.booleans())
-def test_protobuf_connect_result_with_session_and_node(
+def test_protobuf_connect_result_with_session_and_node(  # noqa: PLR0917
     client: str, version: str, session: str, node: str, ping: int, pong: bool
 ) -> None:
     ours = ProtobufCodec().encode_reply(
