@@ -327,3 +327,38 @@ async def test_requests_are_counted_by_transport(srv: Running, http: aiohttp.Cli
     assert metrics.transport_requests.labels("emulation", "204")._value.get() == 1
     assert metrics.transport_requests.labels("emulation", "404")._value.get() == 1
     assert metrics.connects.labels("http_stream")._value.get() == 1  # connections split by transport too
+
+
+async def test_a_trickled_body_gets_408(start_server: Callable[..., Any]) -> None:
+    srv: Running = await start_server({**EXTRA, "websocket": {"handshake_timeout": "0.5s"}})
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    try:
+        writer.write(
+            b"POST /connection/http_stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n{"
+        )  # and the rest never comes
+        await writer.drain()
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.startswith(b"HTTP/1.1 408"), status
+        head_and_body = await asyncio.wait_for(reader.read(4096), 5)
+        assert b'"request body not received in time"' in head_and_body
+    finally:
+        writer.close()
+
+
+async def test_shutdown_is_a_3001_push_on_every_stream(start_server: Callable[..., Any]) -> None:
+    srv: Running = await start_server({**EXTRA, "uni_http_stream": {"enabled": True}})
+    async with aiohttp.ClientSession() as http:
+        bidi = await Stream.open(http, srv.http_url, body=connect("a"))
+        uni = await Stream.open(
+            http, srv.http_url, "/connection/uni_http_stream", body=json.dumps({"token": token("b")})
+        )
+        await bidi.connect_result()
+        assert "connect" in await uni.next()
+        stopping = asyncio.ensure_future(srv.server.stop(timeout=2))
+        pushed = await bidi.next(lambda m: "disconnect" in m.get("push", {}))
+        assert pushed["push"]["disconnect"]["code"] == 3001
+        assert (await uni.next(lambda m: "disconnect" in m))["disconnect"]["code"] == 3001
+        await asyncio.wait_for(stopping, 10)
+        bidi.close()
+        uni.close()
