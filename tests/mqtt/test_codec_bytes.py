@@ -412,3 +412,21 @@ def test_client_role() -> None:
     assert info.value.reason_code == reasons.PROTOCOL_ERROR
     with pytest.raises(ValueError, match="version"):
         Decoder(1024, role="client")
+
+
+def test_long_packets_in_pieces() -> None:
+    """Remaining lengths of 2, 3 and 4 bytes, through the buffer of a streaming decoder."""
+    for size, header_len in ((200, 3), (20_000, 4), (2_100_000, 5)):
+        packet = Publish("t/long", bytes(range(256)) * (size // 256) + b"x" * (size % 256), 1, packet_id=9)
+        for version in (V4, V5):
+            wire = encode(packet, version)
+            assert wire[header_len - 1] < 0x80 <= wire[header_len - 2]
+            decoder = Decoder(len(wire))
+            decoder.feed(CONNECT4 if version == V4 else CONNECT5)
+            got = []
+            for start in range(0, len(wire), 65_536):
+                got += decoder.feed(wire[start : start + 65_536])
+                assert decoder.buffered <= len(wire)
+            assert got == [packet]
+    with pytest.raises(ValueError, match="65535"):
+        encode(Publish("t" * 65_536, b""), V4)

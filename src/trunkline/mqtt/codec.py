@@ -17,7 +17,16 @@ from __future__ import annotations
 from typing import Final, Literal
 
 from . import reasons
-from .decode import DECODERS, FIXED_FLAGS, FROM_CLIENT, FROM_SERVER, NAMES, decode_connect, protocol_level
+from .decode import (
+    DECODERS,
+    FIXED_FLAGS,
+    FROM_CLIENT,
+    FROM_SERVER,
+    NAMES,
+    decode_connect,
+    protocol_level,
+    publish_at,
+)
 from .encode import ENCODERS
 from .packets import CONNECT, MQTT_311, PUBLISH, VERSIONS, MalformedPacket, Packet
 from .properties import MAX_VARINT
@@ -196,7 +205,27 @@ class Decoder:
             self._buf = bytearray()
             self._need = 0
             out.append(self._decode(self._first, body))
+        allowed = self._allowed
+        limit = self.max_packet_size
         while pos < end:
+            first = data[pos]
+            if first >> 4 == PUBLISH and PUBLISH in allowed and pos + 2 < end:
+                # the hot path: a PUBLISH with a remaining length of one or two bytes
+                size = data[pos + 1]
+                if size < 0x80:
+                    start = pos + 2
+                else:
+                    second = data[pos + 2]
+                    size = (size & 0x7F) | (second << 7)
+                    start = pos + 3
+                    if second & 0x80 or not second:
+                        size = -1  # longer or not minimal: the general path decides
+                stop = start + size
+                if size >= 0 and stop <= end and stop - pos <= limit:
+                    assert self.version is not None
+                    out.append(publish_at(data, start, stop, first & 0x0F, self.version, self._server))
+                    pos = stop
+                    continue
             header = self._header(data, pos, end)
             if header is None:
                 self._buf = bytearray(data[pos:])

@@ -190,36 +190,46 @@ def decode_connack(body: bytes, flags: int, version: int, from_client: bool) -> 
     return ConnAck(bool(ack_flags), code, props)
 
 
-def decode_publish(body: bytes, flags: int, version: int, from_client: bool) -> Publish:
-    qos = (flags >> 1) & 0x03
-    if qos == 3:
-        raise _malformed("PUBLISH with QoS 3", PUBLISH)
-    dup = bool(flags & 0x08)
-    if dup and not qos:
-        raise _malformed("PUBLISH with QoS 0 and DUP set", PUBLISH)
-    end = len(body)
-    if end < 2:
+def _bad_topic(topic: str) -> MalformedPacket:
+    if "\x00" in topic:
+        return _malformed("PUBLISH topic contains U+0000", PUBLISH)
+    return MalformedPacket(reasons.TOPIC_NAME_INVALID, "topic name contains a wildcard", PUBLISH)
+
+
+def publish_at(data: bytes, pos: int, end: int, flags: int, version: int, from_client: bool) -> Publish:  # noqa: PLR0917
+    """The PUBLISH whose body is ``data[pos:end]`` (the hot path: no body copy, checks inlined)."""
+    if end - pos < 2:
         raise _malformed("PUBLISH ends before its topic", PUBLISH)
-    pos = 2 + ((body[0] << 8) | body[1])
-    if pos > end:
+    stop = pos + 2 + ((data[pos] << 8) | data[pos + 1])
+    if stop > end:
         raise _malformed("PUBLISH topic runs past the end", PUBLISH)
     try:
-        topic = body[2:pos].decode()
+        topic = data[pos + 2 : stop].decode()
     except UnicodeDecodeError:
         raise _malformed("PUBLISH topic is not valid UTF-8", PUBLISH) from None
-    if "\x00" in topic:
-        raise _malformed("PUBLISH topic contains U+0000", PUBLISH)
-    _check_topic_name(topic, PUBLISH)
-    packet_id = None
+    if "+" in topic or "#" in topic or "\x00" in topic:
+        raise _bad_topic(topic)
+    qos = (flags >> 1) & 0x03
     if qos:
-        packet_id = _packet_id(body, pos, end, PUBLISH)
-        pos += 2
+        if qos == 3:
+            raise _malformed("PUBLISH with QoS 3", PUBLISH)
+        if stop + 2 > end:
+            raise _malformed("PUBLISH ends before its packet identifier", PUBLISH)
+        packet_id: int | None = (data[stop] << 8) | data[stop + 1]
+        if not packet_id:
+            raise _protocol("PUBLISH has packet identifier 0", PUBLISH)
+        pos = stop + 2
+    else:
+        if flags & 0x08:
+            raise _malformed("PUBLISH with QoS 0 and DUP set", PUBLISH)
+        packet_id = None
+        pos = stop
     props = NO_PROPERTIES
     if version == MQTT_5:
-        if pos < end and body[pos] == 0:
+        if pos < end and data[pos] == 0:
             pos += 1
         else:
-            props, pos = read_properties(body, pos, end, PUBLISH)
+            props, pos = read_properties(data, pos, end, PUBLISH)
             if from_client and props.subscription_identifiers:
                 raise _protocol("PUBLISH from a client carries a subscription identifier", PUBLISH)
             _check_response_topic(props, PUBLISH)
@@ -227,7 +237,11 @@ def decode_publish(body: bytes, flags: int, version: int, from_client: bool) -> 
             raise _protocol("PUBLISH with an empty topic and no topic alias", PUBLISH)
     elif not topic:
         raise MalformedPacket(reasons.TOPIC_NAME_INVALID, "PUBLISH with an empty topic", PUBLISH)
-    return Publish(topic, body[pos:], qos, bool(flags & 0x01), dup, packet_id, props)
+    return Publish(topic, data[pos:end], qos, bool(flags & 0x01), bool(flags & 0x08), packet_id, props)
+
+
+def decode_publish(body: bytes, flags: int, version: int, from_client: bool) -> Publish:
+    return publish_at(body, 0, len(body), flags, version, from_client)
 
 
 _Ack = PubAck | PubRec | PubRel | PubComp

@@ -75,33 +75,48 @@ def _qos(qos: int) -> int:
     return qos
 
 
+#: topic -> its length-prefixed UTF-8 form; fan-out writes the same topics over and over (bounded: cleared when full)
+_TOPICS: dict[str, bytes] = {}
+_TOPICS_MAX: Final = 4096
+
+
+def _topic(topic: str) -> bytes:
+    raw = topic.encode()
+    if len(raw) > 0xFFFF:
+        raise ValueError("topic longer than 65535 bytes")
+    if len(_TOPICS) >= _TOPICS_MAX:
+        _TOPICS.clear()
+    prefixed = _TOPICS[topic] = len(raw).to_bytes(2, "big") + raw
+    return prefixed
+
+
 def encode_publish(p: Publish, version: int) -> bytes:
-    topic = p.topic.encode()
     qos = p.qos
-    first = 0x30 | p.retain | (p.dup << 3)
+    head = _TOPICS.get(p.topic) or _topic(p.topic)
     if qos:
-        if qos not in (1, 2):
+        packet_id = p.packet_id
+        if qos > 2 or qos < 0:
             raise ValueError(f"QoS must be 0, 1 or 2, not {qos}")
-        if p.packet_id is None or not 0 < p.packet_id <= 0xFFFF:
-            raise ValueError(f"QoS {qos} PUBLISH needs a packet identifier 1-65535, not {p.packet_id}")
-        first |= qos << 1
-        ident = p.packet_id.to_bytes(2, "big")
+        if packet_id is None or not 0 < packet_id <= 0xFFFF:
+            raise ValueError(f"QoS {qos} PUBLISH needs a packet identifier 1-65535, not {packet_id}")
+        first = 0x30 | (qos << 1) | (p.dup << 3) | p.retain
+        head += packet_id.to_bytes(2, "big")
     else:
         if p.dup or p.packet_id is not None:
             raise ValueError("a QoS 0 PUBLISH has neither DUP nor a packet identifier")
-        ident = b""
-    if len(topic) > 0xFFFF:
-        raise ValueError("topic longer than 65535 bytes")
-    head = len(topic).to_bytes(2, "big") + topic + ident
+        first = 0x31 if p.retain else 0x30
     if version == MQTT_5:
         props = p.properties
         head += b"\x00" if props is NO_PROPERTIES else write_properties(props, PUBLISH)
-    size = len(head) + len(p.payload)
-    if size < 128:
-        return bytes((first, size)) + head + p.payload
+    payload = p.payload
+    size = len(head) + len(payload)
+    if size < 0x80:
+        return bytes((first, size)) + head + payload
+    if size < 0x4000:
+        return bytes((first, (size & 0x7F) | 0x80, size >> 7)) + head + payload
     if size > MAX_VARINT:
         raise ValueError(f"packet body of {size} bytes exceeds the MQTT maximum")
-    return b"".join((bytes((first,)), write_varint(size), head, p.payload))
+    return b"".join((bytes((first,)), write_varint(size), head, payload))
 
 
 def encode_connect(p: Connect, version: int) -> bytes:
