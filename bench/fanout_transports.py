@@ -38,6 +38,7 @@ import contextlib
 import gc
 import json
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,16 +56,20 @@ from fanout_formats import (
     LOADGEN_CORE,
     PAYLOAD_SIZE,
     PY,
+    QUIET_SLICE,
     SEQ_MARK,
     SERVER_CORE,
     LoadGen,
+    Snap,
     Target,
     _picows_connect,
+    delta,
     fmt,
     imported_from,
     machine,
     open_subscribers,
     prepare_after,
+    publish_loop,
     raise_nofile,
     run_single,
     server_env,
@@ -288,39 +293,79 @@ async def open_streams(gen: LoadGen, connect: Any, target: Target, kind: str, cl
     return {"requested": a.subscribers, "opened": len(target.subs), "failed": failed, "seconds": round(dt, 2)}
 
 
+async def run_rotation(gen: LoadGen, names: list[str]) -> dict[str, Any]:
+    """Every server at once, publications to one at a time: phases of --slice seconds in turn.
+
+    Each phase publishes to one server at the fixed rate for --slice seconds, then waits --gap
+    seconds for the last deliveries; that server's CPU and deliveries are read around the phase.
+    A phase of an HTTP transport is compared with the WebSocket phases just before and just after
+    it, so slow changes in the machine's load fall on both alike.
+    """
+    import aiohttp
+
+    a = gen.a
+    k_count = len(gen.targets)
+    phases: list[dict[str, Any]] = []
+    warm = k_count * max(1, round(a.warmup / a.slice / k_count))
+    count = k_count * max(1, round(a.seconds / a.slice))
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=24), timeout=aiohttp.ClientTimeout(total=20))
+        for _ in gen.targets
+    ]
+    try:
+        for k in range(warm + count):
+            which = k % k_count
+            before = Snap(gen)
+            await publish_loop(gen, gen.targets[which], sessions[which], time.monotonic() + a.slice)
+            await asyncio.sleep(a.gap)
+            after = Snap(gen)
+            if k >= warm:
+                d = delta(before, after, which)
+                d["transport"] = names[which]
+                phases.append(d)
+    finally:
+        for session in sessions:
+            await session.close()
+    return {"phases": phases, "phase_seconds": a.slice, "gap_seconds": a.gap}
+
+
 async def loadgen_main(a: argparse.Namespace) -> dict[str, Any]:
     import aiohttp
 
     gen = LoadGen(a)
-    target = gen.targets[0]
     closers: list[Any] = []
     no_timeout = aiohttp.ClientTimeout(total=None, sock_read=None, sock_connect=10)
     streams = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), timeout=no_timeout)
     emulation = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=24), timeout=aiohttp.ClientTimeout(total=20))
-    result: dict[str, Any] = {"transport": a.transport}
+    result: dict[str, Any] = {"transports": a.transport}
     try:
-        if a.transport == "websocket":
-            import picows
+        import picows
 
-            result["client"] = f"picows {picows.__version__}"
-            result["connect"] = await open_subscribers(gen, _picows_connect(gen), target, closers)
-        else:
-            result["client"] = f"aiohttp {aiohttp.__version__}"
-            connect = _stream_connect(gen, a.transport, streams, emulation)
-            result["connect"] = await open_streams(gen, connect, target, a.transport, closers)
-        if not target.subs:
-            raise SystemExit(f"no subscriber connected: {dict(gen.errors.most_common(3))}")
-        result.update(
-            {"subscribers": len(target.subs), "subscribers_json": len(target.subs), "subscribers_protobuf": 0}
-        )
+        clients = {"websocket": f"picows {picows.__version__}", "http": f"aiohttp {aiohttp.__version__}"}
+        result["client"] = clients
+        result["connect"] = {}
+        for target, transport in zip(gen.targets, a.transport, strict=True):
+            if transport == "websocket":
+                opened = await open_subscribers(gen, _picows_connect(gen), target, closers)
+            else:
+                connect = _stream_connect(gen, transport, streams, emulation)
+                opened = await open_streams(gen, connect, target, transport, closers)
+            result["connect"][transport] = opened
+            if not target.subs:
+                raise SystemExit(f"no {transport} subscriber connected: {dict(gen.errors.most_common(3))}")
+        n = len(gen.targets[0].subs)
+        result.update({"subscribers": n, "subscribers_json": n, "subscribers_protobuf": 0})
         await asyncio.sleep(0.5)  # let the last subscribes settle
-        result.update(await run_single(gen, target))
+        if len(gen.targets) == 1:
+            result.update(await run_single(gen, gen.targets[0]))
+        else:
+            result["rotation"] = await run_rotation(gen, a.transport)
         for _ in range(100):  # bounded drain (5 s): every subscriber should get every accepted publication
-            if all(s.n >= target.published for s in target.subs):
+            if all(s.n >= t.published for t in gen.targets for s in t.subs):
                 break
             await asyncio.sleep(0.05)
-        result["published_total"] = target.published
-        result["lost"] = target.lost()
+        result["published_total"] = sum(t.published for t in gen.targets)
+        result["lost"] = sum(t.lost() for t in gen.targets)
         result["pub_errors"] = gen.pub_errors
         result["missed"] = gen.missed
     finally:
@@ -343,18 +388,22 @@ async def loadgen_main(a: argparse.Namespace) -> dict[str, Any]:
 
 def loadgen(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="fanout_transports.py loadgen")
-    p.add_argument("--target", required=True, help="PORT:PID of the server")
-    p.add_argument("--transport", choices=TRANSPORTS, required=True)
-    p.add_argument("--subscribers", type=int, default=1000)
+    p.add_argument("--target", action="append", required=True, help="PORT:PID of a server (several: a rotation)")
+    p.add_argument("--transport", action="append", choices=TRANSPORTS, required=True, help="one per --target")
+    p.add_argument("--subscribers", type=int, default=1000, help="per server")
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--batch", type=int, default=10)
-    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--seconds", type=float, default=10.0, help="measured seconds (per server in a rotation)")
     p.add_argument("--warmup", type=float, default=2.0)
+    p.add_argument("--slice", type=float, default=1.0, help="seconds per slice of the window / per rotation phase")
+    p.add_argument("--gap", type=float, default=0.25, help="rotation: seconds after each phase for the last deliveries")
     p.add_argument("--ramp-timeout", type=float, default=60.0)
     a = p.parse_args(argv)
-    a.target = [a.target]  # fanout_formats.LoadGen takes a list
-    a.protobuf_share, a.slice, a.gap, a.ab = 0.0, 1.0, 0.25, False
+    if len(a.target) != len(a.transport) or len(a.target) > len(TRANSPORTS):
+        p.error("one --transport per --target")
+    a.protobuf_share, a.ab = 0.0, False
     a.seconds, a.warmup, a.ramp_timeout = min(a.seconds, 120.0), min(a.warmup, 30.0), min(a.ramp_timeout, 120.0)
+    a.slice, a.gap = max(0.2, min(a.slice, 10.0)), max(0.05, min(a.gap, 2.0))
     raise_nofile()
     gc.disable()  # short-lived and bounded; the cyclic GC would only cost load-generator CPU
     try:
@@ -370,38 +419,43 @@ def loadgen(argv: list[str]) -> int:
 # =========================================================================== orchestrator
 
 
-def run_one(transport: str, tree: Path, a: argparse.Namespace, *, config: Path, logdir: Path) -> dict[str, Any]:
-    """A fresh server pinned to core 0, the load generator pinned to core 1; both stopped at the end."""
+def run_one(names: list[str], tree: Path, a: argparse.Namespace, *, config: Path, logdir: Path) -> dict[str, Any]:
+    """Fresh server(s), one per transport, pinned to core 0; the load generator pinned to core 1."""
     busy_before = wait_quiet(a.quiet_wait)
-    srv: subprocess.Popen[bytes] | None = None
+    servers: list[tuple[subprocess.Popen[bytes], int]] = []
     gen: subprocess.Popen[bytes] | None = None
     t0 = time.monotonic()
-    log_path = logdir / f"{transport}.server.log"
+    label = "rotation" if len(names) > 1 else names[0]
+    log_path = logdir / f"{label}.server.log"
     with open(log_path, "ab") as log:
         try:
-            port = free_port()
-            argv = ["taskset", "-c", SERVER_CORE, PY, "-m", "trunkline", "serve", "--config", str(config)]
-            srv = subprocess.Popen(
-                [*argv, "--port", str(port)],
-                cwd=tree,
-                env=server_env(tree),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            if not wait_listening(port, srv):
-                return {"error": f"server did not start (exit {srv.poll()}): {log_path.read_text()[-300:]}"}
+            for _ in names:
+                port = free_port()
+                argv = ["taskset", "-c", SERVER_CORE, PY, "-m", "trunkline", "serve", "--config", str(config)]
+                srv = subprocess.Popen(
+                    [*argv, "--port", str(port)],
+                    cwd=tree,
+                    env=server_env(tree),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                servers.append((srv, port))
+            for srv, port in servers:
+                if not wait_listening(port, srv):
+                    return {"error": f"server did not start (exit {srv.poll()}): {log_path.read_text()[-300:]}"}
             time.sleep(0.3)
             gen_argv = [
                 "taskset", "-c", LOADGEN_CORE, PY, str(Path(__file__).resolve()), "loadgen",
-                "--target", f"{port}:{srv.pid}", "--transport", transport,
+                *(x for (srv, port), name in zip(servers, names, strict=True)
+                  for x in ("--target", f"{port}:{srv.pid}", "--transport", name)),
                 "--subscribers", str(a.subscribers), "--rate", str(a.rate), "--batch", str(a.batch),
                 "--seconds", str(a.seconds), "--warmup", str(a.warmup),
             ]  # fmt: skip
             gen = subprocess.Popen(
                 gen_argv, cwd=BENCH, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
             )
-            limit = 60 + 2 * (a.warmup + a.seconds) + 30
+            limit = (60 + 2 * (a.warmup + a.seconds)) * len(names) + 30
             try:
                 out, err = gen.communicate(timeout=limit)
             except subprocess.TimeoutExpired:
@@ -410,15 +464,109 @@ def run_one(transport: str, tree: Path, a: argparse.Namespace, *, config: Path, 
                 return {"error": f"load generator exit {gen.returncode}: {err.decode(errors='replace')[-600:]}"}
             result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
             result["machine_busy_before"] = busy_before
-            if srv.poll() is not None:
-                result["server_exited"] = srv.returncode
+            exited = [srv.returncode for srv, _ in servers if srv.poll() is not None]
+            if exited:
+                result["server_exited"] = exited
             return result
         finally:
             if gen is not None:
                 stop(gen)
-            if srv is not None:
+            for srv, _ in servers:
                 stop(srv)
-            print(f"  {transport:<12} {time.monotonic() - t0:5.1f} s", file=sys.stderr, flush=True)
+            print(f"  {label:<12} {time.monotonic() - t0:5.1f} s", file=sys.stderr, flush=True)
+
+
+def summarize_rotation(rows: list[dict[str, Any]], names: list[str]) -> dict[str, Any]:
+    """Per transport: totals over its phases, and each HTTP phase ÷ the WebSocket phases around it."""
+    ok = [r for r in rows if "error" not in r and "rotation" in r]
+    if not ok:
+        return {"error": rows[-1].get("error", "no run") if rows else "no run"}
+    per: dict[str, dict[str, Any]] = {}
+    for name in names:
+        mine = [ph for r in ok for ph in r["rotation"]["phases"] if ph["transport"] == name]
+        n = sum(ph["deliveries"] for ph in mine)
+        sched = sum(ph["server_sched_cpu_s"] for ph in mine)
+        stat = sum(ph["server_cpu_s"] for ph in mine)
+        reads = sum(ph["frames"] for ph in mine)
+        seconds = len(mine) * ok[0]["rotation"]["phase_seconds"]
+        per[name] = {
+            "phases": len(mine),
+            "deliveries": n,
+            "deliveries_per_s_in_phase": round(n / seconds, 1) if seconds else None,
+            "server_sched_cpu_us_per_delivery": round(sched / n * 1e6, 3) if n else None,
+            "server_cpu_us_per_delivery": round(stat / n * 1e6, 3) if n else None,
+            "deliveries_per_frame": round(n / reads, 2) if reads else None,
+            "seq_marks_match": sum(ph["marks"] for ph in mine) == n,
+        }
+    if "websocket" in names:
+        for name in names:
+            if name == "websocket":
+                continue
+            pairs, quiet = [], []
+            for r in ok:
+                phases = r["rotation"]["phases"]
+                for i, ph in enumerate(phases):
+                    if ph["transport"] != name or not ph["deliveries"]:
+                        continue
+                    near = [
+                        q
+                        for q in (phases[i - 1 - j] if i - 1 - j >= 0 else None for j in range(len(names)))
+                        if q is not None and q["transport"] == "websocket" and q["deliveries"]
+                    ]
+                    near += [
+                        q
+                        for q in (phases[i + 1 + j] if i + 1 + j < len(phases) else None for j in range(len(names)))
+                        if q is not None and q["transport"] == "websocket" and q["deliveries"]
+                    ]
+                    if not near:
+                        continue
+                    base = statistics.mean(q["server_cpu_us_per_delivery"] for q in near)
+                    pairs.append(ph["server_cpu_us_per_delivery"] / base)
+                    if all(q["other_cpu_util"] <= QUIET_SLICE for q in (ph, *near)):
+                        quiet.append(ph["server_cpu_us_per_delivery"] / base)
+            per[name]["cpu_ratio_to_websocket_median_pair"] = round(statistics.median(pairs), 3) if pairs else None
+            per[name]["cpu_ratio_pairs"] = len(pairs)
+            per[name]["cpu_ratio_to_websocket_median_quiet_pair"] = (
+                round(statistics.median(quiet), 3) if quiet else None
+            )
+            per[name]["cpu_ratio_quiet_pairs"] = len(quiet)
+    others = [ph["other_cpu_util"] for r in ok for ph in r["rotation"]["phases"]]
+    return {
+        "rounds": len(ok),
+        "per_transport": per,
+        "other_cpu_util_median": round(statistics.median(others), 3) if others else None,
+        "lost": sum(r.get("lost", 0) for r in ok),
+        "missed": sum(r.get("missed", 0) for r in ok),
+        "pub_errors": sum(r.get("pub_errors", 0) for r in ok),
+    }
+
+
+def rotation_table(s: dict[str, Any]) -> str:
+    if "error" in s:
+        return f"rotation: error: {s['error'][:200]}"
+    lines = [
+        "| rotation | server CPU µs / delivery (schedstat) | utime+stime µs / delivery | ÷ WebSocket, median of "
+        "neighbouring phases | ÷ WebSocket, quiet pairs | deliveries/s in its phases | deliveries / frame or read |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, t in s["per_transport"].items():
+        if name == "websocket":
+            pair_text, quiet_text = "x1", "-"
+        else:
+            pair_text = f"x{fmt(t.get('cpu_ratio_to_websocket_median_pair'), 3)} ({t.get('cpu_ratio_pairs')} pairs)"
+            quiet_text = (
+                f"x{fmt(t.get('cpu_ratio_to_websocket_median_quiet_pair'), 3)} ({t.get('cpu_ratio_quiet_pairs')})"
+            )
+        lines.append(
+            f"| {name} | {fmt(t['server_sched_cpu_us_per_delivery'], 3)} | {fmt(t['server_cpu_us_per_delivery'], 3)} "
+            f"| {pair_text} | {quiet_text} "
+            f"| {fmt(t['deliveries_per_s_in_phase'])} | {fmt(t['deliveries_per_frame'], 2)} |"
+        )
+    lines.append(
+        f"\nother processes used a median {s['other_cpu_util_median']} cores during the phases; "
+        f"lost {s['lost']}, missed {s['missed']}, publish errors {s['pub_errors']}"
+    )
+    return "\n".join(lines)
 
 
 def ratio(x: float | None, base: float | None) -> str:
@@ -476,6 +624,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quiet-wait", type=float, default=10.0, help="max seconds to wait for an idle machine per run")
     p.add_argument("--out", default=str(BENCH / "results" / "fanout_transports.json"))
     p.add_argument("--quick", action="store_true", help="200 subscribers, 3 s, 1 round (a smoke run)")
+    p.add_argument(
+        "--rotation", choices=("yes", "no", "only"), default="yes",
+        help="also run every transport's server at once, publishing to one at a time in turn (the ratio to trust)",
+    )  # fmt: skip
     a = p.parse_args(argv)
     if a.quick:
         a.subscribers, a.seconds, a.warmup, a.rounds = min(a.subscribers, 200), 3.0, 1.0, 1
@@ -517,14 +669,22 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
             flush=True,
         )
-        raw: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+        separate = names if a.rotation != "only" else []
+        rotate = a.rotation != "no" and len(names) > 1
+        raw: dict[str, list[dict[str, Any]]] = {n: [] for n in separate}
+        raw_rotation: list[dict[str, Any]] = []
         for rnd in range(a.rounds):
             print(f"round {rnd + 1}/{a.rounds}", file=sys.stderr, flush=True)
-            for name in names:
-                r = run_one(name, tree, a, config=config, logdir=tmp)
+            for name in separate:
+                r = run_one([name], tree, a, config=config, logdir=tmp)
                 r["round"] = rnd + 1
                 raw[name].append(r)
-        summary = {n: summarize(raw[n]) for n in names}
+            if rotate:
+                r = run_one(names, tree, a, config=config, logdir=tmp)
+                r["round"] = rnd + 1
+                raw_rotation.append(r)
+        summary = {n: summarize(raw[n]) for n in separate}
+        rotation = summarize_rotation(raw_rotation, names) if rotate else None
         server_logs = {p.name: p.read_text()[-2000:] for p in tmp.glob("*.server.log") if p.stat().st_size}
     ws = summary.get("websocket", {})
     ratios = {
@@ -535,14 +695,27 @@ def main(argv: list[str] | None = None) -> int:
         for n, s in summary.items()
         if n != "websocket" and "error" not in s and ws and "error" not in ws
     }
-    doc = {"setup": setup, "summary": summary, "ratios_to_websocket": ratios, "runs": raw, "server_logs": server_logs}
+    doc = {
+        "setup": setup,
+        "summary": summary,
+        "ratios_to_websocket": ratios,
+        "rotation": rotation,
+        "runs": raw,
+        "rotation_runs": raw_rotation,
+        "server_logs": server_logs,
+    }
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    print()
-    print(table(summary))
+    if summary:
+        print()
+        print(table(summary))
+    if rotation is not None:
+        print()
+        print(rotation_table(rotation))
     print(f"\nresults: {out}")
-    return 0 if all("error" not in s for s in summary.values()) else 1
+    failed = any("error" in s for s in summary.values()) or (rotation is not None and "error" in rotation)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

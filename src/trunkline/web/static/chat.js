@@ -252,6 +252,8 @@
     if (sub) sub.removeAllListeners();
     centrifuge = null;
     sub = null;
+    chat.transport = null;
+    $("via").hidden = true;
     members.clear();
     renderOnline();
     setState("disconnected");
