@@ -337,7 +337,8 @@ class Metrics:
         )
         self.protocol_dropped = CounterVec(
             "trunkline_protocol_dropped_messages",
-            "Messages not delivered to a client by protocol and reason (queue_full, too_large, not_authorized).",
+            "Messages not delivered to a client by protocol and reason (queue_full, too_large, not_authorized; "
+            "persistent MQTT sessions: history_gap, stream_reset, expired, positions_evicted).",
             ["protocol", "reason"],
         )
         r.register(_Families((self.protocol_packets, self.protocol_dropped), None))
@@ -457,8 +458,8 @@ class Metrics:
         """One packet of an MQTT connection (``protocol`` is ``mqtt3.1.1`` or ``mqtt5``)."""
         self.protocol_packets.inc((protocol, direction, kind))
 
-    def protocol_drop(self, protocol: str, reason: str) -> None:
-        self.protocol_dropped.inc((protocol, reason))
+    def protocol_drop(self, protocol: str, reason: str, count: int = 1) -> None:
+        self.protocol_dropped.inc((protocol, reason), count)
 
     def api_request(self, method: str, result: str, status: int, seconds: float) -> None:
         """A server API HTTP request was answered; ``method`` outside :data:`API_METHODS` counts as unknown."""
