@@ -309,6 +309,7 @@ AFTER_CONNECT: list[tuple[int, str, int]] = [
     (V5, "e0 02 00 05", reasons.MALFORMED_PACKET),  # properties past the end
     (V5, "f0 01 01", reasons.MALFORMED_PACKET),  # 0x01 is no AUTH reason code
     (V5, "f0 04 18 02 11 00", reasons.MALFORMED_PACKET),  # session expiry in AUTH
+    (V5, "f0 06 18 04 16 00 01 41", reasons.PROTOCOL_ERROR),  # authentication data without a method
 ]
 
 

@@ -99,7 +99,12 @@ def properties(packet_type: int, *, subscription_ids: int = 4) -> st.SearchStrat
             fields[name] = st.lists(_value(ident, kind), max_size=3).map(tuple)
         else:
             fields[name] = st.none() | _value(ident, kind)
-    return st.one_of(st.just(NO_PROPERTIES), st.fixed_dictionaries(fields).map(lambda kw: Properties(**kw)))
+    return st.one_of(
+        st.just(NO_PROPERTIES),
+        st.fixed_dictionaries(fields)
+        .filter(lambda kw: kw.get("authentication_method") is not None or kw.get("authentication_data") is None)
+        .map(lambda kw: Properties(**kw)),
+    )
 
 
 def _props(version: int, packet_type: int, **kw: int) -> st.SearchStrategy[Properties]:

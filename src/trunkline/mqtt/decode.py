@@ -103,6 +103,11 @@ def _check_response_topic(props: Properties, packet_type: int) -> None:
         raise _protocol("response topic is empty or contains a wildcard", packet_type)
 
 
+def _check_authentication(props: Properties, packet_type: int) -> None:
+    if props.authentication_data is not None and props.authentication_method is None:
+        raise _protocol("authentication data without an authentication method", packet_type)
+
+
 def protocol_level(body: bytes) -> int | None:
     """The protocol level of a CONNECT body if it names MQTT 3.1.1 or 5 correctly, else None."""
     if len(body) >= 7 and body[:6] == b"\x00\x04MQTT" and body[6] in (MQTT_311, MQTT_5):
@@ -141,6 +146,7 @@ def decode_connect(body: bytes, flags: int, version: int, from_client: bool) -> 
     props = NO_PROPERTIES
     if level == MQTT_5:
         props, pos = read_properties(body, pos, end, CONNECT)
+        _check_authentication(props, CONNECT)
     client_id, pos = read_string(body, pos, end, CONNECT)
     if level == MQTT_311 and not client_id and not clean:
         raise MalformedPacket(
@@ -185,6 +191,7 @@ def decode_connack(body: bytes, flags: int, version: int, from_client: bool) -> 
     if code not in reasons.CONNACK_CODES:
         raise _malformed(f"CONNACK reason code 0x{code:02X} is not valid", CONNACK)
     props, pos = read_properties(body, 2, end, CONNACK)
+    _check_authentication(props, CONNACK)
     if pos != end:
         raise _malformed("CONNACK has bytes after its properties", CONNACK)
     return ConnAck(bool(ack_flags), code, props)
@@ -421,6 +428,7 @@ def decode_auth(body: bytes, flags: int, version: int, from_client: bool) -> Aut
     if version == MQTT_311:
         raise _malformed("packet type 15 is reserved in MQTT 3.1.1", AUTH)
     code, props = _code_and_properties(AUTH, body, reasons.AUTH_CODES)
+    _check_authentication(props, AUTH)
     return Auth(code, props)
 
 
