@@ -474,3 +474,47 @@ def test_paho_mqtt31_is_refused_with_unsupported_version(listener: socket.socket
         assert reasons.connack_v311(info.value.reason_code) == reasons.V311_UNACCEPTABLE_PROTOCOL_VERSION
     finally:
         server.conn.close()
+
+
+# ------------------------------------------------------------------ paho's tables
+
+
+def test_property_table_matches_paho() -> None:
+    """Identifier, value type and allowed packets of every MQTT 5 property, against paho's table."""
+    from trunkline.mqtt.properties import BINARY, BIT, BOOL, PAIR, TABLE, U16, U32, UTF8, VARINT, WILL
+
+    paho_kind = {BOOL: 0, BIT: 0, U16: 1, U32: 2, VARINT: 3, BINARY: 4, UTF8: 5, PAIR: 6}  # index in paho's types
+    theirs = PahoProperties(PacketTypes.PUBLISH).properties
+    assert set(theirs) == set(TABLE)
+    for ident, (name, kind, allowed) in TABLE.items():
+        their_kind, their_packets = theirs[ident]
+        assert paho_kind[kind] == their_kind, name
+        assert {WILL if t == PacketTypes.WILLMESSAGE else t for t in their_packets} == set(allowed), name
+
+
+def test_reason_code_tables_match_paho() -> None:
+    """Which reason code is valid in which packet, against paho's ReasonCode table."""
+    theirs: dict[int, set[int]] = {}
+    for code, names in ReasonCode(PacketTypes.CONNACK).names.items():
+        for packet_types in names.values():
+            for packet_type in packet_types:
+                theirs.setdefault(packet_type, set()).add(code)
+    ours = {
+        PacketTypes.CONNACK: reasons.CONNACK_CODES,
+        PacketTypes.PUBACK: reasons.PUBACK_CODES,
+        PacketTypes.PUBREC: reasons.PUBACK_CODES,
+        PacketTypes.PUBREL: reasons.PUBREL_CODES,
+        PacketTypes.PUBCOMP: reasons.PUBREL_CODES,
+        PacketTypes.SUBACK: reasons.SUBACK_CODES,
+        PacketTypes.UNSUBACK: reasons.UNSUBACK_CODES,
+        PacketTypes.DISCONNECT: reasons.DISCONNECT_CODES,
+        PacketTypes.AUTH: reasons.AUTH_CODES,
+    }
+    # MQTT 5.0 §3.2.2.2 lists 0x99 (payload format invalid: the will payload) for CONNACK; paho's table
+    # leaves it out, mqtt5's ConnAckReasonCode has it
+    theirs[PacketTypes.CONNACK].add(reasons.PAYLOAD_FORMAT_INVALID)
+    assert int(mqtt5.ConnAckReasonCode.PAYLOAD_FORMAT_INVALID) == reasons.PAYLOAD_FORMAT_INVALID
+    # and paho allows 0x8C (bad authentication method) in DISCONNECT, which §3.14.2.1 does not list (nor mqtt5)
+    theirs[PacketTypes.DISCONNECT].discard(reasons.BAD_AUTHENTICATION_METHOD)
+    for packet_type, codes in ours.items():
+        assert set(codes) == theirs[packet_type], PacketTypes.Names[packet_type]
