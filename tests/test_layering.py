@@ -47,6 +47,7 @@ LAYERS: dict[str, int] = {
     "trunkline.web": 6,
     "trunkline.app": 7,
     "trunkline.cli": 8,
+    "trunkline.tools": 8,  # trunkline compare: load clients and reports, beside the CLI
     "trunkline.__main__": 8,
 }
 
