@@ -95,8 +95,13 @@ async def test_login_required(start_server: Callable[..., Any]) -> None:
         with pytest.raises(jwt.InvalidSignatureError):
             jwt.decode(issued, "secret", algorithms=["HS256"])  # not the client token key
 
-        # logout clears the cookie
+        # logout clears the cookie, given the session's CSRF token (a bare cross-site post is refused)
         async with http.post(f"{base}/dashboard/logout", allow_redirects=False) as resp:
+            assert resp.status == 403
+            assert await resp.json() == {"error": "missing or wrong CSRF token"}
+        async with http.get(f"{base}/dashboard/session") as resp:
+            csrf = (await resp.json())["csrf"]
+        async with http.post(f"{base}/dashboard/logout", data={"csrf": csrf}, allow_redirects=False) as resp:
             assert resp.status == 303
         async with http.get(f"{base}/dashboard/token") as resp:
             assert resp.status == 401

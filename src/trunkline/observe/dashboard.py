@@ -8,21 +8,24 @@ Routes (added only when ``admin.enabled``):
   SameSite=Strict cookie holding an expiring session value signed with HMAC (key
   derived from ``admin.secret`` and ``admin.password``, so changing either logs
   every session out). Failures are limited per address;
-- ``POST /dashboard/logout``: clears the cookie;
+- ``POST /dashboard/logout``: clears the cookie (with the session's CSRF token);
 - ``GET /dashboard/token``: for a logged-in browser, a connection JWT (HS256 with
   ``admin.secret``, ``sub`` ``admin``, one hour, ``meta: {"trunkline_admin": true}``)
   that makes its WebSocket connection an admin one, allowed to subscribe to the
   node's ``__trunkline:stats`` channel; 401 JSON otherwise;
 - ``GET /dashboard/stats``: the recent stats documents, so charts start filled;
 - ``GET /dashboard/assets/{name}``: the page's scripts and styles, from the package
-  (uPlot and centrifuge.js are vendored by ``make setup``; nothing from a CDN).
+  (uPlot and centrifuge.js are vendored by ``make setup``; nothing from a CDN);
+- the administration endpoints of :mod:`~trunkline.observe.admin_views` (channels,
+  connections, actions, the event log), CSRF-protected and audited as
+  :mod:`~trunkline.observe.admin_auth` describes.
 
 With ``admin.insecure`` there is no login: every request is an admin's.
 
 The page works on the public listener and on the internal one
 (``http_server.internal_port``): when the application has no
 ``/connection/websocket`` route (the internal one), it gets one here, and the
-dashboard's stats task starts with the application.
+dashboard's stats and event-log tasks start with the application.
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import hmac
 import html
 import json
 import logging
-import secrets
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +44,8 @@ from jwt.utils import base64url_encode
 
 from ..appkeys import NODE_KEY
 from ..transport.remote import client_ip, is_https
-from . import stats
+from . import admin_auth, admin_events, admin_views, stats
+from .admin_auth import COOKIE, COOKIE_PATH, SESSION_TTL
 
 if TYPE_CHECKING:
     from ..config import Settings
@@ -50,9 +53,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trunkline.dashboard")
 
-COOKIE = "trunkline_dashboard"
-COOKIE_PATH = "/dashboard"
-SESSION_TTL = 8 * 3600
+__all__ = ["COOKIE", "COOKIE_PATH", "SESSION_TTL", "add_dashboard_routes", "admin_token"]
+
 TOKEN_TTL = 3600
 LOGIN_FAILURES = 10  # per address …
 LOGIN_WINDOW = 60.0  # … per this many seconds, then 429
@@ -60,6 +62,7 @@ STATIC = Path(__file__).resolve().parent.parent / "web" / "static"
 ASSETS: dict[str, tuple[str, str]] = {
     "dashboard.js": ("dashboard.js", "text/javascript"),
     "dashboard.css": ("dashboard.css", "text/css"),
+    "admin.js": ("admin.js", "text/javascript"),
     "centrifuge.js": ("vendor/centrifuge.js", "text/javascript"),
     "uPlot.iife.min.js": ("vendor/uPlot.iife.min.js", "text/javascript"),
     "uPlot.min.css": ("vendor/uPlot.min.css", "text/css"),
@@ -79,15 +82,18 @@ def add_dashboard_routes(app: web.Application, settings: Settings) -> None:
     r.add_get("/dashboard/token", token)
     r.add_get("/dashboard/stats", recent_stats)
     r.add_get("/dashboard/assets/{name}", asset)
+    admin_views.add_admin_routes(app)
     if not any(res.canonical == "/connection/websocket" for res in r.resources()):
         from ..transport.websocket import websocket_handler
 
         r.add_get("/connection/websocket", websocket_handler)
-    app.on_startup.append(_start_stats)
+    admin_auth.start_insecure_key(app)
+    app.on_startup.append(_start_tasks)
 
 
-async def _start_stats(app: web.Application) -> None:
+async def _start_tasks(app: web.Application) -> None:
     stats.start_stats(_node(app))
+    admin_events.start_events(_node(app))
 
 
 def _node(app: web.Application) -> Node:
@@ -100,42 +106,10 @@ def _client(request: web.Request) -> str:
 
 # ---------------------------------------------------------------------------------- sessions
 
-
-def _session_key(settings: Settings) -> bytes:
-    admin = settings.admin
-    return hmac.new(
-        admin.secret.encode(), b"trunkline dashboard session\0" + admin.password.encode(), "sha256"
-    ).digest()
-
-
-def _sign(key: bytes, expires: int, nonce: str) -> str:
-    return hmac.new(key, f"v1|{expires}|{nonce}".encode(), "sha256").hexdigest()
-
-
-def new_session_value(settings: Settings, now: float | None = None) -> str:
-    """A cookie value ``v1.<expiry>.<nonce>.<hmac>``, valid for ``SESSION_TTL`` seconds."""
-    expires = int((time.time() if now is None else now) + SESSION_TTL)
-    nonce = secrets.token_urlsafe(12)
-    return f"v1.{expires}.{nonce}.{_sign(_session_key(settings), expires, nonce)}"
-
-
-def valid_session(settings: Settings, value: str, now: float | None = None) -> bool:
-    if not (settings.admin.secret and settings.admin.password):
-        return False
-    parts = value.split(".")
-    if len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit():
-        return False
-    expires, nonce, mac = int(parts[1]), parts[2], parts[3]
-    if expires <= (time.time() if now is None else now):
-        return False
-    return hmac.compare_digest(_sign(_session_key(settings), expires, nonce), mac)
-
-
-def _authorized(request: web.Request) -> bool:
-    settings = _node(request.app).settings
-    if settings.admin.insecure:
-        return True
-    return valid_session(settings, request.cookies.get(COOKIE, ""))
+# the session cookie and its CSRF token live in admin_auth; these names stay importable from here
+new_session_value = admin_auth.new_session_value
+valid_session = admin_auth.valid_session
+_authorized = admin_auth.authorized
 
 
 def _password_ok(settings: Settings, given: str) -> bool:
@@ -248,7 +222,6 @@ async def login(request: web.Request) -> web.StreamResponse:
         if as_json:
             return web.json_response({"error": "wrong password"}, status=401)
         return _login_page(request, "Wrong password.", status=401)
-    log.info("dashboard login from %s", _client(request))
     return _logged_in(request, as_json, settings)
 
 
@@ -259,9 +232,13 @@ def _logged_in(request: web.Request, as_json: bool, settings: Settings) -> web.S
     else:
         response = web.Response(status=303, headers={"Location": "/dashboard", "Cache-Control": "no-store"})
     if not settings.admin.insecure:
+        value = new_session_value(settings)
+        admin_auth.audit_log.info(
+            "dashboard login from %s: session=%s", _client(request), admin_auth.session_name(value.split(".")[2])
+        )
         response.set_cookie(
             COOKIE,
-            new_session_value(settings),
+            value,
             max_age=SESSION_TTL,
             path=COOKIE_PATH,
             httponly=True,
@@ -272,6 +249,16 @@ def _logged_in(request: web.Request, as_json: bool, settings: Settings) -> web.S
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    """Clears the cookie; a logged-in session must send its CSRF token (header or ``csrf`` form field)."""
+    if admin_auth.authorized(request) and not _node(request.app).settings.admin.insecure:
+        form_token = ""
+        if request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            value = (await request.post()).get(admin_auth.CSRF_FIELD)
+            form_token = value if isinstance(value, str) else ""
+        denied = admin_auth.check_state_change(request, form_token)
+        if denied is not None:
+            return denied
+        admin_auth.audit_log.info("admin logout by %s", admin_auth.identity(request))
     response: web.StreamResponse
     if _wants_json(request):
         response = web.json_response({"ok": True})

@@ -4,7 +4,10 @@
 // along), connects to /connection/websocket with the vendored centrifuge.js,
 // subscribes to the node's "__trunkline:stats" channel (one document per second)
 // and draws them with uPlot. Recent documents are loaded from /dashboard/stats
-// first so the charts start filled. Tests read window.__dashboard.
+// first so the charts start filled. Hovering a chart shows the values under the
+// cursor in its legend. The connection is created at once (state.client), so
+// admin.js can add its own subscriptions before it connects. Tests read
+// window.__dashboard.
 (function () {
   "use strict";
 
@@ -24,7 +27,7 @@
   const $ = (id) => document.getElementById(id);
 
   function chartWidth(el) {
-    return Math.max(280, Math.floor(el.getBoundingClientRect().width) - 4);
+    return Math.max(200, Math.floor(el.getBoundingClientRect().width) - 4);
   }
 
   function makeChart(key, labels, valueFmt) {
@@ -44,7 +47,7 @@
       series: series,
       scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
       axes: [{}, { size: 60, values: (u, ticks) => ticks.map(valueFmt) }],
-      legend: { live: false },
+      legend: { live: true },
       cursor: { drag: { x: false, y: false } },
     };
     const chart = new uPlot(opts, data[key], el);
@@ -177,7 +180,7 @@
     }
   }
 
-  function connect() {
+  function makeClient() {
     const scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
     const client = new Centrifuge(scheme + window.location.host + "/connection/websocket", { getToken: getToken });
     client.on("connecting", () => setStatus("connecting"));
@@ -192,21 +195,25 @@
     });
     sub.on("error", (ctx) => console.warn("dashboard subscription error", ctx));
     sub.subscribe();
-    client.connect();
     state.client = client;
+    return client;
   }
+
+  function resizeCharts() {
+    for (const key of Object.keys(state.charts)) {
+      const chart = state.charts[key];
+      chart.setSize({ width: chartWidth($("chart-" + key)), height: 220 });
+    }
+  }
+  state.resizeCharts = resizeCharts;
 
   function start() {
     makeChart("connections", ["connections", "subscriptions"], num);
     makeChart("messages", ["in /s", "out /s"], num);
     makeChart("latency", ["command p50", "command p99", "delivery p50", "delivery p99"], ms);
-    window.addEventListener("resize", () => {
-      for (const key of Object.keys(state.charts)) {
-        const chart = state.charts[key];
-        chart.setSize({ width: chartWidth($("chart-" + key)), height: 220 });
-      }
-    });
-    backfill().finally(connect);
+    window.addEventListener("resize", resizeCharts);
+    const client = makeClient();
+    backfill().finally(() => client.connect());
   }
 
   start();
