@@ -1,0 +1,1 @@
+"""Tools built on a running Trunkline (the CLI's ``compare``): clients of the server, not parts of it."""
