@@ -1,5 +1,5 @@
 """The ``trunkline`` command: ``serve``, ``genconfig``, ``gentoken``, ``gensubtoken``, ``checktoken``,
-``checkconfig``, ``version``.
+``checkconfig``, ``compare``, ``version``.
 
 The CLI holds no logic: it parses arguments, loads settings through :mod:`trunkline.config`
 and hands them to :func:`trunkline.app.run`. A :class:`~trunkline.errors.ConfigError` from any
@@ -273,6 +273,43 @@ def checkconfig(file: str) -> None:
         raise click.BadParameter("must not be empty", param_hint="FILE")
     settings: Settings = load_settings(file)
     click.echo(json.dumps(settings.masked_dict(), indent=2))
+
+
+@main.command(short_help="Measure short polling, long polling, SSE and WebSocket on this machine.")
+@click.option("--clients", type=click.IntRange(1, 100000), help="Clients per mode (default 100; --quick 5).")
+@click.option("--rate", type=click.FloatRange(0.1, 100000), help="Publications per second (default 10).")
+@click.option("--seconds", type=click.FloatRange(0.5, 3600), help="Seconds of publishing per mode (default 10).")
+@click.option("--payload", type=click.IntRange(16, 1048576), metavar="BYTES", help="Bytes of data (default 100).")
+@click.option("--interval", type=click.FloatRange(0.05, 3600), help="Short-poll interval in seconds (default 1).")
+@click.option("--wait", type=click.FloatRange(0.1, 60), help="Long-poll wait in seconds (default 25).")
+@click.option("--modes", default="short-poll,long-poll,sse,websocket", show_default=True, help="Modes to run.")
+@click.option(
+    "--sweep", multiple=True, metavar="NAME=V1,V2", help="Repeat for each value: rate=1,10,100 or clients=10,100,1000."
+)
+@click.option("--sweep-seconds", type=click.FloatRange(0.5, 3600), help="Seconds per sweep point (default --seconds).")
+@click.option(
+    "--out", default="compare-results", show_default=True, metavar="DIR", help="Where results.json and report.html go."
+)
+@click.option("--quick", is_flag=True, help="Small and short: 5 clients, 10/s for 2 s, 0.5 s interval.")
+@click.option("--url", metavar="URL", help="Measure a running server instead of starting one.")
+@click.option("--api-key", default="", envvar="TRUNKLINE_HTTP_API_KEY", help="With --url: its http_api.key.")
+@click.option(
+    "--secret", default="", envvar="TRUNKLINE_CLIENT_TOKEN_HMAC_SECRET_KEY", help="With --url: its HMAC token key."
+)
+@click.option("--server-pid", type=int, help="With --url: the server's process id, to measure its CPU.")
+@click.option("--channel-prefix", default="compare:", show_default=True, help="With --url: a namespace with history.")
+def compare(**options: Any) -> None:
+    """Drive the same workload through each delivery mode and report latency, bytes, requests and CPU."""
+    from trunkline.tools.compare.main import from_cli, run
+
+    try:
+        parsed = from_cli(**options)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        run(parsed)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
