@@ -178,12 +178,12 @@
       const panel = el("div", null, "panel");
       panel.dataset.namespace = ns.namespace;
       const title = el("h2", ns.namespace === "" ? "(no namespace)" : ns.namespace);
-      title.appendChild(el("span", " " + ns.num_clients + " subscribers", "muted"));
+      title.appendChild(el("span", " " + ns.num_clients + " subscriber" + (ns.num_clients === 1 ? "" : "s"), "muted"));
       panel.appendChild(title);
       const wrap = el("div", null, "table-wrap");
       const table = el("table");
       table.createTHead().appendChild(document.createElement("tr"));
-      table.tHead.rows[0].append(el("th", "Channel"), el("th", "Subscribers"));
+      table.tHead.rows[0].append(el("th", "Channel"), el("th", "Subscribers", "num"));
       const tbody = table.createTBody();
       for (const ch of ns.channels) {
         const tr = row(tbody, [link(ch.channel, "#channels/" + encodeURIComponent(ch.channel)), ch.num_clients]);
@@ -217,11 +217,13 @@
       const members = Object.values(body.presence.result.presence);
       if (!members.length) emptyRow(presence, 3, "nobody");
       for (const m of members) {
-        row(presence, [
+        const tr = row(presence, [
           link(m.user || "(anonymous)", "#connections/" + encodeURIComponent(m.user)),
           m.client,
           m.conn_info == null ? "" : short(m.conn_info, 80),
-        ]).dataset.client = m.client;
+        ]);
+        tr.cells[1].className = "id";
+        tr.dataset.client = m.client;
       }
     }
     const history = $("channel-history").tBodies[0];
@@ -268,6 +270,7 @@
       button.type = "button";
       button.addEventListener("click", () => disconnect(user, c.client));
       const tr = row(tbody, [c.client, c.transport + (c.protocol ? " (" + c.protocol + ")" : ""), c.remote, subs, button]);
+      tr.cells[0].className = "id";
       tr.dataset.client = c.client;
     }
     state.userLoaded = user;
