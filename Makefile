@@ -8,7 +8,7 @@ CONFIG ?= examples/demo.toml
 PORT ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps lint typecheck bench bench-formats clean
+.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt clean
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
@@ -65,6 +65,11 @@ bench: setup
 bench-formats: setup
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/fanout_formats.py
+
+# Issue-12 benchmark: MQTT on Trunkline next to mosquitto (Debian package), same load generator (~15 min).
+bench-mqtt: setup system-deps
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) bench/mqtt_vs_mosquitto.py
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
