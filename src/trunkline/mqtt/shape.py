@@ -122,6 +122,55 @@ class TopicCache:
         return topic
 
 
+class Tracker:
+    """Where one persistent session stands in each concrete channel it received (identity-hashed).
+
+    Every shape of a persistent session's QoS 1/2 subscriptions carries the
+    session's tracker, so such shapes are the session's own: encoding a
+    publication for one of them *is* a delivery to that session, and the tracker
+    notes the publication's (offset, epoch) for its channel. That is the position
+    the session resumes from after a reconnect, for exact filters and for every
+    channel a wildcard filter delivered.
+
+    While a channel is *held* (a resumed wildcard subscription reads the
+    channel's history), its live publications are kept here instead of being
+    encoded (the shape returns ``b""``, which the session does not send); the
+    session then delivers history and held publications in offset order, once.
+    At most :attr:`limit` channels are remembered (the oldest is forgotten and
+    counted in :attr:`evicted`); at most :attr:`hold_limit` publications are held
+    per channel (more are counted in :attr:`overflow`).
+    """
+
+    __slots__ = ("evicted", "held", "hold_limit", "limit", "overflow", "positions")
+
+    def __init__(self, limit: int = 10000, hold_limit: int = 10000) -> None:
+        self.positions: dict[str, tuple[int, str]] = {}
+        self.held: dict[str, dict[int, Publication]] = {}
+        self.limit = limit
+        self.hold_limit = hold_limit
+        self.evicted = 0
+        self.overflow = 0
+
+    def accept(self, channel: str, pub: Publication) -> bool:
+        """Note ``pub`` as delivered on ``channel`` (False: held, do not send it now)."""
+        held = self.held.get(channel)
+        if held is not None:
+            if len(held) < self.hold_limit or pub.offset in held:
+                held[pub.offset] = pub
+            else:
+                self.overflow += 1
+            return False
+        self.note(channel, pub.offset, pub.epoch)
+        return True
+
+    def note(self, channel: str, offset: int, epoch: str) -> None:
+        positions = self.positions
+        if channel not in positions and len(positions) >= self.limit:
+            del positions[next(iter(positions))]
+            self.evicted += 1
+        positions[channel] = (offset, epoch)
+
+
 @dataclass(frozen=True, slots=True)
 class MqttShape:
     """Encodes publications for MQTT subscribers that share these options."""
@@ -133,8 +182,13 @@ class MqttShape:
     subscription_id: int | None = None
     #: the connection whose own publications this shape leaves out (MQTT 5 no-local): encoded as b""
     no_local: str | None = None
+    #: the positions of a persistent session (its shapes are its own); None: not positioned
+    tracker: Tracker | None = field(default=None, compare=True, hash=True)
 
     def publication(self, channel: str, pub: Publication) -> bytes:
+        tracker = self.tracker
+        if tracker is not None and pub.offset and not tracker.accept(channel, pub):
+            return b""
         if self.no_local is not None and pub.info is not None and pub.info.client == self.no_local:
             return b""
         topic = self.topics.topic(channel)

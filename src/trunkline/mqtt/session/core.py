@@ -47,9 +47,10 @@ from ..packets import (
     Unsubscribe,
     Will,
 )
-from ..shape import MqttShape, TopicCache, packet_qos, with_packet_id
+from ..shape import MqttShape, TopicCache, Tracker, packet_qos, with_packet_id
 from ..topics import Mode, TopicMapping
 from . import handlers as P
+from . import persist
 from .subs import Access, MqttSubscription
 
 if TYPE_CHECKING:
@@ -82,6 +83,8 @@ class NodeState:
         self.access = Access(node)
         self.sessions: dict[str, MqttSession] = {}
         self.delayed_wills: dict[str, Timer] = {}
+        #: persistent sessions whose client is away, by client id (this node only)
+        self.stored: dict[str, persist.StoredSession] = {}
         self.retained: Any = None  # the retained-message store (set by the first session that needs it)
 
 
@@ -116,6 +119,9 @@ class MqttSession:
         self._closed = False
         self.keepalive = 0
         self.will: Will | None = None
+        #: seconds the session outlives the connection (0: ends with it); its channel positions
+        self.session_expiry = 0.0
+        self.tracker: Tracker | None = None
         self.subscriptions: dict[str, MqttSubscription] = {}
         self.channels: dict[str, MqttSubscription] = {}  # exact filters by channel
         # outbound QoS 1/2
@@ -123,7 +129,7 @@ class MqttSession:
         self.queue: deque[bytes] = deque()
         self.send_window = mqtt.max_inflight
         self.max_outgoing_packet = 0  # the client's Maximum Packet Size (MQTT 5); 0: no limit
-        self._next_id = 1
+        self.next_id = 1
         # inbound QoS 2 (ids awaiting PUBREL) and topic aliases (MQTT 5)
         self.awaiting_rel: set[int] = set()
         self.topic_aliases: dict[int, str] = {}
@@ -182,7 +188,9 @@ class MqttSession:
         ]
 
     def resubscribe(self, channel: str) -> None:
-        """MQTT subscriptions are not positioned; nothing to recover (kept for the contract)."""
+        """The node found publications of ``channel`` missing: rejoin it from the session's position."""
+        if self.connected and channel in self.channels:
+            self.node.spawn(P.rejoin(self, channel))
 
     async def apply_control(self, cmd: Control) -> None:
         if not self.connected:
@@ -259,19 +267,18 @@ class MqttSession:
         if isinstance(packet, Publish):
             await P.handle_publish(self, packet)
         elif isinstance(packet, PubAck):
-            self.acknowledged(packet.packet_id)
+            sent = self.inflight.get(packet.packet_id)
+            if sent is not None and sent != persist.PUBREL_MARK and packet_qos(sent) == 1:
+                self.acknowledged(packet.packet_id)
         elif isinstance(packet, PubRec):
-            # we never send QoS 2 (subscriptions are granted at most QoS 1); answer per spec anyway
-            self.send(
-                PubRel(packet.packet_id, 0 if packet.packet_id in self.inflight else R.PACKET_IDENTIFIER_NOT_FOUND)
-            )
-            self.acknowledged(packet.packet_id)
+            self._pubrec(packet)
         elif isinstance(packet, PubRel):
             found = packet.packet_id in self.awaiting_rel
             self.awaiting_rel.discard(packet.packet_id)
             self.send(PubComp(packet.packet_id, 0 if found else R.PACKET_IDENTIFIER_NOT_FOUND))
         elif isinstance(packet, PubComp):
-            self.acknowledged(packet.packet_id)
+            if self.inflight.get(packet.packet_id) == persist.PUBREL_MARK:
+                self.acknowledged(packet.packet_id)
         elif isinstance(packet, Subscribe):
             await P.handle_subscribe(self, packet)
         elif isinstance(packet, Unsubscribe):
@@ -283,6 +290,25 @@ class MqttSession:
         else:
             await self.close_with(R.PROTOCOL_ERROR, f"unexpected {type(packet).__name__}")
 
+    def _pubrec(self, packet: PubRec) -> None:
+        """Outbound QoS 2, step two: PUBREC -> PUBREL (the message is then only a packet id until PUBCOMP)."""
+        pid = packet.packet_id
+        sent = self.inflight.get(pid)
+        if sent is None or sent == persist.PUBREL_MARK or packet_qos(sent) != 2:
+            if sent is None:
+                self.send(PubRel(pid, R.PACKET_IDENTIFIER_NOT_FOUND if self.version == MQTT_5 else 0))
+            elif sent == persist.PUBREL_MARK:
+                self.resend_pubrel(pid)  # a repeated PUBREC: PUBREL again
+            return
+        if packet.reason_code >= 0x80:  # MQTT 5: the client refused the message; the exchange ends here
+            self.acknowledged(pid)
+            return
+        self.inflight[pid] = persist.PUBREL_MARK
+        self.resend_pubrel(pid)
+
+    def resend_pubrel(self, packet_id: int) -> None:
+        self.send(PubRel(packet_id))
+
     # ------------------------------------------------------------------ output
 
     def send(self, packet: Packet, version: int | None = None) -> None:
@@ -290,8 +316,8 @@ class MqttSession:
 
     def next_packet_id(self) -> int:
         for _ in range(65535):
-            pid = self._next_id
-            self._next_id = pid + 1 if pid < 65535 else 1
+            pid = self.next_id
+            self.next_id = pid + 1 if pid < 65535 else 1
             if pid not in self.inflight:
                 return pid
         raise RuntimeError("no free packet identifier")  # pragma: no cover - bounded by the in-flight window
@@ -333,6 +359,10 @@ class MqttSession:
     def acknowledged(self, packet_id: int) -> None:
         if self.inflight.pop(packet_id, None) is None:
             return
+        self.pump()
+
+    def pump(self) -> None:
+        """Send queued messages while the in-flight window has room."""
         while self.queue and len(self.inflight) < self.send_window:
             data = self.queue.popleft()
             pid = self.next_packet_id()
@@ -447,6 +477,8 @@ class MqttSession:
             node.hub.remove_connection(self.client_id, self.user, self)
             if self.state.sessions.get(self.mqtt_client_id) is self:
                 del self.state.sessions[self.mqtt_client_id]
+        if was_connected and self.session_expiry > 0 and self.mqtt_client_id:
+            persist.save(self)
         for sub in list(self.subscriptions.values()):
             await self.drop_subscription(sub)
         self.queue.clear()

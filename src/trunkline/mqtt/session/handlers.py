@@ -25,19 +25,21 @@ from ..packets import (
     PubRec,
     SubAck,
     Subscribe,
+    Subscription,
     UnsubAck,
     Unsubscribe,
     Will,
 )
-from ..shape import MqttShape, encode_meta, meta_of
+from ..shape import MqttShape, Tracker, encode_meta, meta_of
 from ..topics import Unmappable
+from . import persist
 from .subs import FilterMatcher, MqttSubscription, channel_allowed
 
 if TYPE_CHECKING:
     from .core import MqttSession
 
 log = logging.getLogger("trunkline.mqtt")
-MAX_GRANTED_QOS = 1  # outbound QoS 2 is not implemented: subscriptions are granted at most QoS 1
+MAX_GRANTED_QOS = 2
 
 
 class Refused(Exception):
@@ -101,6 +103,9 @@ async def handle_connect(s: MqttSession, p: Connect) -> None:
             raise Refused(R.CLIENT_IDENTIFIER_NOT_VALID, "client id in use by another connection")
         if existing is not None and existing.user != user:
             raise Refused(R.CLIENT_IDENTIFIER_NOT_VALID, "client id in use by another user")
+        saved = s.state.stored.get(client_id)
+        if saved is not None and saved.user != user:
+            raise Refused(R.CLIENT_IDENTIFIER_NOT_VALID, "client id has a session of another user")
         limit = node.settings.client.connection_limit
         if limit and node.hub.num_clients >= limit and existing is None:
             raise Refused(R.SERVER_BUSY, "connection limit reached")
@@ -124,6 +129,14 @@ async def handle_connect(s: MqttSession, p: Connect) -> None:
     delayed = s.state.delayed_wills.pop(client_id, None)
     if delayed is not None:  # the client is back before its will delay ran out: no will
         delayed.cancel()
+    stored = persist.take(s.state, client_id)  # after a takeover, the old connection's state is here
+    if p.clean_start:
+        stored = None
+    s.session_expiry = persist.session_expiry(s, p.clean_start, p.properties.session_expiry_interval)
+    if stored is not None:
+        s.tracker = stored.tracker
+    elif s.session_expiry > 0:
+        s.tracker = Tracker()
     s.mqtt_client_id = client_id
     s.client_id = client_id
     s.user = user
@@ -157,13 +170,15 @@ async def handle_connect(s: MqttSession, p: Connect) -> None:
             wildcard_subscription_available=True,
             subscription_identifier_available=True,
             shared_subscription_available=False,
-            session_expiry_interval=0 if expiry else None,
+            session_expiry_interval=int(s.session_expiry) if expiry and s.session_expiry != expiry else None,
         )
-        s.send(ConnAck(False, R.SUCCESS, ack_props))
+        s.send(ConnAck(stored is not None, R.SUCCESS, ack_props))
     else:
-        s.send(ConnAck(False, R.SUCCESS))
+        s.send(ConnAck(stored is not None, R.SUCCESS))
     s.start_keepalive()
     s.schedule_expiry()
+    if stored is not None:
+        await resume(s, stored)
     if node.hooks.connect is not None:
         await node.hooks.connect(s.view)
 
@@ -282,23 +297,86 @@ async def handle_subscribe(s: MqttSession, p: Subscribe) -> None:
     for sub, new, handling in added:
         if handling == 0 or (handling == 1 and new):
             await deliver_retained(s, sub)
-        finish, sub.finish = sub.finish, None
-        if finish is not None:
-            try:
-                finish()
-            except E.Disconnect:
-                await release(s, sub)
-                continue
-            sub.live = True
-            await _announce(s, sub)
+        await _go_live(s, sub)
+
+
+async def _go_live(s: MqttSession, sub: MqttSubscription) -> None:
+    """The second step of an exact filter's join: buffered publications, then live; presence."""
+    finish, sub.finish = sub.finish, None
+    if finish is None:
+        return
+    try:
+        finish()
+    except E.Disconnect:
+        await release(s, sub)
+        return
+    sub.live = True
+    await _announce(s, sub)
+
+
+async def resume(s: MqttSession, stored: persist.StoredSession) -> None:
+    """Bring a saved session back: resend, resubscribe, replay what was missed, then live."""
+    persist.restore_delivery(s, stored)
+    wildcards: list[persist.Saved] = []
+    for saved in stored.subscriptions:
+        if s.closed:
+            return
+        if is_wildcard(saved.option.filter):
+            wildcards.append(saved)
+            continue
+        code, sub, _ = await _subscribe_one(s, saved.option.filter, saved.option, saved.sub_id)
+        if sub is None:
+            log.info("client=%s lost its subscription %r on resume: 0x%02X", s.client_id, saved.option.filter, code)
+            continue
+        if sub.start is not None and sub.channel is not None:
+            await persist.replay(s, sub, sub.channel, sub.start)
+        await _go_live(s, sub)
+    tracker = s.tracker
+    for saved in wildcards:
+        if s.closed:
+            return
+        held = persist.held_channels(s, saved.option.filter, set(s.channels)) if saved.option.qos and tracker else []
+        for channel in held:
+            assert tracker is not None
+            tracker.held.setdefault(channel, {})
+        code, sub, _ = await _subscribe_one(s, saved.option.filter, saved.option, saved.sub_id)
+        if sub is None:
+            log.info("client=%s lost its subscription %r on resume: 0x%02X", s.client_id, saved.option.filter, code)
+            for channel in held:
+                assert tracker is not None
+                tracker.held.pop(channel, None)
+            continue
+        for channel in held:
+            await persist.replay(s, sub, channel, None)
+
+
+async def rejoin(s: MqttSession, channel: str) -> None:
+    """A positioned channel of a persistent session missed publications on this node: join it again."""
+    node = s.node
+    sub = s.channels.get(channel)
+    for _ in range(3):
+        if sub is None or s.closed or s.channels.get(channel) is not sub:
+            return
+        node.hub.remove(channel, s)
+        try:
+            result, finish = await node.join(s, channel, positioned=True, shape=sub.shape, push=s.push_for(sub.shape))
+        except E.ClientError as exc:
+            log.warning("client=%s cannot rejoin %s: %s", s.client_id, channel, exc)
+            break
+        await persist.replay(s, sub, channel, (result.offset, result.epoch))
+        try:
+            finish()
+        except E.Disconnect:
+            continue
+        return
+    if sub is not None and s.channels.get(channel) is sub:
+        log.warning("client=%s could not catch up on %s; the subscription ends", s.client_id, channel)
+        await release(s, sub)
 
 
 async def _subscribe_one(
-    s: MqttSession, topic_filter: str, option: object, sub_id: int | None
+    s: MqttSession, topic_filter: str, option: Subscription, sub_id: int | None
 ) -> tuple[int, MqttSubscription | None, bool]:
-    from ..packets import Subscription
-
-    assert isinstance(option, Subscription)
     node = s.node
     failure = R.UNSPECIFIED_ERROR if s.version == MQTT_5 else 0x80
     if parse_shared(topic_filter) is not None or topic_filter.startswith("$share/"):
@@ -320,10 +398,11 @@ async def _subscribe_one(
         retain_as_published=option.retain_as_published,
         subscription_id=sub_id,
         no_local=s.client_id if option.no_local else None,
+        tracker=s.tracker if qos else None,
     )
     if existing is not None:
         await release(s, existing)
-    sub = MqttSubscription(topic_filter, qos, shape)
+    sub = MqttSubscription(topic_filter, qos, shape, option=option, sub_id=sub_id)
     push = s.push_for(shape)
     try:
         if scope.channel is not None and not is_wildcard(topic_filter):
@@ -343,8 +422,11 @@ async def _subscribe_one(
             sub.join_leave = opts.join_leave
             s.subscriptions[topic_filter] = sub
             s.channels[channel] = sub
-            _, finish = await node.join(s, channel, shape=shape, push=push)
+            positioned = shape.tracker is not None and opts.history_enabled
+            result, finish = await node.join(s, channel, shape=shape, push=push, positioned=positioned)
             sub.finish = finish
+            if positioned:
+                sub.start = (result.offset, result.epoch)
         else:
             reachable = scope.reachable(ns.name for ns in node.settings.channel.namespaces)
             if not any(_namespace_open(s, ns) for ns in reachable):
@@ -434,13 +516,20 @@ async def handle_unsubscribe(s: MqttSession, p: Unsubscribe) -> None:
 
 
 async def handle_disconnect(s: MqttSession, p: Disconnect) -> None:
+    interval = p.properties.session_expiry_interval
+    if s.version == MQTT_5 and interval is not None:
+        if interval and s.session_expiry == 0:
+            await s.close_with(R.PROTOCOL_ERROR, "session expiry set on DISCONNECT after 0 on CONNECT")
+            return
+        s.session_expiry = persist.session_expiry(s, False, interval)
     with_will = s.version == MQTT_5 and p.reason_code == R.DISCONNECT_WITH_WILL_MESSAGE
     await s.end(send_will=with_will, code=p.reason_code)
 
 
 def schedule_will(s: MqttSession, will: Will) -> None:
     """Publish the will now, or after its MQTT 5 will delay unless the client id reconnects first."""
-    delay = will.properties.will_delay_interval or 0
+    # MQTT 5: the will waits for its delay or for the end of the session, whichever comes first
+    delay = min(will.properties.will_delay_interval or 0, s.session_expiry)
     node = s.node
     client_id = s.mqtt_client_id
 

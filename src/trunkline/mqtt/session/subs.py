@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from ...config import NamespaceOptions
 from ...hub import permissions
 from ..filters import matches
+from ..packets import Subscription
 from ..shape import MqttShape, TopicCache
 
 if TYPE_CHECKING:
@@ -84,3 +85,6 @@ class MqttSubscription:
     join_leave: bool = False
     live: bool = False
     finish: Callable[[], None] | None = None  # the second step of a join, run after the SUBACK
+    option: Subscription | None = None  # what the client asked for (kept by persistent sessions)
+    sub_id: int | None = None  # the MQTT 5 subscription identifier
+    start: tuple[int, str] | None = None  # the stream top a positioned join started from
