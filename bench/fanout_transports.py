@@ -26,8 +26,14 @@ from /proc/<pid>/stat over the window (and the median over the window's quiet 1-
 schedstat). Receiving only counts: complete lines are counted (the partial line at the end of a
 read waits for the next read), pings excluded, and the ``"seq":`` marks of the publication data
 must equal the count. "Deliveries per read" is the HTTP transports' counterpart of deliveries per
-WebSocket frame: how many messages one read of the stream returned. The table shows medians over
-the rounds and each transport's ratio to WebSocket. Results: bench/results/fanout_transports.json.
+WebSocket frame: how many messages one read of the stream returned. The first table shows medians over
+the separate runs (one fresh server per transport) and each transport's ratio to WebSocket.
+
+The rotation (``--rotation``, on by default) runs the servers of every transport at once, all on
+core 0 with N subscribers each, and publishes to one at a time in turn (1-s phases, 0.25 s after
+each for the last deliveries); each HTTP phase's CPU per delivery is divided by the mean of the
+WebSocket phases just before and after it. On a shared machine whose load drifts, that median
+ratio is the figure to trust. Results: bench/results/fanout_transports.json.
 """
 
 from __future__ import annotations
