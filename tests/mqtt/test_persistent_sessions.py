@@ -310,3 +310,24 @@ async def test_a_saved_session_belongs_to_its_user(setup: tuple[Running, Segment
     _, rc = await get(thief.connacks)
     assert rc == 0x85  # client identifier not valid
     thief.client.loop_stop()
+
+
+async def test_takeover_moves_the_live_session(setup: tuple[Running, SegmentingProxy, int]) -> None:
+    running, _, tcp_port = setup
+    publisher = Paho(V5, "tcp")
+    assert (await publisher.connect(tcp_port, username="pub", password=token("pub"))) == 0
+    first = Device(V5, "twin")
+    second = Device(V5, "twin")
+    try:
+        assert await first.connect(tcp_port, "dev") is False
+        await first.subscribe("sensors/twin")
+        first.client.reconnect_delay_set(60, 60)  # the old client stays away once taken over
+        assert await second.connect(tcp_port, "dev") is True  # the subscription came along
+        assert (await get(first.lost)) == 0x8E  # session taken over
+        await published(publisher, "sensors/twin", b"to the new one")
+        assert [m.payload for m in await second.take(1)] == [b"to the new one"]
+        assert nothing_in(first.messages)
+    finally:
+        first.client.loop_stop()
+        second.stop()
+        publisher.stop()
