@@ -59,8 +59,9 @@ def add_admin_routes(app: web.Application) -> None:
     r.add_get("/dashboard/channel", channel)
     r.add_get("/dashboard/connections", connections)
     r.add_get("/dashboard/events", recent_events)
-    r.add_post("/dashboard/api/{method}", action)
-    r.add_route("*", "/dashboard/api/{method}", _post_only)
+    # any name (braces and slashes included) reaches the handler, which answers 404 in JSON for an unknown one
+    r.add_post("/dashboard/api/{method:(?s:.*)}", action)
+    r.add_route("*", "/dashboard/api/{method:(?s:.*)}", _post_only)
 
 
 def _node(request: web.Request) -> Node:
