@@ -271,3 +271,28 @@ async def test_insecure_admin_still_needs_the_csrf_token(start_server: Callable[
         assert body["session"] == "insecure"
         status, answer = await post(http, base, "info", {}, body["csrf"])
         assert status == 200 and answer["result"]["nodes"]
+
+
+async def test_with_redis_actions_reach_other_nodes(start_server: Callable[..., Any], redis_url: str) -> None:
+    """The dashboard of node A disconnects a client of node B, and reads B's presence and history."""
+    engine = {"engine": {"type": "redis", "redis": {"address": redis_url, "prefix": f"admin-{id(object())}"}}}
+    a: Running = await start_server({**ADMIN, **engine})
+    b: Running = await start_server({**ADMIN, **engine})
+    seen = _Disconnects()
+    far = await connect(b.ws_url, token("zoe"), events=seen)
+    try:
+        await subscribe(far, "news")
+        await far.publish("news", {"text": "from node b"})
+        async with http_session() as http:
+            csrf = await logged_in(http, a.http_url)
+            async with http.get(f"{a.http_url}/dashboard/channel?name=news") as resp:
+                view = await resp.json()
+            assert view["local_subscribers"] == 0  # not on this node
+            assert [m["user"] for m in view["presence"]["result"]["presence"].values()] == ["zoe"]
+            assert [p["data"] for p in view["history"]["result"]["publications"]] == [{"text": "from node b"}]
+            async with http.get(f"{a.http_url}/dashboard/connections?user=zoe") as resp:
+                assert (await resp.json())["connections"] == []  # a node lists its own connections
+            assert await post(http, a.http_url, "disconnect", {"user": "zoe"}, csrf) == (200, {"result": {}})
+        await eventually(lambda: seen.codes == [3503])
+    finally:
+        await far.disconnect()
