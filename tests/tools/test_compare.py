@@ -141,7 +141,7 @@ async def test_the_report_opens_offline_in_chromium(quick: tuple[dict[str, Any],
     text = await asyncio.to_thread(report.read_text)
     assert "<script" not in text and "src=" not in text and "href=" not in text
     browser = await chromium()
-    page = await browser.new_page(viewport={"width": 1220, "height": 900})
+    page = await browser.new_page(viewport={"width": 1220, "height": 1250})
     requests: list[str] = []
     page.on("request", lambda request: requests.append(request.url))
     await page.goto(report.as_uri())

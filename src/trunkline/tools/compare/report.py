@@ -11,7 +11,7 @@ from .stats import QUANTILES
 
 COLORS: Final = {"short-poll": "#d9822b", "long-poll": "#b54dc4", "sse": "#2b8fd9", "websocket": "#2ba84a"}
 _W, _H = 560, 300
-_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 34, 46
+_LEFT, _RIGHT, _TOP, _BOTTOM = 64, 16, 50, 46
 
 
 def _fmt(value: Any, digits: int = 1) -> str:
@@ -152,8 +152,8 @@ def _legend(names: Sequence[str]) -> str:
     x = _LEFT + 8
     for name in names:
         color = COLORS.get(name, "#555")
-        items.append(f'<rect x="{x}" y="{_TOP + 6}" width="10" height="10" fill="{color}"/>')
-        items.append(f'<text x="{x + 14}" y="{_TOP + 15}" class="k">{html.escape(name)}</text>')
+        items.append(f'<rect x="{x}" y="{_TOP - 20}" width="10" height="10" fill="{color}"/>')
+        items.append(f'<text x="{x + 14}" y="{_TOP - 11}" class="k">{html.escape(name)}</text>')
         x += 18 + 7 * len(name) + 10
     return "".join(items)
 
@@ -227,6 +227,7 @@ td:first-child,th:first-child{text-align:left}
 .t{font-size:14px;font-weight:600;fill:#1d2430}.l{font-size:12px;fill:#4a5462}.k{font-size:11px;fill:#4a5462}
 .g{stroke:#eceff2}.f{fill:none;stroke:#c9ced6}.muted{color:#5b6573}.bad{color:#b3261e;font-weight:600}
 code{background:#f4f6f8;padding:1px 4px;border-radius:3px}
+.cmp td,.cmp th{text-align:left;vertical-align:top}
 """
 
 _NOTES: Final = {
@@ -278,7 +279,7 @@ def _comparison(modes: dict[str, Any], interval: float) -> str:
         ),
     ]
     body = "".join(f"<tr><th>{name}</th>{cells}</tr>" for name, cells in rows_)
-    return f"<table><tr><th></th>{head}</tr>{body}</table>" + (
+    return f'<table class="cmp"><tr><th></th>{head}</tr>{body}</table>' + (
         f'<p class="muted">Short-poll interval {interval:g} s: its latency is about half of it, '
         "whatever the server does.</p>"
     )
