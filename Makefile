@@ -8,7 +8,7 @@ CONFIG ?= examples/demo.toml
 PORT ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt clean
+.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt example-iot clean
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
@@ -44,6 +44,10 @@ $(VENDOR)/.installed: node_modules/.package-lock.json Makefile
 # `make run PORT=9000` serves on another port (or set TRUNKLINE_HTTP_SERVER_PORT).
 run: setup
 	$(PY) -m trunkline serve --config $(CONFIG) $(if $(PORT),--port $(PORT))
+
+# The IoT dashboard (issue 12): Trunkline + 3 simulated paho-mqtt devices; open http://127.0.0.1:8080/.
+example-iot: setup
+	$(PY) examples/iot/run.py --devices 3
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
