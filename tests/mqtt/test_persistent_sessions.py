@@ -313,7 +313,7 @@ async def test_a_saved_session_belongs_to_its_user(setup: tuple[Running, Segment
 
 
 async def test_takeover_moves_the_live_session(setup: tuple[Running, SegmentingProxy, int]) -> None:
-    running, _, tcp_port = setup
+    _, _, tcp_port = setup
     publisher = Paho(V5, "tcp")
     assert (await publisher.connect(tcp_port, username="pub", password=token("pub"))) == 0
     first = Device(V5, "twin")

@@ -229,15 +229,15 @@ async def publish_message(  # noqa: PLR0917
     except Exception as exc:
         log.warning("MQTT publish of client=%s failed: %s", s.client_id, exc)
         return R.UNSPECIFIED_ERROR
-    if retain:
-        await _store_retained(s, topic, data, qos, props)
+    if retain and not await _store_retained(s, topic, data, qos, props) and s.version == MQTT_5:
+        return R.QUOTA_EXCEEDED  # delivered, but not retained
     return R.SUCCESS
 
 
-async def _store_retained(s: MqttSession, topic: str, payload: bytes, qos: int, props: Properties) -> None:
+async def _store_retained(s: MqttSession, topic: str, payload: bytes, qos: int, props: Properties) -> bool:
     from .retained import store
 
-    await store(s, topic, payload, qos, props)
+    return await store(s, topic, payload, qos, props)
 
 
 async def handle_publish(s: MqttSession, p: Publish) -> None:
