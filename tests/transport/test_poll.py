@@ -489,3 +489,22 @@ def test_the_hostile_run_logged_no_server_error(poll_process: Process) -> None:
     assert status == 200
     log = poll_process.output()
     assert "Traceback" not in log and "Error handling request" not in log, log[-2000:]
+
+
+def test_poll_settings_are_validated() -> None:
+    from trunkline.config import settings_from_mapping
+    from trunkline.errors import ConfigError
+
+    assert settings_from_mapping({}).poll == Poll()
+    assert Poll().enabled is False
+    for poll_section, key in [
+        ({"max_limit": 0}, "poll.max_limit"),
+        ({"max_waiting": 0}, "poll.max_waiting"),
+        ({"handler_prefix": "poll"}, "poll.handler_prefix"),
+        ({"handler_prefix": "/connection/websocket"}, "poll.handler_prefix"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            settings_from_mapping({"poll": poll_section})
+        assert info.value.key == key, (poll_section, info.value)
+    with pytest.raises(ConfigError):
+        settings_from_mapping({"poll": {"max_wait": "-1s"}})
