@@ -114,7 +114,7 @@ def test_walker_counts_every_publish_once_however_the_stream_is_cut(packets: lis
     stream = b"".join(encode(p, MQTT_311) for p in packets)
     client = new_client()
     pos = 0
-    for cut in sorted(c % (len(stream) + 1) for c in cuts) + [len(stream)]:
+    for cut in [*sorted(c % (len(stream) + 1) for c in cuts), len(stream)]:
         client.feed(stream[pos:cut])  # empty pieces too
         pos = cut
     publishes = sum(1 for p in packets if isinstance(p, Publish))
