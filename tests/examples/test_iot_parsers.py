@@ -64,7 +64,7 @@ class Msg:
 def test_device_answers_every_command_with_one_ack(payload: bytes) -> None:
     device = devices.Device("greenhouse", 0, ARGS, "k" * 32)
     sent = Sent()
-    device.on_message(sent, None, Msg(payload))  # type: ignore[arg-type]
+    device.on_message(sent, None, Msg(payload))
     assert len(sent.published) == 1
     topic, body = sent.published[0]
     ack = json.loads(body)
@@ -80,7 +80,7 @@ def test_device_obeys_the_documented_commands() -> None:
     device = devices.Device("cellar", 1, ARGS, "k" * 32)
     sent = Sent()
     for cmd in ({"cmd": "toggle_led"}, {"cmd": "set_interval", "value": 2}, {"cmd": "led", "value": False}):
-        device.on_message(sent, None, Msg(json.dumps({"id": "x", **cmd}).encode()))  # type: ignore[arg-type]
+        device.on_message(sent, None, Msg(json.dumps({"id": "x", **cmd}).encode()))
     acks = [json.loads(b) for _, b in sent.published]
     assert [a["ok"] for a in acks] == [True, True, True]
     assert acks[0]["state"]["led"] is True and acks[1]["state"]["interval"] == 2.0
