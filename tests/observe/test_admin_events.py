@@ -41,6 +41,9 @@ def test_budgets_ring_buffer_and_what_is_left_out() -> None:
         log.published("news", Publication(data=b'{"n":%d}' % i, info=ClientInfo("u1", "c1"), offset=i + 1))
     log.published(admin_events.EVENTS_CHANNEL, Publication(data=b"{}"))
     log.subscribed("__trunkline:stats", conns[0])  # type: ignore[arg-type]
+    waiter = FakeConn(7)
+    waiter.client_id = ""  # a long poll waiting on a channel: no connection
+    log.subscribed("news", waiter)  # type: ignore[arg-type]
     log.connection_removed(conns[0])  # type: ignore[arg-type]
 
     batch = log.flush()
@@ -50,7 +53,7 @@ def test_budgets_ring_buffer_and_what_is_left_out() -> None:
     assert kinds.count("connect") == budget["connect"]
     assert kinds.count("publication") == budget["publication"]
     assert kinds.count("disconnect") == 1
-    assert "subscribe" not in kinds  # system channels are left out
+    assert "subscribe" not in kinds  # system channels and long-poll waiters are left out
     assert batch["skipped"] == {"connect": 100 - budget["connect"], "publication": 10 - budget["publication"]}
     assert all(e["user"] != "u999" for e in batch["events"])
     first = batch["events"][0]

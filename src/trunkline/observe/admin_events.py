@@ -15,7 +15,8 @@ within the budget, one small dict. Bounded everywhere:
 - the last ``KEEP`` events in a ring buffer, so a dashboard opened later starts
   with the recent past (``GET /dashboard/events``).
 
-The dashboards' own admin connections, and the ``__trunkline:`` channels, are left out.
+The dashboards' own admin connections, subscribers that are no connection (a long
+poll waiting on a channel), and the ``__trunkline:`` channels are left out.
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ class EventLog:
     # ----------------------------------------------------------- batches
 
     def _budget(self, kind: str, conn: Connection | None) -> bool:
-        if conn is not None and getattr(conn, "is_admin", False):
+        # the dashboards' own connections, and subscribers that are no connection (a long poll's waiter)
+        if conn is not None and (getattr(conn, "is_admin", False) or not conn.client_id):
             return False
         if self._used[kind] >= BUDGET[kind]:
             self._skipped[kind] += 1
