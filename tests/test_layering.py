@@ -22,9 +22,9 @@ LAYERS: dict[str, int] = {
     "trunkline.errors": 0,
     "trunkline.durations": 0,
     "trunkline.config": 0,
-    "trunkline.records": 0,
+    "trunkline.records": 0,  # neutral publication records (broker, hub and every wire format)
     "trunkline.clock": 0,
-    "trunkline.compat": 0,  # Centrifugo options Trunkline lacks (for the config loader's answers)  # neutral publication records (broker, hub and every wire format)
+    "trunkline.compat": 0,  # Centrifugo options Trunkline lacks (for the config loader's answers)
     "trunkline.protocol": 1,
     "trunkline.mqtt": 1,  # sans-I/O MQTT cores: codec, topic <-> channel mapping, filter matching
     "trunkline.mqtt.retained": 2,  # the retained-message store (memory, Redis): a broker-level service
