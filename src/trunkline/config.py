@@ -39,21 +39,32 @@ __all__ = [
     "ENV_PREFIX",
     "Admin",
     "Channel",
+    "ChannelProxy",
     "Client",
+    "ClientProxy",
+    "ClientProxyEvent",
     "Engine",
     "Health",
     "HttpApi",
     "HttpServer",
     "Log",
     "Mqtt",
+    "NamedProxy",
     "Namespace",
     "NamespaceOptions",
     "Node",
     "PersonalChannel",
     "Prometheus",
+    "ProxyHttp",
+    "ProxyOptions",
+    "ProxyStatusTransform",
     "RedisSettings",
+    "Rpc",
+    "RpcNamespace",
+    "RpcOptions",
     "Settings",
     "Shutdown",
+    "StringMap",
     "SubscriptionTokenSettings",
     "Tls",
     "TokenSettings",
@@ -113,6 +124,126 @@ class PersonalChannel:
     single_connection: bool = False
 
 
+class StringMap(Mapping[str, str]):
+    """A frozen, hashable table of strings (a config value such as ``http.static_headers``)."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, str] | None = None) -> None:
+        self._items: dict[str, str] = dict(items or {})
+
+    def __getitem__(self, key: str) -> str:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and dict(self._items) == dict(other)
+
+    def __repr__(self) -> str:
+        return f"StringMap({self._items!r})"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyErrorTransform:
+    code: int = 0  # an error reply code (Centrifugo: 400-1999); 0: not this kind
+    message: str = ""
+    temporary: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyDisconnectTransform:
+    code: int = 0  # a close code (4000-4999); 0: not this kind
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyStatusTransform:
+    """What a non-200 answer of the backend becomes: an error reply or a disconnect."""
+
+    status_code: int = 0
+    to_error: ProxyErrorTransform = field(default_factory=ProxyErrorTransform)
+    to_disconnect: ProxyDisconnectTransform = field(default_factory=ProxyDisconnectTransform)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyHttp:
+    static_headers: StringMap = field(default_factory=StringMap)  # added to every request (lowest priority)
+    status_to_code_transforms: tuple[ProxyStatusTransform, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProxyOptions:
+    """Centrifugo's proxy configuration object: where and how to ask the application backend."""
+
+    endpoint: str = ""  # http:// or https:// URL
+    timeout: float = 1.0
+    http_headers: tuple[str, ...] = ()  # headers of the client's connection request to forward
+    include_connection_meta: bool = False  # send the connection's meta (from connect) with every request
+    binary_encoding: bool = False  # payloads as base64 (b64data) instead of JSON
+    http: ProxyHttp = field(default_factory=ProxyHttp)
+    max_concurrent_requests: int = 256  # requests in flight to this proxy; more get error 100 at once
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientProxyEvent(ProxyOptions):
+    enabled: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClientProxy:
+    connect: ClientProxyEvent = field(default_factory=ClientProxyEvent)
+    refresh: ClientProxyEvent = field(default_factory=ClientProxyEvent)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NamedProxy(ProxyOptions):
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ChannelProxy:
+    subscribe: ProxyOptions = field(default_factory=ProxyOptions)
+    publish: ProxyOptions = field(default_factory=ProxyOptions)
+    sub_refresh: ProxyOptions = field(default_factory=ProxyOptions)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcOptions:
+    proxy_enabled: bool = False
+    proxy_name: str = ""  # a name from ``proxies``; "": rpc.proxy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RpcNamespace(RpcOptions):
+    name: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rpc:
+    proxy: ProxyOptions = field(default_factory=ProxyOptions)
+    without_namespace: RpcOptions = field(default_factory=RpcOptions)
+    namespaces: tuple[RpcNamespace, ...] = ()
+    namespace_boundary: str = ":"
+
+    def options(self, method: str) -> RpcOptions | None:
+        """The RPC namespace options of ``method`` (``ns:method``); None for an unknown namespace."""
+        namespace, sep, _ = method.partition(self.namespace_boundary)
+        if not sep:
+            return self.without_namespace
+        for ns in self.namespaces:
+            if ns.name == namespace:
+                return ns
+        return None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Client:
     token: TokenSettings = field(default_factory=TokenSettings)
@@ -138,6 +269,7 @@ class Client:
     command_rate_burst: int = 1000  # room for a reconnect that resubscribes every channel; 0: = rate
     subscribe_to_user_personal_channel: PersonalChannel = field(default_factory=PersonalChannel)
     presence_max_size: int = 0  # bytes of one encoded presence reply; 0: half of queue_max_size
+    proxy: ClientProxy = field(default_factory=ClientProxy)  # connect and refresh proxies to the backend
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,6 +375,12 @@ class NamespaceOptions:
     allowed_delta_types: tuple[str, ...] = ()
     delta_publish: bool = False
     publication_data_format: str = ""
+    subscribe_proxy_enabled: bool = False
+    subscribe_proxy_name: str = ""  # a name from ``proxies``; "": channel.proxy.subscribe
+    publish_proxy_enabled: bool = False
+    publish_proxy_name: str = ""
+    sub_refresh_proxy_enabled: bool = False
+    sub_refresh_proxy_name: str = ""
 
     @property
     def history_enabled(self) -> bool:
@@ -267,6 +405,7 @@ class Channel:
     idempotent_result_ttl: float = 300.0  # how long a publish idempotency_key is remembered
     without_namespace: NamespaceOptions = field(default_factory=NamespaceOptions)
     namespaces: tuple[Namespace, ...] = ()
+    proxy: ChannelProxy = field(default_factory=ChannelProxy)  # default subscribe/publish/sub_refresh proxies
     # Lookup table by name, derived from ``namespaces``; not a setting.
     _by_name: Mapping[str, Namespace] = field(init=False, repr=False, compare=False, hash=False)
 
@@ -409,6 +548,8 @@ class Settings:
     node: Node = field(default_factory=Node)
     demo: Demo = field(default_factory=Demo)
     mqtt: Mqtt = field(default_factory=Mqtt)
+    rpc: Rpc = field(default_factory=Rpc)
+    proxies: tuple[NamedProxy, ...] = ()  # named proxies, referenced by *_proxy_name
 
     @property
     def tls(self) -> Tls:
@@ -651,6 +792,11 @@ def _parse_env_value(tp: Any, text: str, key: str, source: str) -> object:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise ConfigError(key, f'expected a JSON array, e.g. ["..."]: {exc}', source) from None
+    if tp is StringMap:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(key, f'expected a JSON object, e.g. {{"X-Name": "value"}}: {exc}', source) from None
     return text  # str, and durations (parsed by the schema walk)
 
 
@@ -725,6 +871,13 @@ def _convert(tp: Any, value: object, key: str, where: _Sources) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(key, f"expected an array, got {_describe(value)}", where(key))
         return tuple(_convert(item_type, item, f"{key}[{i}]", where) for i, item in enumerate(value))
+    if tp is StringMap:  # a table of strings (HTTP headers)
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"expected a table of strings, got {_describe(value)}", where(key))
+        for name, item in value.items():
+            if not isinstance(item, str):
+                raise ConfigError(f"{key}.{name}", f"expected a string, got {_describe(item)}", where(key))
+        return StringMap(value)
     raise TypeError(f"unsupported settings type {tp!r} for {key}")  # pragma: no cover - a schema bug
 
 
@@ -904,6 +1057,7 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
     choice("log.level", s.log.level, _LOG_LEVELS)
     choice("log.format", s.log.format, _LOG_FORMATS)
     _validate_mqtt(s, fail)
+    _validate_proxies(s, fail)
 
 
 _MQTT_MODES: Final = ("namespace", "prefix")
@@ -999,6 +1153,88 @@ def _validate_options(opts: NamespaceOptions, prefix: str, fail: Callable[[str, 
             fail(f"{prefix}.allowed_delta_types[{i}]", f"unknown delta type {delta!r}; known: fossil")
 
 
+_PROXY_NAME: Final = re.compile(r"[-a-zA-Z0-9_.]{2,}")
+
+
+def _validate_proxy(p: ProxyOptions, prefix: str, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    if p.endpoint.startswith("grpc://"):
+        fail(f"{prefix}.endpoint", "gRPC proxies are not supported by Trunkline; use an http:// or https:// URL")
+    if not p.endpoint.startswith(("http://", "https://")):
+        fail(f"{prefix}.endpoint", f"must be an http:// or https:// URL, got {p.endpoint!r}")
+    if p.timeout <= 0:
+        fail(f"{prefix}.timeout", "must be above 0")
+    if p.max_concurrent_requests < 1:
+        fail(f"{prefix}.max_concurrent_requests", "must be at least 1")
+    for i, header in enumerate(p.http_headers):
+        if not header.strip():
+            fail(f"{prefix}.http_headers[{i}]", "must not be empty")
+    for i, t in enumerate(p.http.status_to_code_transforms):
+        key = f"{prefix}.http.status_to_code_transforms[{i}]"
+        if not 100 <= t.status_code <= 599:
+            fail(f"{key}.status_code", f"must be an HTTP status (100-599), got {t.status_code}")
+        if (t.to_error.code > 0) == (t.to_disconnect.code > 0):
+            fail(key, "needs exactly one of to_error.code and to_disconnect.code")
+        if t.to_disconnect.code and not 3000 <= t.to_disconnect.code <= 4999:
+            fail(f"{key}.to_disconnect.code", f"must be between 3000 and 4999, got {t.to_disconnect.code}")
+
+
+def _validate_proxies(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    """Enabled proxies have an http(s) endpoint; every proxy name used is defined once."""
+    names: dict[str, int] = {}
+    for i, named in enumerate(s.proxies):
+        if not _PROXY_NAME.fullmatch(named.name):
+            fail(f"proxies[{i}].name", f"{named.name!r} must match ^[-a-zA-Z0-9_.]{{2,}}$")
+        if named.name in names:
+            fail(f"proxies[{i}].name", f"duplicate proxy {named.name!r} (also proxies[{names[named.name]}])")
+        names[named.name] = i
+        _validate_proxy(named, f"proxies[{i}]", fail)
+    for event in ("connect", "refresh"):
+        opts = getattr(s.client.proxy, event)
+        if opts.enabled:
+            _validate_proxy(opts, f"client.proxy.{event}", fail)
+
+    def check(enabled: bool, name: str, key: str, default: ProxyOptions, default_key: str) -> None:
+        if not enabled:
+            return
+        if name:
+            if name not in names:
+                fail(key, f"no proxy named {name!r} in proxies")
+        elif not default.endpoint:
+            fail(key.rpartition("_name")[0] + "_enabled", f"needs {default_key}.endpoint or a proxy name")
+        else:
+            _validate_proxy(default, default_key, fail)
+
+    channel = s.channel
+    spaces = [("channel.without_namespace", channel.without_namespace)]
+    spaces += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(channel.namespaces)]
+    for prefix, o in spaces:
+        for event in ("subscribe", "publish", "sub_refresh"):
+            check(
+                getattr(o, f"{event}_proxy_enabled"),
+                getattr(o, f"{event}_proxy_name"),
+                f"{prefix}.{event}_proxy_name",
+                getattr(channel.proxy, event),
+                f"channel.proxy.{event}",
+            )
+    rpc = s.rpc
+    if not rpc.namespace_boundary:
+        fail("rpc.namespace_boundary", "must not be empty")
+    rpc_spaces = [("rpc.without_namespace", rpc.without_namespace)]
+    seen: dict[str, int] = {}
+    for i, rns in enumerate(rpc.namespaces):
+        if not _PROXY_NAME.fullmatch(rns.name):
+            fail(f"rpc.namespaces[{i}].name", f"{rns.name!r} must match ^[-a-zA-Z0-9_.]{{2,}}$")
+        if rns.name in seen:
+            fail(
+                f"rpc.namespaces[{i}].name",
+                f"duplicate RPC namespace {rns.name!r} (also rpc.namespaces[{seen[rns.name]}])",
+            )
+        seen[rns.name] = i
+        rpc_spaces.append((f"rpc.namespaces[{i}]", rns))
+    for prefix, r in rpc_spaces:
+        check(r.proxy_enabled, r.proxy_name, f"{prefix}.proxy_name", rpc.proxy, "rpc.proxy")
+
+
 # ---------------------------------------------------------------------------------------------
 # Masked plain view
 # ---------------------------------------------------------------------------------------------
@@ -1011,6 +1247,8 @@ def _to_plain(value: object, key: str) -> object:
             fields.remove("name")
             fields.insert(0, "name")
         return {name: _to_plain(getattr(value, name), _join(key, name)) for name in fields}
+    if isinstance(value, StringMap):  # static proxy headers: values may be credentials
+        return {name: _MASK if item else item for name, item in value.items()}
     if isinstance(value, tuple):
         return [_to_plain(item, f"{key}[]") for item in value]
     if isinstance(value, str) and value:
