@@ -8,6 +8,7 @@ keeps the two in step). A key under a listed section is covered by the section's
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 UNSUPPORTED: Final[dict[str, str]] = {
@@ -15,8 +16,6 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "broker": "separate broker selection (use engine.type)",
     "presence_manager": "separate presence manager selection (use engine.type)",
     "map_broker": "map subscriptions",
-    "rpc": "RPC namespaces and RPC proxy (use the on_rpc hook)",
-    "proxies": "named proxies to the application backend",
     "grpc_api": "the gRPC server API",
     "consumers": "Kafka / PostgreSQL outbox consumers",
     "webtransport": "the WebTransport transport",
@@ -35,18 +34,35 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "http_server.http3": "HTTP/3",
     "http_server.tls_external": "TLS for external endpoints only",
     "log.file": "logging to a file (logs go to stderr)",
-    "client.proxy": "connect and refresh proxies to the application backend",
-    "client.connect_proxy_name": "the connect proxy",
-    "client.refresh_proxy_name": "the refresh proxy",
+    "client.connect_proxy_name": "a named connect proxy (use client.proxy.connect)",
+    "client.refresh_proxy_name": "a named refresh proxy (use client.proxy.refresh)",
     "client.connect_code_to_unidirectional_disconnect": "custom unidirectional disconnect codes",
-    "channel.proxy": "subscribe and publish proxies to the application backend",
     "engine.redis.cluster_address": "Redis Cluster",
     "engine.redis.sentinel_address": "Redis Sentinel",
     "engine.redis.sentinel_master_name": "Redis Sentinel",
     "admin.external": "serving the admin UI on the external port only (use http_server.internal_port)",
     "http_api.external": "serving the API on the external port only (use http_server.internal_port)",
     "prometheus.instrument_http_handlers": "per-handler HTTP instrumentation",
+    "channel.proxy.subscribe_stream": "subscription streams from the backend",
+    "channel.namespaces.subscribe_stream_proxy_enabled": "subscription streams from the backend",
+    "channel.namespaces.subscribe_stream_proxy_name": "subscription streams from the backend",
+    "channel.namespaces.subscribe_stream_bidirectional": "subscription streams from the backend",
+    "channel.without_namespace.subscribe_stream_proxy_enabled": "subscription streams from the backend",
+    "channel.without_namespace.subscribe_stream_proxy_name": "subscription streams from the backend",
+    "channel.without_namespace.subscribe_stream_bidirectional": "subscription streams from the backend",
+    "rpc.ping": "the built-in RPC ping method",
+    "rpc.ping_method": "the built-in RPC ping method",
+    # inside every proxy object (client.proxy.connect, channel.proxy.publish, rpc.proxy, proxies[i], ...)
+    "proxies.grpc": "gRPC proxies (use an http:// endpoint)",
+    "proxies.grpc_metadata": "gRPC proxies (use an http:// endpoint)",
+    "proxies.emulated_headers": "headers emulation (forward real headers with http_headers)",
+    "proxies.http.tls": "client TLS certificates for the proxy (https:// with the system CAs works)",
 }
+
+#: Paths of Centrifugo's proxy configuration objects: a key below one of them is looked up as ``proxies.<key>``.
+_PROXY_OBJECT = re.compile(
+    r"^(client\.proxy\.(connect|refresh)|channel\.proxy\.(subscribe|publish|sub_refresh)|rpc\.proxy)\."
+)
 
 #: Centrifugo spellings that mean the same as Trunkline's, by key: {value as Centrifugo writes it: ours}.
 SPELLINGS: Final[dict[str, dict[str, str]]] = {
@@ -56,6 +72,7 @@ SPELLINGS: Final[dict[str, dict[str, str]]] = {
 
 def unsupported(key: str) -> str | None:
     """The feature name if ``key`` (dotted) or a section above it is a Centrifugo option Trunkline lacks."""
+    key = _PROXY_OBJECT.sub("proxies.", re.sub(r"\[\d+\]", "", key), count=1)
     parts = key.split(".")
     for end in range(len(parts), 0, -1):
         feature = UNSUPPORTED.get(".".join(parts[:end]))
