@@ -226,3 +226,52 @@ def with_packet_id(data: bytes, packet_id: int, dup: bool = False) -> bytes:
     at = packet_id_offset(data)
     first = data[0] | 0x08 if dup else data[0]
     return bytes((first,)) + data[1:at] + packet_id.to_bytes(2, "big") + data[at + 2 :]
+
+
+_FIXED = {0x01: 1, 0x02: 4, 0x23: 2}  # PUBLISH properties of a fixed size
+_PREFIXED = {0x03: 1, 0x08: 1, 0x09: 1, 0x26: 2}  # length-prefixed strings/binary (a pair: two)
+MESSAGE_EXPIRY = 0x02
+
+
+def _varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    for _ in range(4):
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+    raise ValueError("malformed variable byte integer")
+
+
+def expiry_at(data: bytes) -> tuple[int, int] | None:
+    """Where the Message Expiry Interval of an encoded MQTT 5 PUBLISH is, and its value (None: none)."""
+    try:
+        pos = packet_id_offset(data) + (2 if packet_qos(data) else 0)
+        length, pos = _varint(data, pos)
+        end = pos + length
+        while pos < end:
+            ident = data[pos]
+            pos += 1
+            if ident == MESSAGE_EXPIRY:
+                if pos + 4 > min(end, len(data)):
+                    return None
+                return pos, int.from_bytes(data[pos : pos + 4], "big")
+            if ident in _FIXED:
+                pos += _FIXED[ident]
+            elif ident in _PREFIXED:
+                for _ in range(_PREFIXED[ident]):
+                    pos += 2 + int.from_bytes(data[pos : pos + 2], "big")
+            elif ident == 0x0B:
+                _, pos = _varint(data, pos)
+            else:
+                return None
+    except (IndexError, ValueError):
+        return None
+    return None
+
+
+def with_expiry(data: bytes, at: int, seconds: int) -> bytes:
+    """A copy of an encoded MQTT 5 PUBLISH whose Message Expiry Interval (at ``at``) is ``seconds``."""
+    return data[:at] + seconds.to_bytes(4, "big") + data[at + 4 :]

@@ -32,6 +32,7 @@ from .. import reasons as R
 from ..codec import Decoder, MalformedPacket, encode
 from ..packets import (
     MQTT_5,
+    Auth,
     ConnAck,
     Connect,
     Disconnect,
@@ -47,10 +48,11 @@ from ..packets import (
     Unsubscribe,
     Will,
 )
-from ..shape import MqttShape, TopicCache, Tracker, packet_qos, with_packet_id
+from ..shape import MqttShape, TopicCache, Tracker, expiry_at, packet_qos, with_expiry, with_packet_id
 from ..topics import Mode, TopicMapping
 from . import handlers as P
 from . import persist
+from .shared import SharedGroup
 from .subs import Access, MqttSubscription
 
 if TYPE_CHECKING:
@@ -85,6 +87,8 @@ class NodeState:
         self.delayed_wills: dict[str, Timer] = {}
         #: persistent sessions whose client is away, by client id (this node only)
         self.stored: dict[str, persist.StoredSession] = {}
+        #: shared subscriptions ($share/<group>/<filter>) of this node's sessions
+        self.shared: dict[tuple[str, str], SharedGroup] = {}
         self.retained: Any = None  # the retained-message store (set by the first session that needs it)
 
 
@@ -119,6 +123,7 @@ class MqttSession:
         self._closed = False
         self.keepalive = 0
         self.will: Will | None = None
+        self.auth_method: str | None = None  # MQTT 5 enhanced authentication (``jwt``), for AUTH
         #: seconds the session outlives the connection (0: ends with it); its channel positions
         self.session_expiry = 0.0
         self.tracker: Tracker | None = None
@@ -126,7 +131,7 @@ class MqttSession:
         self.channels: dict[str, MqttSubscription] = {}  # exact filters by channel
         # outbound QoS 1/2
         self.inflight: dict[int, bytes] = {}
-        self.queue: deque[bytes] = deque()
+        self.queue: deque[tuple[bytes, float]] = deque()  # (PUBLISH, when queued: monotonic)
         self.send_window = mqtt.max_inflight
         self.max_outgoing_packet = 0  # the client's Maximum Packet Size (MQTT 5); 0: no limit
         self.next_id = 1
@@ -204,7 +209,7 @@ class MqttSession:
                 await self.drop_subscription(sub)
         elif cmd.op == "refresh":
             if cmd.expired:
-                await self.close_with(R.NOT_AUTHORIZED, "connection expired")
+                await self.close_with(R.MAXIMUM_CONNECT_TIME, "connection expired")
                 return
             self.expire_at = cmd.expire_at or None
             self.schedule_expiry()
@@ -287,6 +292,8 @@ class MqttSession:
             self.send(PingResp())
         elif isinstance(packet, Disconnect):
             await P.handle_disconnect(self, packet)
+        elif isinstance(packet, Auth):
+            await P.handle_auth(self, packet)
         else:
             await self.close_with(R.PROTOCOL_ERROR, f"unexpected {type(packet).__name__}")
 
@@ -349,7 +356,7 @@ class MqttSession:
                     self.dropped,
                 )
             return
-        self.queue.append(data)
+        self.queue.append((data, self.node.clock.monotonic()))
 
     def deliver_plain(self, data: bytes) -> None:
         """Push shared QoS 0 bytes, leaving out the empty encodings of no-local subscriptions."""
@@ -364,11 +371,31 @@ class MqttSession:
     def pump(self) -> None:
         """Send queued messages while the in-flight window has room."""
         while self.queue and len(self.inflight) < self.send_window:
-            data = self.queue.popleft()
+            data, queued_at = self.queue.popleft()
+            if self.version == MQTT_5:
+                fresh = self._unexpired(data, queued_at)
+                if fresh is None:
+                    continue
+                data = fresh
             pid = self.next_packet_id()
             out = with_packet_id(data, pid)
             self.inflight[pid] = out
             self.writer.push(out)
+
+    def _unexpired(self, data: bytes, queued_at: float) -> bytes | None:
+        """A queued MQTT 5 PUBLISH with the expiry interval that is left; None once it has expired."""
+        found = expiry_at(data)
+        if found is None:
+            return data
+        at, interval = found
+        waited = int(self.node.clock.monotonic() - queued_at)
+        if waited <= 0:
+            return data
+        if waited >= interval:
+            self.dropped += 1
+            self.node.metrics.protocol_drop(self.protocol, "expired")
+            return None
+        return with_expiry(data, at, interval - waited)
 
     def push_for(self, shape: MqttShape) -> Callable[[bytes], None]:
         if shape.qos:
@@ -428,7 +455,7 @@ class MqttSession:
 
     def _on_expired(self) -> None:
         if self.expire_at is not None and self.expire_at <= self.node.clock.time():
-            self.node.spawn(self.close_with(R.NOT_AUTHORIZED, "token expired", send_will=True))
+            self.node.spawn(self.close_with(R.MAXIMUM_CONNECT_TIME, "token expired", send_will=True))
 
     # ------------------------------------------------------------------ ending
 

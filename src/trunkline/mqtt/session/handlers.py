@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import secrets
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from ..filters import InvalidTopic, is_wildcard, parse_shared, validate_topic
 from ..packets import (
     MQTT_5,
     MQTT_311,
+    Auth,
     ConnAck,
     Connect,
     Disconnect,
@@ -31,8 +33,8 @@ from ..packets import (
     Will,
 )
 from ..shape import MqttShape, Tracker, encode_meta, meta_of
-from ..topics import Unmappable
-from . import persist
+from ..topics import FilterScope, Unmappable
+from . import persist, shared
 from .subs import FilterMatcher, MqttSubscription, channel_allowed
 
 if TYPE_CHECKING:
@@ -40,6 +42,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trunkline.mqtt")
 MAX_GRANTED_QOS = 2
+#: the MQTT 5 authentication method: the connection token (JWT) in Authentication Data, also for
+#: re-authentication (AUTH 0x19) with a fresh token
+AUTH_METHOD = "jwt"
 
 
 class Refused(Exception):
@@ -55,9 +60,16 @@ class Refused(Exception):
 
 
 async def _credentials(s: MqttSession, p: Connect) -> ConnectionClaims | None:
-    """Claims of the JWT in the password; None for an anonymous connection."""
+    """Claims of the JWT in the password (or the ``jwt`` method's data); None for an anonymous connection."""
     node = s.node
     mqtt = node.settings.mqtt
+    method = p.properties.authentication_method if p.protocol_level == MQTT_5 else None
+    if method is not None:
+        if method != AUTH_METHOD:
+            raise Refused(R.BAD_AUTHENTICATION_METHOD, f"authentication method {AUTH_METHOD!r} only")
+        s.auth_method = method
+        if p.properties.authentication_data:
+            p = dataclasses.replace(p, password=p.properties.authentication_data)
     if not p.password:
         if p.username and not mqtt.allow_anonymous:
             raise Refused(R.BAD_USER_NAME_OR_PASSWORD, "a token is expected in the password")
@@ -169,8 +181,9 @@ async def handle_connect(s: MqttSession, p: Connect) -> None:
             topic_alias_maximum=16,
             wildcard_subscription_available=True,
             subscription_identifier_available=True,
-            shared_subscription_available=False,
+            shared_subscription_available=True,
             session_expiry_interval=int(s.session_expiry) if expiry and s.session_expiry != expiry else None,
+            authentication_method=s.auth_method,
         )
         s.send(ConnAck(stored is not None, R.SUCCESS, ack_props))
     else:
@@ -283,6 +296,9 @@ async def handle_publish(s: MqttSession, p: Publish) -> None:
 
 
 async def handle_subscribe(s: MqttSession, p: Subscribe) -> None:
+    if any(o.no_local and o.filter.startswith("$share/") for o in p.subscriptions):
+        await s.close_with(R.PROTOCOL_ERROR, "no local on a shared subscription")
+        return
     sub_id = p.properties.subscription_identifiers[0] if p.properties.subscription_identifiers else None
     codes: list[int] = []
     added: list[tuple[MqttSubscription, bool, int]] = []
@@ -295,7 +311,7 @@ async def handle_subscribe(s: MqttSession, p: Subscribe) -> None:
     from .retained import deliver_retained
 
     for sub, new, handling in added:
-        if handling == 0 or (handling == 1 and new):
+        if sub.group is None and (handling == 0 or (handling == 1 and new)):
             await deliver_retained(s, sub)
         await _go_live(s, sub)
 
@@ -379,10 +395,10 @@ async def _subscribe_one(
 ) -> tuple[int, MqttSubscription | None, bool]:
     node = s.node
     failure = R.UNSPECIFIED_ERROR if s.version == MQTT_5 else 0x80
-    if parse_shared(topic_filter) is not None or topic_filter.startswith("$share/"):
-        return (R.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED if s.version == MQTT_5 else 0x80), None, False
     try:
-        scope = s.state.mapping.filter_scope(topic_filter)
+        share = parse_shared(topic_filter)
+        inner = share.topic_filter if share is not None else topic_filter
+        scope = s.state.mapping.filter_scope(inner)
     except (InvalidTopic, Unmappable) as exc:
         log.info("client=%s subscribed to an unmappable filter: %s", s.client_id, exc)
         return (R.TOPIC_FILTER_INVALID if s.version == MQTT_5 else 0x80), None, False
@@ -398,14 +414,20 @@ async def _subscribe_one(
         retain_as_published=option.retain_as_published,
         subscription_id=sub_id,
         no_local=s.client_id if option.no_local else None,
-        tracker=s.tracker if qos else None,
+        tracker=s.tracker if qos and share is None else None,
     )
     if existing is not None:
         await release(s, existing)
     sub = MqttSubscription(topic_filter, qos, shape, option=option, sub_id=sub_id)
     push = s.push_for(shape)
     try:
-        if scope.channel is not None and not is_wildcard(topic_filter):
+        if share is not None:
+            if not _filter_open(s, inner, scope):
+                return (R.NOT_AUTHORIZED if s.version == MQTT_5 else 0x80), None, False
+            s.subscriptions[topic_filter] = sub
+            sub.group = await shared.join(s, share.group, inner, scope.channel_prefix, shape)
+            sub.live = True
+        elif scope.channel is not None and not is_wildcard(topic_filter):
             channel = scope.channel
             opts = node.namespace_options(channel)
             if opts is None:
@@ -446,6 +468,16 @@ async def _subscribe_one(
     return qos, sub, existing is None
 
 
+def _filter_open(s: MqttSession, topic_filter: str, scope: FilterScope) -> bool:
+    """Whether ``s`` may subscribe to the filter of a shared subscription (the same rules as unshared)."""
+    node = s.node
+    if scope.channel is not None and not is_wildcard(topic_filter):
+        opts = node.namespace_options(scope.channel)
+        return opts is not None and channel_allowed(node, scope.channel, opts, s.user)
+    reachable = scope.reachable(ns.name for ns in node.settings.channel.namespaces)
+    return any(_namespace_open(s, ns) for ns in reachable)
+
+
 def _namespace_open(s: MqttSession, namespace: str) -> bool:
     opts = s.node.settings.namespace(namespace)
     if opts is None:
@@ -477,6 +509,10 @@ async def release(s: MqttSession, sub: MqttSubscription) -> None:
     node = s.node
     if s.subscriptions.get(sub.filter) is sub:
         del s.subscriptions[sub.filter]
+    if sub.group is not None:
+        group, sub.group = sub.group, None
+        await shared.leave(s, group)
+        return
     if sub.matcher is not None:
         node.unwatch(s, sub.prefix, sub.matcher)
         return
@@ -547,3 +583,34 @@ def schedule_will(s: MqttSession, will: Will) -> None:
     if old is not None:
         old.cancel()
     s.state.delayed_wills[client_id] = handle
+
+
+# ---------------------------------------------------------------------------------------- AUTH
+
+
+async def handle_auth(s: MqttSession, p: Auth) -> None:
+    """MQTT 5 re-authentication: AUTH 0x19 with a fresh token (method ``jwt``) moves the expiry on."""
+    node = s.node
+    if s.version != MQTT_5 or s.auth_method is None:
+        await s.close_with(R.PROTOCOL_ERROR, "AUTH without an authentication method on CONNECT")
+        return
+    if p.reason_code != R.RE_AUTHENTICATE or p.properties.authentication_method != s.auth_method:
+        await s.close_with(R.PROTOCOL_ERROR, "AUTH must re-authenticate with the CONNECT's method")
+        return
+    data = p.properties.authentication_data or b""
+    try:
+        claims = await node.verifier.verify_connection(data.decode("ascii"), node.clock.time())
+    except (E.Disconnect, UnicodeDecodeError) as exc:
+        reason = exc.reason if isinstance(exc, E.Disconnect) else "the authentication data is not a token"
+        log.info("re-authentication of client=%s failed: %s", s.client_id, reason)
+        await s.close_with(R.NOT_AUTHORIZED, reason)
+        return
+    if claims.user != s.user:
+        await s.close_with(R.NOT_AUTHORIZED, "the new token is for another user")
+        return
+    if claims.expire_at is not None and claims.expire_at <= node.clock.time():
+        await s.close_with(R.NOT_AUTHORIZED, "token expired")
+        return
+    s.expire_at = claims.expire_at
+    s.schedule_expiry()
+    s.send(Auth(R.SUCCESS, Properties(authentication_method=s.auth_method)))

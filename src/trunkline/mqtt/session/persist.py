@@ -60,7 +60,7 @@ class StoredSession:
     subscriptions: list[Saved]
     tracker: Tracker
     inflight: dict[int, bytes]
-    queue: deque[bytes]
+    queue: deque[tuple[bytes, float]]
     next_id: int
     awaiting_rel: set[int]
     timer: Timer | None = field(default=None)

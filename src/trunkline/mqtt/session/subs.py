@@ -24,6 +24,7 @@ from ..shape import MqttShape, TopicCache
 
 if TYPE_CHECKING:
     from ...node import Node
+    from .shared import SharedGroup
 
 
 @lru_cache(maxsize=256)
@@ -88,3 +89,4 @@ class MqttSubscription:
     option: Subscription | None = None  # what the client asked for (kept by persistent sessions)
     sub_id: int | None = None  # the MQTT 5 subscription identifier
     start: tuple[int, str] | None = None  # the stream top a positioned join started from
+    group: SharedGroup | None = None  # the shared subscription ($share/...) this filter is a member of
