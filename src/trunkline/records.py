@@ -39,6 +39,9 @@ class Publication(msgspec.Struct, array_like=True, omit_defaults=True, frozen=Tr
     #: what only the publishing protocol reads, opaque to the others (MQTT: QoS, retain flag and
     #: MQTT 5 properties); last, so records written without it decode unchanged
     meta: bytes | None = None
+    #: the publisher asked for delta compression (namespace ``delta_publish`` or ``delta`` in the
+    #: publish call): delta subscribers may get it as a Fossil patch against the one before
+    delta: bool = False
 
 
 _body_encoder = msgspec.msgpack.Encoder()
