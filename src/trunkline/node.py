@@ -593,15 +593,24 @@ class Node(BrokerEventHandler):
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str = "",
+        delta: bool = False,
     ) -> StreamPosition | None:
         """Publish encoded JSON ``data`` into ``channel``; returns the stream position with history.
 
         A repeated ``idempotency_key`` on the same channel within ``channel.idempotent_result_ttl``
-        publishes nothing and returns the first publication's result.
+        publishes nothing and returns the first publication's result. ``delta`` asks for delta
+        compression to delta subscribers (always on in a namespace with ``delta_publish``).
         """
         opts = self._require_namespace(channel)
         return await self.publish_to(
-            channel, opts, data, info=info, tags=tags, skip_history=skip_history, idempotency_key=idempotency_key
+            channel,
+            opts,
+            data,
+            info=info,
+            tags=tags,
+            skip_history=skip_history,
+            idempotency_key=idempotency_key,
+            delta=delta,
         )
 
     async def publish_to(
@@ -615,12 +624,20 @@ class Node(BrokerEventHandler):
         skip_history: bool = False,
         idempotency_key: str = "",
         meta: bytes | None = None,
+        delta: bool = False,
     ) -> StreamPosition | None:
         """:meth:`publish` for a channel the caller has already validated (``opts`` are its options).
 
         ``meta`` travels with the record for the publishing protocol only (see ``records.Publication``).
         """
-        pub = Publication(data=data, info=info, tags=tags or None, time=int(time.time() * 1000), meta=meta)
+        pub = Publication(
+            data=data,
+            info=info,
+            tags=tags or None,
+            time=int(time.time() * 1000),
+            meta=meta,
+            delta=delta or opts.delta_publish,
+        )
         if skip_history:
             options = PublishOptions(
                 idempotency_key=idempotency_key,
