@@ -38,6 +38,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     ProcessCollector,
     disable_created_metrics,
     generate_latest,
@@ -52,6 +53,9 @@ from .. import __version__
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+#: Proxy requests cross the network to the application: milliseconds to the proxy's timeout.
+PROXY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 #: At most one publication per this many seconds has its publish-to-write latency measured.
 WRITE_SAMPLE_INTERVAL = 0.01
@@ -286,6 +290,23 @@ class Metrics:
         Gauge("trunkline_build_info", "Always 1; the version is a label.", ["version"], registry=r).labels(
             __version__
         ).set(1)
+        # the proxy to the application backend: labels are proxy names from the config (bounded)
+        self.proxy_requests = Counter(
+            "trunkline_proxy_requests_total",
+            "Requests to the application backend's proxies, by proxy name, event and result.",
+            ["proxy", "event", "result"],
+            registry=r,
+        )
+        self.proxy_seconds = Histogram(
+            "trunkline_proxy_duration_seconds",
+            "Time a proxy request to the application backend took, by proxy name and event.",
+            ["proxy", "event"],
+            buckets=PROXY_BUCKETS,
+            registry=r,
+        )
+        self.proxy_requests_in_flight = Gauge(
+            "trunkline_proxy_in_flight", "Proxy requests waiting for the backend, by proxy name.", ["proxy"], registry=r
+        )
 
         # hot path: plain numbers, exported at scrape time
         self.commands = CounterVec(
@@ -477,6 +498,15 @@ class Metrics:
     def log_suppressed(self, logger: str) -> None:
         """A log line of ``logger`` (a logger name: bounded) was left out by a rate limit."""
         self.logs_suppressed.labels(logger).inc()
+
+    def proxy_request(self, proxy: str, event: str, result: str, seconds: float) -> None:
+        """A proxy request ended; result: ok, error, disconnect, timeout, unavailable, status, invalid, overloaded."""
+        self.proxy_requests.labels(proxy, event, result).inc()
+        if result != "overloaded":
+            self.proxy_seconds.labels(proxy, event).observe(seconds)
+
+    def proxy_in_flight(self, proxy: str, delta: int) -> None:
+        self.proxy_requests_in_flight.labels(proxy).inc(delta)
 
     def recovery(self, recovered: bool) -> None:
         self.recoveries.labels("true" if recovered else "false").inc()
