@@ -4,11 +4,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 VENDOR := src/trunkline/web/static/vendor
+# The collaborative editing example's page loads Yjs as an ES module, with the lib0 modules it imports.
+COLLAB_VENDOR := examples/collab/static/vendor
+LIB0_FILES := array.js binary.js buffer.js conditions.js decoding.js dom.js encoding.js environment.js error.js \
+  eventloop.js function.js iterator.js json.js logging.common.js logging.js map.js math.js metric.js number.js \
+  object.js observable.js pair.js prng.js prng/Xoroshiro128plus.js prng/Xorshift32.js promise.js random.js \
+  schema.js set.js storage.js string.js symbol.js time.js trait/equality.js webcrypto.js
 CONFIG ?= examples/demo.toml
 PORT ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt example-iot clean
+.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt example-iot example-live example-collab clean
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
@@ -39,6 +45,9 @@ $(VENDOR)/.installed: node_modules/.package-lock.json Makefile
 	cp node_modules/uplot/dist/uPlot.iife.min.js $(VENDOR)/uPlot.iife.min.js
 	cp node_modules/uplot/dist/uPlot.min.css $(VENDOR)/uPlot.min.css
 	cp node_modules/mqtt/dist/mqtt.min.js $(VENDOR)/mqtt.min.js
+	mkdir -p $(COLLAB_VENDOR)/lib0/prng $(COLLAB_VENDOR)/lib0/trait
+	cp node_modules/yjs/dist/yjs.mjs node_modules/yjs/LICENSE $(COLLAB_VENDOR)/
+	cd node_modules/lib0 && cp --parents LICENSE $(LIB0_FILES) ../../$(COLLAB_VENDOR)/lib0/
 	touch $@
 
 # `make run PORT=9000` serves on another port (or set TRUNKLINE_HTTP_SERVER_PORT).
@@ -48,6 +57,14 @@ run: setup
 # The IoT dashboard (issue 12): Trunkline + 3 simulated paho-mqtt devices; open http://127.0.0.1:8080/.
 example-iot: setup
 	$(PY) examples/iot/run.py --devices 3
+
+# The live stream room (issue 16): feed, chat with slow mode, reactions, moderator; open the URL it prints.
+example-live: setup
+	$(PY) examples/live_stream/run.py
+
+# Collaborative editing with Yjs (issue 16): documents kept by an on_publish hook, snapshots in .collab-snapshots/.
+example-collab: setup
+	$(PY) examples/collab/run.py --snapshot-dir .collab-snapshots
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
