@@ -216,9 +216,9 @@ async def client_address_is_the_real_one(proxy: Proxy, node: Node, tls: Tls) -> 
     async with session(tls, "127.0.0.2") as http:
         for _ in range(LOGIN_FAILURES):
             async with http.post(login, data=form, headers={"X-Forwarded-For": "6.6.6.6"}) as r:
-                assert r.status == 401
+                assert r.status == 401, r.status
         async with http.post(login, data=form) as r:
-            assert r.status == 429
+            assert r.status == 429, r.status
     async with session(tls, "127.0.0.3") as http, http.post(login, data=form) as r:
         assert r.status == 401
     assert "dashboard login failed from 127.0.0.2" in node.output()
