@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -55,9 +56,27 @@ async def test_token_route_signs_name(start_server: Callable[..., Any], http: ai
     status, body = await post_token(http, running, {"user": "  Zoë O.Brien-2_ "})
     assert status == 200, body
     claims = jwt.decode(body["token"], SECRET, algorithms=["HS256"])
-    assert claims["sub"] == "Zoë O.Brien-2_"
+    assert re.fullmatch("[0-9a-f]{12}", claims["sub"]), claims  # a random user id, not the name
+    assert body["user"] == claims["sub"]
+    assert body["name"] == "Zoë O.Brien-2_"
     assert claims["info"] == {"name": "Zoë O.Brien-2_"}
     assert before + 3600 <= claims["exp"] <= int(time.time()) + 3600
+
+
+async def test_token_route_gives_each_request_its_own_user(
+    start_server: Callable[..., Any], http: aiohttp.ClientSession
+) -> None:
+    """Two "Ann"s are two users; bringing back an earlier id keeps it (reloads, token refresh)."""
+    running: Running = await start_server(DEMO)
+    first = (await post_token(http, running, {"user": "Ann"}))[1]
+    second = (await post_token(http, running, {"user": "Ann"}))[1]
+    assert first["user"] != second["user"]
+    status, again = await post_token(http, running, {"user": "Ann", "id": first["user"]})
+    assert status == 200, again
+    assert again["user"] == first["user"]
+    assert jwt.decode(again["token"], SECRET, algorithms=["HS256"])["sub"] == first["user"]
+    renamed = (await post_token(http, running, {"user": "Ann B", "id": first["user"]}))[1]
+    assert (renamed["user"], renamed["name"]) == (first["user"], "Ann B")
 
 
 @pytest.mark.parametrize(
@@ -72,6 +91,12 @@ async def test_token_route_signs_name(start_server: Callable[..., Any], http: ai
         {"name": "alice"},
         ["alice"],
         "not json",
+        {"user": "alice", "id": ""},
+        {"user": "alice", "id": "ABCDEF012345"},
+        {"user": "alice", "id": "0123456789a"},
+        {"user": "alice", "id": "0123456789abc"},
+        {"user": "alice", "id": 1234567890},
+        {"user": "alice", "id": ["0123456789ab"]},
     ],
 )
 async def test_token_route_rejects_bad_names(
@@ -105,6 +130,7 @@ class Chat:
     def __init__(self, page: Page, name: str) -> None:
         self.page = page
         self.name = name
+        self.user = ""  # the user id POST /demo/token gave this page
         self.errors: list[str] = []
         self.websockets: list[str] = []
         self.requests: list[tuple[str, str]] = []  # (method, path)
@@ -135,6 +161,7 @@ class Chat:
             await chat.page.select_option("#transport", transport)
         await chat.page.click("#join")
         await chat.wait("name => window.__chat.state === 'connected' && window.__chat.online.includes(name)", name)
+        chat.user = (await chat.state())["user"]
         return chat
 
     async def wait(self, expression: str, arg: Any = None) -> None:
@@ -248,11 +275,11 @@ async def test_recovers_messages_missed_while_offline(browser: Browser, demo_ser
     # centrifuge-js closes its transport on the browser's "offline" event; should that not
     # reach the server, the server API drops the connection with a reconnect code.
     await alice.wait("() => window.__chat.state !== 'connected'")
-    if not await until(lambda: _gone(api, "Alice"), timeout=3):
+    if not await until(lambda: _gone(api, alice.user), timeout=3):
         await api.disconnect(
-            DisconnectRequest(user="Alice", disconnect=Disconnect(code=3011, reason="force reconnect"))
+            DisconnectRequest(user=alice.user, disconnect=Disconnect(code=3011, reason="force reconnect"))
         )
-        assert await until(lambda: _gone(api, "Alice"), timeout=5), "server kept Alice's connection"
+        assert await until(lambda: _gone(api, alice.user), timeout=5), "server kept Alice's connection"
 
     for i in range(1, 21):
         await bob.send(f"missed {i}")
@@ -276,7 +303,7 @@ async def test_recovers_messages_missed_while_offline(browser: Browser, demo_ser
     assert alice.errors == []
 
     await alice.wait("() => window.__chat.online.includes('Bob') && window.__chat.online.includes('Alice')")
-    assert await online_users(api) == {"Alice", "Bob"}
+    assert await online_users(api) == {alice.user, bob.user}
 
 
 async def _gone(api: AsyncClient, user: str) -> bool:
