@@ -288,11 +288,11 @@ def _bound_port(site: web.TCPSite) -> int:
 async def serve(settings: Settings, node: Node | None = None) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully within ``shutdown.timeout``."""
     server = Server(settings, node)
-    await server.start()
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # before the ports open: a stop at once is graceful too
         loop.add_signal_handler(sig, stop.set)
+    await server.start()
     await stop.wait()
     log.info("shutting down: closing connections with 3001")
     await server.stop()
