@@ -85,6 +85,8 @@ class Subscription:
     push_join_leave: bool = False
     recoverable: bool = False
     positioned: bool = False
+    #: called at expire_at instead of unsubscribing (server-side refresh: the sub refresh proxy)
+    refresher: Callable[[], object] | None = None
 
 
 class Session:
@@ -108,8 +110,10 @@ class Session:
         "expire_at",
         "headers",
         "is_admin",
+        "meta",
         "node",
         "pending",
+        "refresher",
         "remote",
         "state",
         "subscriptions",
@@ -139,6 +143,9 @@ class Session:
         self.conn_info: bytes | None = None
         self.expire_at: int | None = None
         self.is_admin = False
+        self.meta: bytes | None = None  # server-only JSON from the token or the connect proxy
+        #: called at expire_at instead of closing (server-side refresh: the refresh proxy)
+        self.refresher: Callable[[], object] | None = None
         self.state = State.CONNECTING
         self.subscriptions: dict[str, Subscription] = {}
         self.pending: dict[str, object] = {}  # channel -> token of the subscribe in progress
@@ -410,6 +417,9 @@ class Session:
         if self.expire_at is None:
             self.cancel_timer("expire")
             return
+        if self.refresher is not None:
+            self._set_timer("expire", max(self.expire_at - self._clock.time(), 0.001), self.refresher)
+            return
         delay = self.expire_at - self._clock.time() + self.node.settings.client.expired_close_delay
         self._set_timer("expire", max(delay, 0.001), self._on_expired)
 
@@ -421,6 +431,9 @@ class Session:
         name = "sub:" + sub.channel
         if sub.expire_at is None:
             self.cancel_timer(name)
+            return
+        if sub.refresher is not None:
+            self._set_timer(name, max(sub.expire_at - self._clock.time(), 0.001), sub.refresher)
             return
         delay = sub.expire_at - self._clock.time() + self.node.settings.client.expired_sub_close_delay
         self._set_timer(name, max(delay, 0.001), lambda: self._on_sub_expired(sub.channel))
