@@ -55,6 +55,7 @@ from .hub.recovery import decide, live_after
 from .hub.registry import Hub, Push, WireShape
 from .observe.metrics import WRITE_SAMPLE_SUBSCRIBERS, Metrics
 from .protocol.messages import ClientInfo as ProtocolClientInfo
+from .proxy import Proxies
 from .records import Undeliverable
 
 if TYPE_CHECKING:
@@ -157,6 +158,8 @@ class Node(BrokerEventHandler):
             TokenVerifier(hmac_secret_key=self.admin_secret) if admin.enabled and self.admin_secret else None
         )
         self.hooks = Hooks()
+        #: the proxy to the application backend (client.proxy, channel.proxy, rpc.proxy, proxies)
+        self.proxies = Proxies(self.settings, self.metrics)
         #: creates client sessions; the app injects the Centrifugo protocol's (``commands.new_session``)
         self.session_factory: SessionFactory | None = None
         self.uid = str(uuid.uuid4())
@@ -221,6 +224,7 @@ class Node(BrokerEventHandler):
         for task in list(self._tasks):
             task.cancel()
         await self.broker.close()
+        await self.proxies.close()
         await self.verifier.close()
         if self.sub_verifier is not self.verifier:
             await self.sub_verifier.close()
