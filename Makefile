@@ -14,7 +14,7 @@ CONFIG ?= examples/demo.toml
 PORT ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt example-iot example-live example-collab clean
+.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt example-iot example-live example-collab example-notifications example-ai-stream clean
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
@@ -57,6 +57,14 @@ run: setup
 # The IoT dashboard (issue 12): Trunkline + 3 simulated paho-mqtt devices; open http://127.0.0.1:8080/.
 example-iot: setup
 	$(PY) examples/iot/run.py --devices 3
+
+# Issue 16: per-user notifications (an aiohttp backend + Trunkline); open http://127.0.0.1:8081/.
+example-notifications: setup
+	$(PY) examples/notifications/run.py
+
+# Issue 16: AI answers streamed token by token over RPC + a per-job channel; open http://127.0.0.1:8082/.
+example-ai-stream: setup
+	$(PY) examples/ai_stream/run.py
 
 # The live stream room (issue 16): feed, chat with slow mode, reactions, moderator; open the URL it prints.
 example-live: setup
