@@ -331,3 +331,32 @@ async def test_takeover_moves_the_live_session(setup: tuple[Running, SegmentingP
         first.client.loop_stop()
         second.stop()
         publisher.stop()
+
+
+async def test_only_what_came_while_subscribed_is_replayed(setup: tuple[Running, SegmentingProxy, int]) -> None:
+    running, proxy, tcp_port = setup
+    device = Device(V5, "picky")
+    publisher = Paho(V5, "tcp")
+    assert (await publisher.connect(tcp_port, username="pub", password=token("pub"))) == 0
+    try:
+        await device.connect(proxy.port, "dev")
+        await device.subscribe("sensors/u")
+        await published(publisher, "sensors/u", b"0")
+        assert [m.payload for m in await device.take(1)] == [b"0"]
+        done: queue.Queue[Any] = queue.Queue()
+        device.client.on_unsubscribe = lambda *args: done.put(True)
+        device.client.unsubscribe("sensors/u")
+        await get(done)
+        await published(publisher, "sensors/u", b"not subscribed")
+        await device.subscribe("sensors/u")
+        session = node_state(running.server.node).sessions["picky"]
+        await eventually(lambda: not session.inflight)
+        await cut_and_wait(running, proxy, device, "picky")
+        await published(publisher, "sensors/u", b"while away")
+        proxy.accepting = True
+        assert (await get(device.connacks, 10)) == (True, 0)
+        assert [m.payload for m in await device.take(1)] == [b"while away"]
+        assert nothing_in(device.messages)
+    finally:
+        device.stop()
+        publisher.stop()

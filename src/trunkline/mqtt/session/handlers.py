@@ -313,6 +313,8 @@ async def handle_subscribe(s: MqttSession, p: Subscribe) -> None:
     for sub, new, handling in added:
         if sub.group is None and (handling == 0 or (handling == 1 and new)):
             await deliver_retained(s, sub)
+        if s.tracker is not None and sub.start is not None and sub.channel is not None:
+            s.tracker.note(sub.channel, *sub.start)  # a new subscription starts here, whatever came before
         await _go_live(s, sub)
 
 
@@ -544,6 +546,7 @@ async def handle_unsubscribe(s: MqttSession, p: Unsubscribe) -> None:
             codes.append(R.NO_SUBSCRIPTION_EXISTED)
             continue
         await release(s, sub)
+        persist.forget(s, topic_filter)
         codes.append(R.SUCCESS)
     s.send(UnsubAck(p.packet_id, tuple(codes) if s.version == MQTT_5 else ()))
 

@@ -57,6 +57,7 @@ class StoredSession:
     """The state of a persistent session while its client is away."""
 
     user: str
+    version: int  # the protocol level the saved packets are encoded for
     subscriptions: list[Saved]
     tracker: Tracker
     inflight: dict[int, bytes]
@@ -91,6 +92,7 @@ def save(s: MqttSession) -> None:
     tracker = s.tracker or Tracker()
     stored = StoredSession(
         user=s.user,
+        version=s.version,
         subscriptions=[Saved(sub.option, sub.sub_id) for sub in s.subscriptions.values() if sub.option is not None],
         tracker=tracker,
         inflight=dict(s.inflight),
@@ -122,6 +124,14 @@ def restore_delivery(s: MqttSession, stored: StoredSession) -> None:
     """Resend the unacknowledged messages (DUP set; PUBREL for QoS 2 past PUBREC), then the queued ones."""
     s.next_id = stored.next_id
     s.awaiting_rel = stored.awaiting_rel
+    if stored.version != s.version:  # encoded for the other protocol level: they cannot be resent
+        lost = len(stored.inflight) + len(stored.queue)
+        if lost:
+            s.node.metrics.protocol_drop(s.protocol, "version_changed", lost)
+            log.warning(
+                "client=%s came back with another MQTT version; %d unacknowledged messages dropped", s.client_id, lost
+            )
+        return
     for pid, data in stored.inflight.items():
         s.inflight[pid] = data
         if data == PUBREL_MARK:
@@ -276,3 +286,18 @@ def held_channels(s: MqttSession, topic_filter: str, exact: set[str]) -> list[st
         if topic is not None and matches(topic_filter, topic):
             out.append(channel)
     return out
+
+
+def forget(s: MqttSession, topic_filter: str) -> None:
+    """After an UNSUBSCRIBE: drop the positions of channels no remaining QoS 1/2 filter reaches."""
+    tracker = s.tracker
+    if tracker is None or not tracker.positions:
+        return
+    topics = s.state.topics
+    remaining = [sub.filter for sub in s.subscriptions.values() if sub.qos and sub.group is None]
+    for channel in list(tracker.positions):
+        topic = topics.topic(channel)
+        if topic is None or not matches(topic_filter, topic):
+            continue
+        if not any(matches(other, topic) for other in remaining):
+            del tracker.positions[channel]
