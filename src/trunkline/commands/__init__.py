@@ -15,6 +15,7 @@ import msgspec
 from .. import errors as E
 from ..events import MessageEvent, RPCEvent
 from ..protocol.messages import Command, PingResult, Push, Reply, RPCResult, Subscribe, SubscribeRequest
+from ..proxy import calls as proxied
 from ..session import Session, State
 from . import channel_ops, connecting
 from .subscribing import announce, join_channel
@@ -33,6 +34,11 @@ async def _ping(s: Session, cmd: Command) -> None:
 async def _rpc(s: Session, cmd: Command) -> None:
     req = cmd.rpc
     assert req is not None
+    proxy = s.node.proxies.rpc(req.method)
+    if proxy is not None:  # the method's namespace has the RPC proxy: the backend answers
+        answer = await proxied.rpc(s, proxy, req.method, req.data)
+        s.reply(Reply(id=cmd.id, rpc=RPCResult(msgspec.Raw(answer) if answer is not None else None)))
+        return
     hook = s.node.hooks.rpc
     if hook is None:
         raise E.NOT_AVAILABLE()

@@ -23,6 +23,8 @@ from ..protocol.messages import (
     SubRefreshResult,
     UnsubscribeResult,
 )
+from ..proxy import calls as proxied
+from ..proxy.wire import PublishAnswer
 from .subscribing import announce, join_channel, ttl_of
 
 if TYPE_CHECKING:
@@ -85,6 +87,8 @@ async def subscribe(s: Session, cmd: Command) -> None:
     elif opts.allow_user_limited_channels and rules.is_user_limited(channel):
         if not rules.user_allowed(channel, s.user):
             raise E.PERMISSION_DENIED()
+    elif (proxy := node.proxies.subscribe(opts)) is not None:  # the backend decides, then the hook
+        chan_info, data, override, expire_at = await proxied.subscribe(s, proxy, channel, req)
     elif node.hooks.subscribe is not None:
         hook_reply = await node.hooks.subscribe(SubscribeEvent(s.view, channel, bytes(req.data) if req.data else None))
         if hook_reply is not None:
@@ -94,6 +98,7 @@ async def subscribe(s: Session, cmd: Command) -> None:
     result, finish = await join_channel(
         s, channel, opts, req, chan_info=chan_info, data=data, override=override, expire_at=expire_at
     )
+    finish = proxied.sub_refresh_finish(s, channel, opts, result, finish)
     s.reply(Reply(id=cmd.id, subscribe=result))
     finish()
     await announce(s, channel)
@@ -132,14 +137,25 @@ async def publish(s: Session, cmd: Command) -> None:
         raise E.BAD_REQUEST.with_message("bad request: empty data")
     data = bytes(req.data)
     sub = s.subscriptions.get(channel)
-    if node.hooks.publish is not None:
+    answer = PublishAnswer()
+    if (proxy := node.proxies.publish(opts)) is not None:  # the backend decides (may rewrite), then the hook
+        data, answer = await proxied.publish(s, proxy, channel, data)
+    elif node.hooks.publish is not None:
         hook_reply = await node.hooks.publish(PublishEvent(s.view, channel, data))
         if hook_reply is not None and hook_reply.data is not None:
             data = hook_reply.data
     elif not permissions.can_publish(opts, s.user, sub is not None, node.settings.client.insecure):
         raise E.PERMISSION_DENIED()
     info = ClientInfo(s.user, s.client_id, s.conn_info, sub.chan_info if sub is not None else None)
-    await node.publish_to(channel, opts, data, info=info)
+    await node.publish_to(
+        channel,
+        opts,
+        data,
+        info=info,
+        tags=answer.tags or None,
+        skip_history=answer.skip_history,
+        idempotency_key=answer.idempotency_key,
+    )
     s.reply(Reply(id=cmd.id, publish=PublishResult()))
 
 

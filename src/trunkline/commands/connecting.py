@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
 import msgspec
 
 from .. import errors as E
 from ..auth import ConnectionClaims, Override
+from ..auth.claims import SubOptions
 from ..config import NamespaceOptions
 from ..events import ConnectEvent, Credentials
 from ..node import ADMIN_META
 from ..protocol.messages import Command, ConnectResult, RefreshResult, Reply, SubscribeRequest, SubscribeResult
+from ..proxy import calls as proxied
 from ..session import State
 from .channel_ops import channel_options
 from .subscribing import Finish, announce, join_channel, ttl_of
@@ -40,6 +43,13 @@ async def connect(s: Session, cmd: Command) -> None:
     now = s.node.clock.time()
     claims: ConnectionClaims | None = None
     credentials: Credentials | None = None
+    reply_data: bytes | None = None
+    proxy_subs: Mapping[str, SubOptions] = {}
+    if not req.token and node.proxies.connect is not None:  # the backend authenticates (cookies, headers)
+        answer = await proxied.connect(s, node.proxies.connect, req)
+        if answer is not None:
+            credentials = Credentials(answer.user, answer.expire_at, answer.info, answer.channels)
+            reply_data, proxy_subs, s.meta = answer.data, answer.subs, answer.meta
     if req.token:
         claims = await _admin_claims(s, req.token, now)
         if claims is None and (node.verifier.configured or not client.insecure):
@@ -48,7 +58,8 @@ async def connect(s: Session, cmd: Command) -> None:
                 raise E.PERMISSION_DENIED_DISCONNECT()
         if claims is not None:
             credentials = Credentials(claims.user, claims.expire_at, claims.info, claims.channels)
-    reply_data: bytes | None = None
+            if claims.meta is not None:
+                s.meta = msgspec.json.encode(claims.meta)
     extra_channels: tuple[str, ...] = ()
     if node.hooks.connecting is not None:
         hook_reply = await node.hooks.connecting(
@@ -66,7 +77,7 @@ async def connect(s: Session, cmd: Command) -> None:
         )
         if hook_reply is not None:
             credentials = hook_reply.credentials or credentials
-            reply_data = hook_reply.data
+            reply_data = hook_reply.data if hook_reply.data is not None else reply_data
             extra_channels = hook_reply.channels
     if credentials is None:
         if not (client.insecure or client.allow_anonymous_connect_without_token):
@@ -87,7 +98,7 @@ async def connect(s: Session, cmd: Command) -> None:
     s.conn_info = credentials.info
     s.expire_at = credentials.expire_at
     # before the connection counts as connected: a 3505 here must not fire on_disconnect
-    server_side = _server_side_channels(s, claims, credentials, extra_channels)
+    server_side = _server_side_channels(s, claims, credentials, extra_channels, proxy_subs)
     s.state = State.CONNECTED
     hub.add_connection(s.client_id, s.user, s)
 
@@ -103,7 +114,8 @@ async def connect(s: Session, cmd: Command) -> None:
         result.session = cast("SessionTransport", s.transport).session
     if info.emulation:  # /emulation requests must reach this node
         result.node = node.uid
-    if s.expire_at is not None:
+    s.refresher = proxied.server_refresh(s)  # the refresh proxy: the server refreshes, not the client
+    if s.expire_at is not None and s.refresher is None:
         result.expires = True
         result.ttl = ttl_of(s.expire_at, now)
     if reply_data is not None:
@@ -155,14 +167,19 @@ ServerSide = tuple[str, NamespaceOptions, bytes | None, bytes | None, Override |
 
 
 def _server_side_channels(
-    s: Session, claims: ConnectionClaims | None, credentials: Credentials, extra: tuple[str, ...]
+    s: Session,
+    claims: ConnectionClaims | None,
+    credentials: Credentials,
+    extra: tuple[str, ...],
+    proxy_subs: Mapping[str, SubOptions],
 ) -> list[ServerSide]:
     """The server-side subscriptions of a new connection, checked like a subscribe command.
 
     They come from the token's ``channels`` and ``subs`` claims (or the connecting hook's
-    credentials and channels) and the personal channel; a channel listed twice is
-    subscribed once, with its ``subs`` options. A channel the subscribe command would
-    refuse for its name is skipped (one warning per connection): over
+    credentials and channels, or the connect proxy's ``channels`` and ``subs``) and the
+    personal channel; a channel listed twice is subscribed once, with its ``subs`` options.
+    A channel the subscribe command would refuse for its name is skipped (one warning per
+    connection): over
     ``channel.max_length``, an unknown namespace or a name failing ``channel_regex``,
     and, from the ``channels`` claim, a private (``$``) channel, which needs a
     subscription token. More channels than ``client.channel_limit`` close the
@@ -174,9 +191,8 @@ def _server_side_channels(
     wanted: dict[str, tuple[bytes | None, bytes | None, Override | None]] = {}
     for channel in (*credentials.channels, *extra):
         wanted.setdefault(channel, (None, None, None))
-    if claims is not None:
-        for channel, sub in claims.subs.items():
-            wanted[channel] = (sub.info, sub.data, sub.override)
+    for channel, sub in (*(claims.subs.items() if claims is not None else ()), *proxy_subs.items()):
+        wanted[channel] = (sub.info, sub.data, sub.override)
     personal = node.settings.client.subscribe_to_user_personal_channel
     if personal.enabled and s.user:
         wanted.setdefault(rules.personal_channel(s.user, personal.personal_channel_namespace), (None, None, None))
