@@ -14,7 +14,7 @@ import re
 import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from cent import AsyncClient, PublishRequest
@@ -24,6 +24,14 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from tests.conftest import API_KEY, eventually, token
 from tests.deploy.conftest import ADMIN_PASSWORD, Node, Proxy, Tls
 from tests.sdk.helpers import Recorder, new_client, subscribe_ready
+
+
+class HasApi(Protocol):
+    """A Trunkline process as the checks see it: where its server API is."""
+
+    @property
+    def api_url(self) -> str: ...
+
 
 TIMEOUT = 15.0  # seconds for any one wait
 LOGIN_FAILURES = 10  # the dashboard's limit per client address (observe/dashboard.py)
@@ -35,7 +43,7 @@ def session(tls: Tls, source: str = "127.0.0.1") -> aiohttp.ClientSession:
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT))
 
 
-async def publish(node: Node, channel: str, data: dict[str, Any]) -> None:
+async def publish(node: HasApi, channel: str, data: dict[str, Any]) -> None:
     async with AsyncClient(node.api_url, API_KEY, timeout=5) as api:
         await api.publish(PublishRequest(channel=channel, data=data))
 
