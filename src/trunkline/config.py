@@ -521,6 +521,7 @@ class Mqtt:
     max_keepalive: float = 600.0  # a longer (or zero) client keepalive is lowered to this (MQTT 5)
     session_expiry_max: float = 86400.0  # a longer session expiry interval is lowered to this
     max_queued_messages: int = 1000  # QoS 1/2 messages waiting for the in-flight window, per session
+    max_stored_sessions: int = 10000  # persistent sessions of absent clients kept on this node; 0: unlimited
     retained: MqttRetained = field(default_factory=MqttRetained)
     topic_mapping: MqttTopicMapping = field(default_factory=MqttTopicMapping)
 
@@ -1090,6 +1091,8 @@ def _validate_mqtt(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> 
     for name in ("receive_maximum", "max_inflight"):
         if not 1 <= getattr(m, name) <= 65535:
             fail(f"mqtt.{name}", f"must be between 1 and 65535, got {getattr(m, name)}")
+    if m.max_stored_sessions < 0:
+        fail("mqtt.max_stored_sessions", f"must be 0 (unlimited) or more, got {m.max_stored_sessions}")
     if not 1 <= m.max_keepalive <= 65535:
         fail("mqtt.max_keepalive", f"must be between 1s and 65535s, got {m.max_keepalive}")
     if m.session_expiry_max > 4294967295:
