@@ -360,3 +360,17 @@ async def test_only_what_came_while_subscribed_is_replayed(setup: tuple[Running,
     finally:
         device.stop()
         publisher.stop()
+
+
+async def test_saved_sessions_are_bounded(start_server: Callable[..., Any]) -> None:
+    config = {**CONFIG, "mqtt": {**CONFIG["mqtt"], "max_stored_sessions": 2}}
+    running: Running = await start_server(config)
+    port = running.server.mqtt_listeners[0].port
+    state = node_state(running.server.node)
+    for name in ("s1", "s2", "s3"):
+        device = Device(V5, name)
+        await device.connect(port, "dev")
+        device.stop()
+        await eventually(lambda name=name: name in state.stored)  # type: ignore[misc]
+    assert list(state.stored) == ["s2", "s3"]  # the oldest made room
+    assert running.server.node.metrics.protocol_dropped.get("mqtt5", "session_evicted") == 1

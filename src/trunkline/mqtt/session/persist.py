@@ -101,6 +101,12 @@ def save(s: MqttSession) -> None:
         awaiting_rel=set(s.awaiting_rel),
     )
     take(state, client_id)
+    limit = s.node.settings.mqtt.max_stored_sessions
+    while limit and len(state.stored) >= limit:  # at most one pass per save once the bound holds
+        oldest = next(iter(state.stored))
+        take(state, oldest)
+        s.node.metrics.protocol_drop(s.protocol, "session_evicted")
+        log.warning("session of client=%s dropped: mqtt.max_stored_sessions (%d) reached", oldest, limit)
     state.stored[client_id] = stored
     if tracker.evicted:
         s.node.metrics.protocol_drop(s.protocol, "positions_evicted", tracker.evicted)
