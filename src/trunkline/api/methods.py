@@ -71,7 +71,12 @@ async def publish(node: Node, body: bytes) -> Result:
     _required(channel=req.channel)
     data = _payload(req.data, req.b64data)
     pos = await node.publish(
-        req.channel, data, tags=req.tags, skip_history=req.skip_history, idempotency_key=req.idempotency_key
+        req.channel,
+        data,
+        tags=req.tags,
+        skip_history=req.skip_history,
+        idempotency_key=req.idempotency_key,
+        delta=req.delta,
     )
     return _position(pos)
 
@@ -87,7 +92,12 @@ async def broadcast(node: Node, body: bytes) -> Result:
     for channel in req.channels:
         try:
             pos = await node.publish(
-                channel, data, tags=req.tags, skip_history=req.skip_history, idempotency_key=req.idempotency_key
+                channel,
+                data,
+                tags=req.tags,
+                skip_history=req.skip_history,
+                idempotency_key=req.idempotency_key,
+                delta=req.delta,
             )
             responses.append({"result": _position(pos)})
         except E.ClientError as err:

@@ -15,10 +15,12 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from .. import errors as E
 from ..auth import Override
 from ..broker.base import StreamPosition
 from ..config import NamespaceOptions
 from ..hub import permissions
+from ..protocol.delta import DELTA_SHAPES
 from ..protocol.messages import SubscribeRequest, SubscribeResult
 from ..session import State, Subscription
 
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 
 Finish = Callable[[], None]
 FLAG_REJECT_UNRECOVERED = 2
+#: the delta types Trunkline encodes (``SubscribeRequest.delta``)
+DELTA_TYPES = frozenset({"fossil"})
 
 
 def _pick(override: bool | None, default: bool) -> bool:
@@ -65,6 +69,10 @@ async def join_channel(
         or _pick(override.force_positioning, opts.force_positioning)
         or (req.positioned and (opts.allow_positioning or history_access))
     )
+    if req.delta and req.delta not in DELTA_TYPES:
+        raise E.BAD_REQUEST_DISCONNECT.with_reason(f"bad request: unknown delta type {req.delta[:32]!r}")
+    # delta needs the stream position (patches follow the stream), as in Centrifugo
+    delta_shape = DELTA_SHAPES.get(s.shape) if positioned and req.delta in opts.allowed_delta_types else None
     sub = Subscription(
         channel=channel,
         chan_info=chan_info,
@@ -94,6 +102,7 @@ async def join_channel(
             since=since,
             reject_unrecovered=bool(req.flag & FLAG_REJECT_UNRECOVERED),
             join_leave=push_join_leave,
+            shape=delta_shape,
         )
     except BaseException:
         if s.pending.get(channel) is token:
@@ -107,7 +116,12 @@ async def join_channel(
         result.was_recovering = joined.was_recovering
         result.recovered = joined.recovered
         if joined.recovered:
-            result.publications = [s.codec.publication(p) for p in joined.publications]
+            if delta_shape is not None:
+                result.publications = delta_shape.recovered(joined.publications)
+            else:
+                result.publications = [s.codec.publication(p) for p in joined.publications]
+    if delta_shape is not None:
+        result.delta = True
 
     def finish() -> None:
         if s.state is State.CLOSED or s.pending.get(channel) is not token:
@@ -115,6 +129,8 @@ async def join_channel(
         del s.pending[channel]
         finish_join()
         s.subscriptions[channel] = sub
+        if delta_shape is not None and joined.recovered and joined.publications:
+            node.hub.delta_based(channel, s, joined.publications[-1])
         if expire_at:
             s.schedule_sub_expiry(sub)
 

@@ -19,10 +19,11 @@ stream top this node has not reached yet *waits* until it has.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, cast
 
 from ..broker.base import Publication
 from ..records import Undeliverable
+from .delta import DeltaShape, DeltaState, is_delta
 from .position import Position, Verdict
 
 Push = Callable[[bytes], None]
@@ -42,7 +43,7 @@ class WireShape(Hashable, Protocol):
 
 
 class _Channel(Generic[K]):
-    __slots__ = ("join_leave", "live", "pending", "position", "positioned", "waiting")
+    __slots__ = ("delta", "join_leave", "live", "pending", "position", "positioned", "waiting")
 
     def __init__(self) -> None:
         self.live: dict[WireShape, dict[K, Push]] = {}
@@ -51,6 +52,8 @@ class _Channel(Generic[K]):
         self.waiting: dict[K, tuple[int, str, Resume]] = {}
         self.join_leave: dict[WireShape, dict[K, Push]] = {}
         self.position = Position()
+        #: the channel's delta subscribers' state (:mod:`trunkline.hub.delta`), while it has any
+        self.delta: DeltaState[K] | None = None
 
     def empty(self) -> bool:
         return not (self.live or self.positioned or self.pending)
@@ -155,6 +158,10 @@ class Hub(Generic[K]):
         ch.waiting.pop(conn, None)
         group = ch.positioned if positioned else ch.live
         group.setdefault(shape, {})[conn] = push
+        if positioned and is_delta(shape):
+            if ch.delta is None:
+                ch.delta = DeltaState()
+            ch.delta.fresh[conn] = None  # owed a full publication first
         if join_leave:
             ch.join_leave.setdefault(shape, {})[conn] = push
         if self.observer is not None:
@@ -182,6 +189,13 @@ class Hub(Generic[K]):
             ch.waiting[conn] = (offset, epoch, resume)
             return False, []
         return True, []  # the buffer holds what came after ``offset``
+
+    def delta_based(self, channel: str, conn: K, base: Publication) -> bool:
+        """A live delta subscriber's subscribe reply ended with ``base`` (recovery): its next may be a patch."""
+        ch = self._channels.get(channel)
+        if ch is None or ch.delta is None:
+            return False
+        return ch.delta.based(conn, base, ch.position.offset, ch.position.epoch)
 
     def is_pending(self, channel: str, conn: K) -> bool:
         ch = self._channels.get(channel)
@@ -223,6 +237,10 @@ class Hub(Generic[K]):
         _drop(ch.live, conn)
         _drop(ch.positioned, conn)
         _drop(ch.join_leave, conn)
+        if ch.delta is not None:
+            ch.delta.fresh.pop(conn, None)
+            if not any(is_delta(shape) for shape in ch.positioned):
+                ch.delta = None
         if ch.empty():
             del self._channels[channel]
             return True
@@ -266,7 +284,10 @@ class Hub(Generic[K]):
         missed: list[K] = []
         verdict = ch.position.advance(pub.offset, pub.epoch) if pub.offset else Verdict.NEXT
         if verdict is Verdict.NEXT:
-            count += self._deliver(ch.positioned, channel, pub, encoded, refused)
+            delta = ch.delta
+            count += self._deliver(ch.positioned, channel, pub, encoded, refused, delta=delta)
+            if delta is not None:
+                delta.delivered(pub)
         elif verdict is Verdict.GAP:
             missed = self._take_positioned(ch)
         if ch.pending:
@@ -285,10 +306,18 @@ class Hub(Generic[K]):
         pub: Publication,
         encoded: dict[WireShape, bytes | None],
         refused: list[K],
+        *,
+        delta: DeltaState[K] | None = None,
     ) -> int:
-        """Push ``pub`` to every member of ``group``, encoding it at most once per shape."""
+        """Push ``pub`` to every member of ``group``, encoding it at most once per shape.
+
+        Delta shapes (only with ``delta``, the channel's delta state) get a patch or the full form.
+        """
         count = 0
         for shape, members in group.items():
+            if delta is not None and is_delta(shape):
+                count += delta.deliver(cast(DeltaShape, shape), members, channel, pub, refused)
+                continue
             data = encoded[shape] if shape in encoded else self._encode(shape, channel, pub)
             encoded[shape] = data
             if data is None:
@@ -312,6 +341,7 @@ class Hub(Generic[K]):
         for conn in missed:
             _drop(ch.join_leave, conn)
         ch.positioned.clear()
+        ch.delta = None
         return missed
 
     @staticmethod

@@ -159,6 +159,20 @@ class Publication(Struct, omit_defaults=True):
     tags: dict[str, str] | None = None
 
 
+class DeltaPublication(Struct, omit_defaults=True):
+    """A Publication of a delta subscription in JSON: ``data`` is a JSON *string* (reference: transports.md).
+
+    The string holds the publication's JSON text when ``delta`` is false, a Fossil patch
+    against the previous publication of the stream when it is true.
+    """
+
+    data: str
+    info: ClientInfo | None = None
+    offset: UInt64 = 0
+    tags: dict[str, str] | None = None
+    delta: bool = False
+
+
 class Error(Struct, omit_defaults=True):
     code: int
     message: str
@@ -176,6 +190,8 @@ class SubscribeResult(Struct, omit_defaults=True):
     positioned: bool = False
     data: Raw | None = None
     was_recovering: bool = False
+    #: delta compression negotiated (``SubscribeRequest.delta`` allowed by the namespace)
+    delta: bool = False
 
 
 class ConnectResult(Struct, omit_defaults=True):

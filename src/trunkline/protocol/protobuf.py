@@ -203,9 +203,13 @@ def _tags_body(tags: dict[str, str]) -> bytes:
 
 
 def _publication_body(
-    data: bytes, info: ClientInfo | RecordClientInfo | None, offset: int, tags: dict[str, str] | None
+    data: bytes,
+    info: ClientInfo | RecordClientInfo | None,
+    offset: int,
+    tags: dict[str, str] | None,
+    delta: bool = False,
 ) -> bytes:
-    # Publication{data=4, info=5, offset=6, tags=7}
+    # Publication{data=4, info=5, offset=6, tags=7, delta=8}
     body = b"\x22" + uvarint(len(data)) + data if data else b""
     if info is not None:
         body += _message_field(b"\x2a", _client_info_body(info))
@@ -213,6 +217,8 @@ def _publication_body(
         body += b"\x30" + uvarint(offset)
     if tags:
         body += _tags_body(tags)
+    if delta:
+        body += b"\x40\x01"
     return body
 
 
@@ -243,7 +249,7 @@ def _uint64(tag: bytes, value: int) -> bytes:
 
 def _subscribe_result_body(r: SubscribeResult) -> bytes:
     # SubscribeResult{expires=1, ttl=2, recoverable=3, epoch=6, publications=7, recovered=8,
-    #                 offset=9, positioned=10, data=11, was_recovering=12}
+    #                 offset=9, positioned=10, data=11, was_recovering=12, delta=13}
     body = (
         _flag(b"\x08", r.expires) + _uint(b"\x10", r.ttl) + _flag(b"\x18", r.recoverable) + _str_field(b"\x32", r.epoch)
     )
@@ -256,6 +262,7 @@ def _subscribe_result_body(r: SubscribeResult) -> bytes:
         + _flag(b"\x50", r.positioned)
         + _bytes_field(b"\x5a", r.data)
         + _flag(b"\x60", r.was_recovering)
+        + _flag(b"\x68", r.delta)
     )
 
 
