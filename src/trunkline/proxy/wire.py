@@ -175,9 +175,9 @@ class _Override(msgspec.Struct):
 
 
 class _Payloads(msgspec.Struct):
-    info: msgspec.Raw | None = None
+    info: msgspec.Raw = msgspec.Raw()
     b64info: str = ""
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = msgspec.Raw()
     b64data: str = ""
 
 
@@ -190,15 +190,15 @@ class _ConnectResult(_Payloads):
     expire_at: int = 0
     channels: list[str] = []
     subs: dict[str, _SubOptions] = {}
-    meta: msgspec.Raw | None = None
+    meta: msgspec.Raw = msgspec.Raw()
 
 
 class _RefreshResult(msgspec.Struct):
     expired: bool = False
     expire_at: int = 0
-    info: msgspec.Raw | None = None
+    info: msgspec.Raw = msgspec.Raw()
     b64info: str = ""
-    meta: msgspec.Raw | None = None
+    meta: msgspec.Raw = msgspec.Raw()
 
 
 class _SubscribeResult(_Payloads):
@@ -207,7 +207,7 @@ class _SubscribeResult(_Payloads):
 
 
 class _PublishResult(msgspec.Struct):
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = msgspec.Raw()
     b64data: str = ""
     skip_history: bool = False
     tags: dict[str, str] = {}
@@ -216,7 +216,7 @@ class _PublishResult(msgspec.Struct):
 
 
 class _RpcResult(msgspec.Struct):
-    data: msgspec.Raw | None = None
+    data: msgspec.Raw = msgspec.Raw()
     b64data: str = ""
 
 
