@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import random
 import subprocess
 from pathlib import Path
 
@@ -49,9 +50,10 @@ def test_byte_literals() -> None:
     assert create(b"abc", b"abc") == b"3\n3:abc1XObC0;"  # shorter than a block: literal
     text = b"The quick brown fox jumps over the lazy dog. " * 2
     changed = text.replace(b"fox", b"cat")
-    # 90 bytes (1Q): copy 16 from 0 (G@0,), insert "cat", copy 26 (Q) from 64 (10), twice;
-    # byte for byte what Fossil's own delta.c makes of this pair
-    assert create(text, changed) == b"1Q\nG@0,3:catQ@10,G@0,3:catQ@10,3YloyN;"
+    # 90 bytes (1Q): copy 16 from 0 (G@0,), insert "cat", copy 42 (f) from 19 (J) - the rest of the
+    # sentence and the next one's "The quick brown " -, insert "cat", copy the last 26 (Q) from 19.
+    # Fossil's delta.c makes 1Q\nG@0,3:catQ@10,G@0,3:catQ@10,3YloyN; (7 bytes more, same checksum).
+    assert create(text, changed) == b"1Q\nG@0,3:catf@J,3:catQ@J,3YloyN;"
     assert create(text, text) == b"1Q\n1Q@0,3aq55R;"
 
 
@@ -140,3 +142,13 @@ def test_centrifuge_js_refuses_a_corrupt_patch() -> None:
     # the checker works: a wrong checksum is an error, not a silent wrong target
     [result] = _js_apply([(b"", "3\n3:abc1XObC1;")])
     assert "error" in result
+
+
+def test_text_moved_far_away_is_still_copied() -> None:
+    # beyond the search window around the expected place: found through the source's block index
+    rng = random.Random(5)
+    source = bytes(rng.getrandbits(8) for _ in range(3000))
+    target = source[2000:] + b"new" + source[:2000]
+    patch = create(source, target)
+    assert apply_delta(source, patch) == target
+    assert len(patch) < 40

@@ -12,11 +12,14 @@ words (a last partial word padded with zero bytes). Clients apply deltas with
 centrifuge-python's ``centrifuge.fossil.apply_delta`` and centrifuge-js's
 ``applyDelta``.
 
-The encoder is our own, not a port of ``delta.c``: source blocks of :data:`BLOCK`
-bytes are indexed by their bytes in a dict, the target is scanned for a block that
-occurs in the source, and a hit is extended backwards and forwards with slice
-comparisons (C ``memcmp``), so the Python loop runs per literal byte and per copy,
-not per target byte.
+The encoder is our own, not a port of ``delta.c``. The target is scanned for blocks
+of :data:`BLOCK` bytes that occur in the source, and a hit is extended backwards and
+forwards with slice comparisons (C ``memcmp``), so the Python loop runs per literal
+byte and per copy, not per target byte. A block is looked for first near where the
+unchanged text would continue (``bytes.find`` in a :data:`WINDOW`): versions of a
+document differ by local edits, and then the source is never indexed. After
+:data:`MISSES_BEFORE_INDEX` misses in a row the source's aligned blocks are indexed
+in a dict (as Fossil's hash table does), so moved text is found too.
 
 **UTF-8 safe.** The JSON protocol carries a patch as a JSON *string*, which clients
 turn back into bytes by UTF-8 encoding it. Every copy therefore starts and ends on
@@ -30,6 +33,10 @@ from __future__ import annotations
 
 #: bytes per indexed source block (Fossil's NHASH); hits shorter than this are not looked for
 BLOCK = 16
+#: how far from where unchanged text would continue a block is first looked for (``bytes.find``)
+WINDOW = 256
+#: misses in a row before the whole source is indexed (the edit is not local: moved or new text)
+MISSES_BEFORE_INDEX = 32
 
 _DIGITS = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz~"
 _SMALL_INTS = [bytes((d,)) for d in _DIGITS]
@@ -75,17 +82,26 @@ def create(source: bytes, target: bytes) -> bytes:
     size_s = len(source)
     literal = 0  # start of the target bytes not yet covered by a command
     if size_s >= BLOCK and size_t >= BLOCK:
-        # backwards, so that the first occurrence of a block wins
-        blocks = range((size_s - BLOCK) // BLOCK * BLOCK, -1, -BLOCK)
-        index = {source[offset : offset + BLOCK]: offset for offset in blocks}
-        get = index.get
+        index: dict[bytes, int] | None = None
+        misses = 0  # target positions in a row whose block was not found
+        shift = 0  # source offset minus target offset of the last copy: where unchanged text continues
         pos = 0
         last = size_t - BLOCK
         while pos <= last:
-            offset = get(target[pos : pos + BLOCK])
-            if offset is None:
-                pos += 1
-                continue
+            block = target[pos : pos + BLOCK]
+            near = pos + shift
+            offset = source.find(block, max(near - WINDOW, 0), near + WINDOW + BLOCK)
+            if offset == -1:
+                if index is None and misses >= MISSES_BEFORE_INDEX:
+                    # not a local edit: index the source's blocks (the first occurrence wins)
+                    blocks = range((size_s - BLOCK) // BLOCK * BLOCK, -1, -BLOCK)
+                    index = {source[o : o + BLOCK]: o for o in blocks}
+                offset = index.get(block, -1) if index is not None else -1
+                if offset == -1:
+                    misses += 1
+                    pos += 1
+                    continue
+            misses = 0
             # extend backwards (down to the literal start) and forwards
             start, src = pos, offset
             while start > literal and src > 0 and target[start - 1] == source[src - 1]:
@@ -108,6 +124,7 @@ def create(source: bytes, target: bytes) -> bytes:
                 out += (encode_int(start - literal), b":", target[literal:start])
             out.append(command)
             literal = pos = end
+            shift = src - start
     if literal < size_t:
         out += (encode_int(size_t - literal), b":", target[literal:])
     out += (encode_int(checksum(target)), b";")
