@@ -117,6 +117,16 @@ async def recorded(request: web.Request) -> web.Response:
     return web.json_response(requests)
 
 
+async def login(request: web.Request) -> web.Response:
+    """Sets the session cookie of ``?user=`` (a stand-in for a real login form)."""
+    sid = {user: sid for sid, user in SESSIONS.items()}.get(request.query.get("user", ""))
+    if sid is None:
+        return web.Response(status=403, text="unknown user")
+    response = web.Response(text="<!doctype html><title>logged in</title>", content_type="text/html")
+    response.set_cookie("sid", sid, httponly=True, samesite="Lax")
+    return response
+
+
 async def health(request: web.Request) -> web.Response:
     return web.Response(text="ok")
 
@@ -137,6 +147,7 @@ def app() -> web.Application:
         application.router.add_post(path, handler)
     application.router.add_get("/requests", recorded)
     application.router.add_get("/health", health)
+    application.router.add_get("/login", login)
     return application
 
 
