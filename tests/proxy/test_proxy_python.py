@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -10,9 +11,12 @@ from typing import Any
 import pytest
 from centrifuge import ReplyError
 
-from tests.conftest import Running, eventually
+from tests.conftest import Running, eventually, make_settings
 from tests.proxy.conftest import Backend, proxy_config
 from tests.sdk.helpers import ClientRecorder, Recorder, new_client, subscribe_ready
+from trunkline import errors as E
+from trunkline.events import ConnectEvent, ConnectReply, PublishEvent, PublishReply
+from trunkline.node import Node
 
 ALICE = {"Cookie": "sid=alice-sid", "X-Test": "forwarded", "X-Other": "not forwarded"}
 BOB = {"Cookie": "sid=bob-sid"}
@@ -152,4 +156,37 @@ async def test_sub_refresh_proxy_extends_the_subscription(proxied: Running, back
     )
     assert found[-1]["body"]["user"] == "alice"
     assert not rec.unsubscribed
+    await client.disconnect()
+
+
+async def test_hooks_run_after_the_proxy(start_server: Callable[..., Any], backend: Backend) -> None:
+    """The proxy decides first; the hooks see its result and may change it or refuse."""
+    node = Node(make_settings(proxy_config(backend.url)))
+    seen: list[Any] = []
+
+    @node.on_connecting
+    async def connecting(event: ConnectEvent) -> ConnectReply | None:
+        assert event.credentials is not None
+        seen.append(event.credentials.user)  # the connect proxy's user
+        return None
+
+    @node.on_publish
+    async def publish(event: PublishEvent) -> PublishReply | None:
+        seen.append(json.loads(event.data))  # the publish proxy's rewritten data
+        if json.loads(event.data)["text"] == "VETO":
+            raise E.PERMISSION_DENIED()
+        return PublishReply(data=json.dumps({**json.loads(event.data), "hooked": True}).encode())
+
+    running: Running = await start_server(node=node)
+    client = new_client(running.ws_url, headers=ALICE)
+    await client.connect()
+    rec = Recorder()
+    sub = await subscribe_ready(client.new_subscription("chat:hooks", rec))
+    await sub.publish({"text": "hi"})
+    await eventually(lambda: rec.publications)
+    assert rec.publications[0][1] == {"text": "HI", "by": "alice", "hooked": True}
+    with pytest.raises(ReplyError) as vetoed:
+        await sub.publish({"text": "veto"})
+    assert vetoed.value.code == 103
+    assert seen == ["alice", {"text": "HI", "by": "alice"}, {"text": "VETO", "by": "alice"}]
     await client.disconnect()
