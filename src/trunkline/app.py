@@ -64,6 +64,11 @@ async def _index(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(STATIC / "index.html")
 
 
+async def _examples(request: web.Request) -> web.StreamResponse:
+    """The gallery of the examples in ``examples/`` (linked from the chat demo at ``/``)."""
+    return web.FileResponse(STATIC / "examples.html")
+
+
 def _add_admin_routes(app: web.Application, settings: Settings) -> None:
     prefix = settings.http_api.handler_prefix.rstrip("/") or "/api"
     # Every answer under the prefix is JSON: POST only (405), exact method names (404).
@@ -107,6 +112,7 @@ def build_app(node: Node, *, with_admin: bool = True) -> web.Application:
 
         add_demo_routes(app, settings)
     app.router.add_get("/", _index)
+    app.router.add_get("/examples", _examples)
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
     return app
 
