@@ -14,7 +14,7 @@ CONFIG ?= examples/demo.toml
 PORT ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt example-iot example-live example-collab example-notifications example-ai-stream clean
+.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt example-iot example-live example-collab example-notifications example-ai-stream example-proxy clean
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
@@ -57,6 +57,10 @@ run: setup
 # The IoT dashboard (issue 12): Trunkline + 3 simulated paho-mqtt devices; open http://127.0.0.1:8080/.
 example-iot: setup
 	$(PY) examples/iot/run.py --devices 3
+
+# Issue 13: an aiohttp backend that authenticates by session cookie through the connect proxy; open http://127.0.0.1:8090/.
+example-proxy: setup
+	$(PY) examples/proxy_backend/run.py
 
 # Issue 16: per-user notifications (an aiohttp backend + Trunkline); open http://127.0.0.1:8081/.
 example-notifications: setup
