@@ -49,7 +49,9 @@ async def test_gallery_lists_every_example(start_server: Callable[..., Any], chr
     names = [await cards.nth(i).get_attribute("data-example") for i in range(await cards.count())]
     assert names[0] == "chat"
     runners = sorted(p.parent.name for p in (ROOT / "examples").glob("*/run.py"))
-    assert sorted(n for n in names if n != "chat") == runners  # every example, and only those
+    missing, stale = set(runners) - set(names), set(names) - set(runners) - {"chat"}
+    assert not missing, f"examples without a card: add one to src/trunkline/web/static/examples.html: {missing}"
+    assert not stale, f"cards for examples that do not exist: {stale}"
     targets = make_targets()
     for name in names:
         card = page.locator(f"li.example[data-example='{name}']")
