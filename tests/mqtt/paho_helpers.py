@@ -85,6 +85,10 @@ class Paho:
         await asyncio.to_thread(self.client.connect, "127.0.0.1", port, **kwargs)
         self.client.loop_start()
         rc, _ = await get(self.connack)
+        if rc != 0:
+            # refused: stop paho's automatic reconnects (a retry against a stopped server leaks its socket)
+            self.client.disconnect()
+            await asyncio.to_thread(self.client.loop_stop)
         return rc
 
     async def subscribe(self, topic: str, qos: int = 0) -> Any:
