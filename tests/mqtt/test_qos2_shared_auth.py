@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -285,3 +286,25 @@ async def test_queued_message_expires_and_left_time_is_sent(start_server: Callab
     assert running.server.node.metrics.protocol_dropped.get("mqtt5", "expired") == 1
     raw.close()
     pub.stop()
+
+
+async def test_shared_groups_are_per_node(start_server: Callable[..., Any], redis_url: str) -> None:
+    engine = {"engine": {"type": "redis", "redis": {"address": redis_url, "prefix": f"share-{uuid.uuid4().hex[:8]}"}}}
+    a: Running = await start_server({**MQTT, **engine})
+    b: Running = await start_server({**MQTT, **engine})
+    on_a, on_b = Paho(V5, client_id="wa"), Paho(V5, client_id="wb")
+    assert (await on_a.connect(a.port, username="a", password=token("a"))) == 0
+    assert (await on_b.connect(b.port, username="b", password=token("b"))) == 0
+    pub = Paho(V5)
+    assert (await pub.connect(a.port, username="p", password=token("p"))) == 0
+    try:
+        await on_a.subscribe("$share/g/nohistory/tasks", 1)
+        await on_b.subscribe("$share/g/nohistory/tasks", 1)
+        for i in range(3):
+            pub.client.publish("nohistory/tasks", f"t{i}".encode(), qos=1)
+        # each node delivers every message to its one member: one copy per node, not per cluster
+        assert [(await on_a.next()).payload for _ in range(3)] == [b"t0", b"t1", b"t2"]
+        assert [(await on_b.next()).payload for _ in range(3)] == [b"t0", b"t1", b"t2"]
+    finally:
+        for c in (on_a, on_b, pub):
+            c.stop()
