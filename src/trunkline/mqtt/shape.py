@@ -92,15 +92,30 @@ def properties_of(meta: MqttMeta | None, subscription_id: int | None) -> Propert
     )
 
 
+class LastEncoded:
+    """The encodings of one publication on one channel, by encoding options: the persistent
+    sessions' shapes are their own (their trackers differ) but encode alike, so one fan-out
+    encodes once per option set, as for shared shapes. Only the last publication is kept."""
+
+    __slots__ = ("channel", "encoded", "pub")
+
+    def __init__(self) -> None:
+        self.pub: Publication | None = None
+        self.channel = ""
+        self.encoded: dict[tuple[object, ...], bytes] = {}
+
+
 class TopicCache:
     """A bounded cache of channel -> topic (the mapping is pure, so entries never go stale)."""
 
-    __slots__ = ("_mapping", "_topics")
+    __slots__ = ("_mapping", "_topics", "last")
     MAX = 10000
 
     def __init__(self, mapping: TopicMapping) -> None:
         self._mapping = mapping
         self._topics: dict[str, str | None] = {}
+        #: the encodings of the publication being fanned out, by shape options (tracked shapes share them)
+        self.last = LastEncoded()
 
     @property
     def mapping(self) -> TopicMapping:
@@ -191,6 +206,20 @@ class MqttShape:
             return b""
         if self.no_local is not None and pub.info is not None and pub.info.client == self.no_local:
             return b""
+        if tracker is None:
+            return self._encode(channel, pub)
+        last = self.topics.last
+        key = (self.version, self.qos, self.retain_as_published, self.subscription_id)
+        if last.pub is pub and last.channel == channel:
+            data = last.encoded.get(key)
+            if data is None:
+                data = last.encoded[key] = self._encode(channel, pub)
+            return data
+        data = self._encode(channel, pub)
+        last.pub, last.channel, last.encoded = pub, channel, {key: data}
+        return data
+
+    def _encode(self, channel: str, pub: Publication) -> bytes:
         topic = self.topics.topic(channel)
         if topic is None:
             raise Undeliverable("the channel has no MQTT topic")
