@@ -18,14 +18,14 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
-# Debian packages the tests need (redis-server, chromium, mosquitto, curl, prometheus, nginx, haproxy); installed only when missing.
+# Debian packages the tests need (redis-server, chromium, mosquitto, curl, prometheus, nginx, haproxy, nats-server); installed only when missing.
 system-deps:
 	@if ! command -v redis-server >/dev/null || ! test -x /usr/bin/chromium || ! command -v mosquitto >/dev/null \
 	    || ! command -v curl >/dev/null || ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null \
-	    || ! test -x /usr/sbin/nginx || ! test -x /usr/sbin/haproxy; then \
-	  echo "installing redis-server, chromium, mosquitto, curl, prometheus, nginx and haproxy (apt)"; \
+	    || ! test -x /usr/sbin/nginx || ! test -x /usr/sbin/haproxy || ! test -x /usr/sbin/nats-server; then \
+	  echo "installing redis-server, chromium, mosquitto, curl, prometheus, nginx, haproxy and nats-server (apt)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	    redis-server chromium fonts-liberation mosquitto curl prometheus nginx haproxy >/dev/null; \
+	    redis-server chromium fonts-liberation mosquitto curl prometheus nginx haproxy nats-server >/dev/null; \
 	fi
 
 $(VENV)/.installed: pyproject.toml
