@@ -49,6 +49,7 @@ LAYERS: dict[str, int] = {
     "trunkline.web": 6,
     "trunkline.app": 7,
     "trunkline.cli": 8,
+    "trunkline.workers": 8,  # trunkline serve --workers N: the supervisor and its worker processes
     "trunkline.tools": 8,  # trunkline compare: load clients and reports, beside the CLI
     "trunkline.__main__": 8,
 }
