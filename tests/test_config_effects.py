@@ -1,0 +1,198 @@
+"""Every option Trunkline accepts does something: each key of the schema must point to a test.
+
+``trunkline.config.setting_keys()`` lists every settable key. For each one this file
+finds the evidence that it has an effect, in this order:
+
+1. ``PROVEN``: the key names a test (``path::function``) that sets the option and asserts
+   what changes; the named test must exist and its file must name the option.
+2. otherwise a search of the test suite: a test function whose body names the option's
+   last segment, in a test module that also names the key's sections (``mqtt``,
+   ``retained``…). This is a tripwire, weaker than 1: it finds options that no test
+   touches at all, which is how ``allowed_delta_types`` and ``delta_publish`` went
+   unnoticed while Trunkline accepted and ignored them.
+3. ``GAPS``: keys known to have no such test yet, each with the reason; they are expected
+   failures (strict: once a test appears, the entry must go).
+
+Any key with none of the three fails with a message that says what to add.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import re
+from pathlib import Path
+
+import pytest
+
+from trunkline.config import setting_keys
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+#: files that only parse or document options; naming a key there proves no effect
+NOT_EVIDENCE = {"test_config.py", "test_config_compat.py", "test_docs.py", "test_config_effects.py"}
+
+PROVEN: dict[str, str] = {
+    "channel.without_namespace.allowed_delta_types": (
+        "tests/delta/test_delta_session.py::test_without_allowed_delta_types_no_delta"
+    ),
+    "channel.without_namespace.delta_publish": (
+        "tests/delta/test_delta_session.py::test_without_delta_publish_patches_only_when_the_publish_asks"
+    ),
+    "client.token.user_id_claim": "tests/auth/test_jwt.py::test_user_id_claim",
+    "client.subscription_token.user_id_claim": "tests/auth/test_jwt.py::test_user_id_claim",
+    "client.subscription_token.jwks_public_endpoint": "tests/auth/test_jwks.py::test_rotation_end_to_end",
+    "uni_websocket.message_size_limit": "tests/security/test_limits.py::test_oversized_message_is_closed_1009",
+    "uni_websocket.compression": "tests/security/test_limits.py::test_compressed_bomb_is_closed_1009",
+    "rpc.namespace_boundary": "tests/hub/test_channels.py::test_custom_separators",
+    "mqtt.tls.cert_pem_file": "tests/test_startup_errors.py::test_missing_tls_certificate",
+    "channel.without_namespace.allow_subscribe_for_client": "tests/hub/test_permissions.py::test_can_subscribe",
+    "channel.without_namespace.allow_publish_for_client": (
+        "tests/hub/test_permissions.py::test_publish_presence_history"
+    ),
+    "channel.without_namespace.allow_presence_for_subscriber": (
+        "tests/security/test_channels.py::test_namespace_allow_options"
+    ),
+    "channel.without_namespace.allow_history_for_subscriber": (
+        "tests/security/test_channels.py::test_namespace_allow_options"
+    ),
+    "channel.without_namespace.allow_user_limited_channels": (
+        "tests/security/test_channels.py::test_user_limited_channel"
+    ),
+    "channel.without_namespace.channel_regex": "tests/transport/test_poll.py::test_namespace_permissions",
+    "channel.position_check_interval": "tests/mqtt/test_persistent_gap.py::test_feed_gap_is_filled_from_history",
+    "uni_websocket.enabled": "tests/transport/test_uni.py::test_uni_websocket",
+}
+
+_PROXY = "the HTTP proxy is being built (issue 13, part 1): its tests are to prove this option"
+_NS_PROXY = "namespace proxy switch of the HTTP proxy (issue 13, part 1), not yet exercised by a test"
+GAPS: dict[str, str] = {
+    "http_server.internal_address": "the internal listener's address: only the port is tested",
+    "http_server.tls.key_pem_file": "TLS tests load a certificate; no test varies the key file",
+    "client.write_delay": "the flusher's delay: no test sets it (bench only)",
+    "client.subscribe_to_user_personal_channel.personal_channel_namespace": "no test of a personal namespace",
+    "client.subscribe_to_user_personal_channel.single_connection": "no test of single-connection mode",
+    "uni_websocket.join_push_messages": "no test sets it",
+    "http_api.error_mode": "no test of the transport error mode",
+    "channel.without_namespace.allow_positioning": "no test asks for positioning without recovery",
+    "channel.without_namespace.allow_publish_for_anonymous": "no anonymous publish test",
+    "channel.without_namespace.allow_presence_for_client": "presence permission tests use the subscriber rule",
+    "channel.without_namespace.allow_presence_for_anonymous": "no anonymous presence test",
+    "channel.without_namespace.allow_history_for_client": "history permission tests use the subscriber rule",
+    "channel.without_namespace.allow_history_for_anonymous": "no anonymous history test",
+    "channel.without_namespace.publication_data_format": "no test sets it",
+    "mqtt.tls.key_pem_file": "MQTT TLS tests load a certificate; no test varies the key file",
+    "mqtt.max_subscriptions": "no test reaches the limit",
+    "mqtt.session_expiry_max": "no test caps a requested expiry",
+    "mqtt.max_queued_messages": "no test fills an offline session's queue",
+    "mqtt.retained.max_messages": "no test fills the retained store by count",
+    "rpc.without_namespace.proxy_enabled": _PROXY,
+    "rpc.without_namespace.proxy_name": _PROXY,
+    **{
+        f"channel.without_namespace.{kind}_proxy_{what}": _NS_PROXY
+        for kind in ("subscribe", "publish", "sub_refresh")
+        for what in ("enabled", "name")
+    },
+    **{
+        f"{section}.{option}": _PROXY
+        for section in (
+            "client.proxy.connect",
+            "client.proxy.refresh",
+            "channel.proxy.subscribe",
+            "channel.proxy.publish",
+            "channel.proxy.sub_refresh",
+            "rpc.proxy",
+        )
+        for option in ("include_connection_meta", "http.static_headers", "http.status_to_code_transforms")
+    },
+    "client.proxy.refresh.max_concurrent_requests": _PROXY,
+    "proxies": _PROXY,
+    "mqtt.retained.enabled": "no test turns the retained store off",
+    **{
+        f"{section}.handler_prefix": "a custom prefix is only validated, never served from"
+        for section in ("http_stream", "emulation", "uni_websocket", "uni_sse", "uni_http_stream", "http_api")
+    },
+    "channel.proxy.sub_refresh.endpoint": _PROXY,
+    "channel.proxy.sub_refresh.max_concurrent_requests": _PROXY,
+}
+
+
+@functools.cache
+def _suite() -> dict[str, tuple[str, dict[str, str]]]:
+    """Test module path -> (source, {test function: its source})."""
+    out: dict[str, tuple[str, dict[str, str]]] = {}
+    for path in sorted(TESTS.rglob("test_*.py")):
+        if path.name in NOT_EVIDENCE:
+            continue
+        source = path.read_text()
+        tree = ast.parse(source)
+        functions = {
+            node.name: ast.get_source_segment(source, node) or ""
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name.startswith("test_")
+        }
+        out[str(path.relative_to(ROOT))] = (source, functions)
+    return out
+
+
+def _leaf(key: str) -> tuple[str, list[str]]:
+    parts = key.split(".")
+    return parts[-1], [p for p in parts[:-1] if p not in ("without_namespace", "http")]
+
+
+def _searched(key: str) -> str | None:
+    """The first test whose body names the option, in a module that names its sections."""
+    leaf, sections = _leaf(key)
+    word = re.compile(rf"\b{re.escape(leaf)}\b")
+    for path, (source, functions) in _suite().items():
+        if not all(section in source for section in sections):
+            continue
+        for name, body in functions.items():
+            if word.search(body):
+                return f"{path}::{name}"
+    return None
+
+
+def _check_named(key: str, ref: str) -> None:
+    path, _, name = ref.partition("::")
+    suite = _suite()
+    assert path in suite, f"{key}: {ref} names a test file that does not exist"
+    source, functions = suite[path]
+    assert name in functions, f"{key}: {ref} names a test that does not exist"
+    leaf, _ = _leaf(key)
+    assert leaf in source, f"{key}: {path} never names {leaf!r}, so {name} cannot be what sets it"
+
+
+def _cases() -> list[object]:
+    cases: list[object] = []
+    for key in setting_keys():
+        if key in GAPS:
+            cases.append(pytest.param(key, marks=pytest.mark.xfail(strict=True, reason=GAPS[key]), id=key))
+        else:
+            cases.append(pytest.param(key, id=key))
+    return cases
+
+
+@pytest.mark.parametrize("key", _cases())
+def test_every_accepted_option_has_a_test_of_its_effect(key: str) -> None:
+    if key in PROVEN:
+        _check_named(key, PROVEN[key])
+        return
+    found = _searched(key)
+    assert found is not None, (
+        f"{key} is accepted by the config but no test shows what it does: add a test that sets it and"
+        f" asserts the difference, name it in PROVEN in {Path(__file__).name}, or stop accepting the key"
+    )
+
+
+def test_the_registries_name_only_real_keys() -> None:
+    keys = set(setting_keys())
+    assert set(PROVEN) <= keys, set(PROVEN) - keys
+    assert set(GAPS) <= keys, set(GAPS) - keys
+    assert not set(PROVEN) & set(GAPS)
+
+
+def test_a_made_up_option_would_be_caught() -> None:
+    # the search is not vacuous: an option that no test names is not found
+    assert _searched("channel.without_namespace.frobnicate_publications") is None
+    assert _searched("client.queue_max_size") is not None
