@@ -374,3 +374,62 @@ async def test_saved_sessions_are_bounded(start_server: Callable[..., Any]) -> N
         await eventually(lambda name=name: name in state.stored)  # type: ignore[misc]
     assert list(state.stored) == ["s2", "s3"]  # the oldest made room
     assert running.server.node.metrics.protocol_dropped.get("mqtt5", "session_evicted") == 1
+
+
+async def test_takeover_during_a_catch_up_keeps_every_subscription(start_server: Callable[..., Any]) -> None:
+    from trunkline.mqtt.packets import MQTT_5, Connect, Disconnect
+    from trunkline.mqtt.packets import Properties as MqttProperties
+
+    from .test_qos2_shared_auth import Raw
+
+    running: Running = await start_server(CONFIG)
+    port = running.server.mqtt_listeners[0].port
+    node = running.server.node
+    state = node_state(node)
+    device = Device(V5, "racer")
+    publisher = Paho(V5, "tcp")
+    assert (await publisher.connect(port, username="pub", password=token("pub"))) == 0
+    try:
+        await device.connect(port, "dev")
+        await device.subscribe("sensors/one")
+        await device.subscribe("sensors/two")
+        device.stop()
+        await eventually(lambda: "racer" in state.stored)
+        await published(publisher, "sensors/one", b"1a")
+        await published(publisher, "sensors/two", b"2a")
+        # history reads wait at a gate: the first connection's catch-up is stuck in its first channel
+        gate = asyncio.Event()
+        history = node.broker.history
+        reads: list[str] = []
+
+        async def gated(channel: str, query: Any) -> Any:
+            reads.append(channel)
+            await gate.wait()
+            return await history(channel, query)
+
+        node.broker.history = gated  # type: ignore[method-assign]
+        connect = Connect(
+            MQTT_5,
+            "racer",
+            False,
+            30,
+            "dev",
+            token("dev").encode(),
+            properties=MqttProperties(session_expiry_interval=300),
+        )
+        first = await Raw.open(port)
+        assert (await first.connect(connect)).session_present is True
+        await eventually(lambda: reads)
+        again = Device(V5, "racer")
+        connecting = asyncio.ensure_future(again.connect(port, "dev"))
+        packet = await first.next()
+        assert isinstance(packet, Disconnect) and packet.reason_code == 0x8E
+        first.close()
+        gate.set()
+        assert await connecting is True
+        got = sorted(m.payload for m in await again.take(2))
+        assert got == [b"1a", b"2a"]  # both subscriptions survived the takeover, each caught up once
+        assert nothing_in(again.messages)
+        again.stop()
+    finally:
+        publisher.stop()

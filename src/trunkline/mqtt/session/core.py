@@ -127,6 +127,7 @@ class MqttSession:
         #: seconds the session outlives the connection (0: ends with it); its channel positions
         self.session_expiry = 0.0
         self.tracker: Tracker | None = None
+        self.resuming: dict[str, persist.Saved] = {}  # saved subscriptions not resubscribed yet
         self.subscriptions: dict[str, MqttSubscription] = {}
         self.channels: dict[str, MqttSubscription] = {}  # exact filters by channel
         # outbound QoS 1/2

@@ -335,6 +335,8 @@ async def _go_live(s: MqttSession, sub: MqttSubscription) -> None:
 async def resume(s: MqttSession, stored: persist.StoredSession) -> None:
     """Bring a saved session back: resend, resubscribe, replay what was missed, then live."""
     persist.restore_delivery(s, stored)
+    # not resubscribed yet: kept if the connection ends (a takeover) before they are
+    s.resuming = {saved.option.filter: saved for saved in stored.subscriptions}
     wildcards: list[persist.Saved] = []
     for saved in stored.subscriptions:
         if s.closed:
@@ -343,6 +345,7 @@ async def resume(s: MqttSession, stored: persist.StoredSession) -> None:
             wildcards.append(saved)
             continue
         code, sub, _ = await _subscribe_one(s, saved.option.filter, saved.option, saved.sub_id)
+        s.resuming.pop(saved.option.filter, None)
         if sub is None:
             log.info("client=%s lost its subscription %r on resume: 0x%02X", s.client_id, saved.option.filter, code)
             continue
@@ -358,6 +361,7 @@ async def resume(s: MqttSession, stored: persist.StoredSession) -> None:
             assert tracker is not None
             tracker.held.setdefault(channel, {})
         code, sub, _ = await _subscribe_one(s, saved.option.filter, saved.option, saved.sub_id)
+        s.resuming.pop(saved.option.filter, None)
         if sub is None:
             log.info("client=%s lost its subscription %r on resume: 0x%02X", s.client_id, saved.option.filter, code)
             for channel in held:

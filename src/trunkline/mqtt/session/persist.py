@@ -93,13 +93,15 @@ def save(s: MqttSession) -> None:
     stored = StoredSession(
         user=s.user,
         version=s.version,
-        subscriptions=[Saved(sub.option, sub.sub_id) for sub in s.subscriptions.values() if sub.option is not None],
+        subscriptions=[Saved(sub.option, sub.sub_id) for sub in s.subscriptions.values() if sub.option is not None]
+        + [saved for name, saved in s.resuming.items() if name not in s.subscriptions],
         tracker=tracker,
         inflight=dict(s.inflight),
         queue=deque(s.queue),
         next_id=s.next_id,
         awaiting_rel=set(s.awaiting_rel),
     )
+    tracker.held.clear()  # a catch-up cut short: its positions did not move, the next resume replays again
     take(state, client_id)
     limit = s.node.settings.mqtt.max_stored_sessions
     while limit and len(state.stored) >= limit:  # at most one pass per save once the bound holds
@@ -212,7 +214,7 @@ async def replay(s: MqttSession, sub: MqttSubscription, channel: str, upto: tupl
     held by the tracker meanwhile; they follow the history ones, without repeats.
     """
     tracker = s.tracker
-    if tracker is None:
+    if tracker is None or s.closed:
         return
     since = tracker.positions.get(channel)
     pubs: list[Publication] = []
@@ -223,6 +225,8 @@ async def replay(s: MqttSession, sub: MqttSubscription, channel: str, upto: tupl
         except Exception as exc:
             log.warning("cannot read the history of %s for client=%s: %s", channel, s.client_id, exc)
             _lost(s, channel, "stream_reset", 1)
+    if s.closed:  # taken over meanwhile: the tracker is the next connection's now, leave it alone
+        return
     held = tracker.held.pop(channel, None)  # from here on nothing awaits: live publications wait their turn
     if since is not None and top is not None:
         if upto is not None:
