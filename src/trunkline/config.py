@@ -573,8 +573,8 @@ class Settings:
 # ---------------------------------------------------------------------------------------------
 
 ENV_PREFIX: Final = "TRUNKLINE_"
-# TRUNKLINE_* names that are not settings: the CLI's config file path, and test infrastructure.
-_ENV_RESERVED: Final = frozenset({"TRUNKLINE_CONFIG"})
+# TRUNKLINE_* names that are not settings: the CLI's config file path and worker count, and test infrastructure.
+_ENV_RESERVED: Final = frozenset({"TRUNKLINE_CONFIG", "TRUNKLINE_WORKERS"})
 _ENV_RESERVED_PREFIXES: Final = ("TRUNKLINE_TEST_",)
 
 _SECRETS: Final = frozenset(
