@@ -29,6 +29,7 @@ EXAMPLE = ROOT / "examples" / "iot"
 SCREENSHOT = ROOT / "docs" / "img" / "iot-dashboard.png"
 DEVICES = ["cellar", "greenhouse"]  # devices.py --devices 2: greenhouse over TCP, cellar over WebSocket
 WAIT_MS = 20_000
+EVERY_DEVICE_READ = "[...window.iot.state.devices.values()].every((d) => d.last !== null)"
 
 
 class Procs:
@@ -144,6 +145,7 @@ async def test_iot_dashboard(procs: Procs, chromium: Callable[..., Any], tmp_pat
         assert await online(page) == DEVICES
         assert "connected as dash-tester" in await page.inner_text("#status")
         await page.wait_for_function("window.iot.points() >= 8", timeout=WAIT_MS)
+        await page.wait_for_function(EVERY_DEVICE_READ, timeout=WAIT_MS)
         for name in DEVICES:
             assert "°C" in await page.inner_text(f"li.device[data-device='{name}'] .reading")
         # uPlot drew one series per device (+ x) with data
@@ -172,7 +174,8 @@ async def test_iot_dashboard(procs: Procs, chromium: Callable[..., Any], tmp_pat
         assert await online(page) == DEVICES
         assert await page.inner_text("#device-source") == "retained devices/+/status"
         await page.wait_for_function("window.iot.points() >= 4", timeout=WAIT_MS)
-        led = await page.evaluate("window.iot.state.devices.get('cellar').led")
+        await page.wait_for_function(EVERY_DEVICE_READ, timeout=WAIT_MS)
+        led = await page.evaluate("window.iot.state.devices.get('cellar').last.led")
         await send_and_check_ack(page, "cellar", ".toggle-led", "LED on" if not led else "LED off")
 
         # devices leave: the retained statuses say offline
