@@ -120,9 +120,26 @@ doc.on("update", (update, origin) => {
   });
 });
 
+// An update the server may not have: the next sync sends it. While connected that sync comes
+// a second later (a refused or timed-out publish); otherwise on the next subscribe.
+let resyncTimer = null;
 function markPending() {
   state.pending = true;
-  setSync("pending", "Offline edits: sent when the connection is back");
+  if (!state.subscribed) {
+    setSync("pending", "Offline edits: sent when the connection is back");
+    return;
+  }
+  setSync("pending", "Saving…");
+  if (resyncTimer) return;
+  resyncTimer = setTimeout(() => {
+    resyncTimer = null;
+    if (state.subscribed) sync(window.collab.client).catch((e) => markPendingLater(e));
+  }, 1000);
+}
+
+function markPendingLater(e) {
+  state.errors.push(`sync: ${e.code} ${e.message}`);
+  markPending();
 }
 
 function applyRemote(update) {
@@ -188,7 +205,18 @@ function absolute(json) {
   }
 }
 
+// Carets are drawn once per frame however many changes arrive in it.
+let overlayQueued = false;
 function renderOverlay() {
+  if (overlayQueued) return;
+  overlayQueued = true;
+  requestAnimationFrame(() => {
+    overlayQueued = false;
+    drawOverlay();
+  });
+}
+
+function drawOverlay() {
   const text = ytext.toString();
   const marks = [];
   for (const [client, c] of state.cursors) {
@@ -390,9 +418,12 @@ async function start() {
 // own transaction, so its own update and publication, as if typed).
 async function typeBurst(n, perSecond = 300) {
   const started = performance.now();
+  const perTick = Math.max(1, Math.floor(perSecond / 100));
   let done = 0;
   while (done < n) {
-    const due = Math.min(n, 1 + Math.floor(((performance.now() - started) / 1000) * perSecond));
+    // never more than perTick per 10 ms, and no catching up after a stall: the server's
+    // command rate limit (client.command_rate_limit, 500/s) stays out of reach
+    const due = Math.min(n, done + perTick, 1 + Math.floor(((performance.now() - started) / 1000) * perSecond));
     for (; done < due; done++) {
       const at = Math.floor(Math.random() * (ytext.length + 1));
       doc.transact(() => ytext.insert(at, String.fromCharCode(97 + (done % 26))), SCRIPT);
