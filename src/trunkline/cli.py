@@ -71,7 +71,26 @@ def main() -> None:
 @_config_option
 @click.option("--host", help="Listen address (overrides http_server.address).")
 @click.option("--port", type=int, help="Listen port (overrides http_server.port).")
-def serve(config_path: str | None, host: str | None, port: int | None) -> None:
+@click.option(
+    "--workers",
+    default="1",
+    show_default=True,
+    envvar="TRUNKLINE_WORKERS",
+    show_envvar=True,
+    metavar="N|auto",
+    help="Worker processes on the one port (auto: one per core); more than 1 needs engine.type redis.",
+)
+@click.option("--worker-id", type=int, hidden=True)  # set by the supervisor for each worker it starts
+@click.option("--worker-dir", hidden=True)
+def serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    *,
+    workers: str,
+    worker_id: int | None,
+    worker_dir: str | None,
+) -> None:
     """Run the server."""
     overrides: dict[str, object] = {}
     if host is not None:
@@ -79,6 +98,23 @@ def serve(config_path: str | None, host: str | None, port: int | None) -> None:
     if port is not None:
         overrides["http_server.port"] = port
     settings = load_settings(config_path, overrides=overrides)
+    if worker_id is not None:
+        from trunkline.workers import run_worker
+
+        run_worker(settings, worker_id, worker_dir or "")
+        return
+    from trunkline.workers import parse_workers, supervise, validate
+
+    try:
+        count = parse_workers(workers)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="'--workers'") from None
+    validate(settings, count, config_path or "")
+    if count > 1:
+        args = ["--port", str(settings.http_server.port), "--host", settings.http_server.address]
+        if config_path is not None:
+            args[:0] = ["--config", str(Path(config_path).resolve())]
+        raise SystemExit(supervise(settings, count, args))
     from trunkline.app import run  # type: ignore[import-not-found, unused-ignore]
 
     run(settings)

@@ -21,9 +21,12 @@ of a WebSocket: each waits for the one before (at most :data:`MAX_WAITING` wait)
 The session id is a secret random id, not the client id that presence and
 publications show to others.
 
-Several processes on one port: the request must reach the process whose node id it
-names. Today every process answers only for its own node (``404 unknown node``);
-forwarding to the right process (Centrifugo's survey by node id) is not built.
+Several processes on one port (``trunkline serve --workers N``): the request must reach
+the process whose node id it names. A node given a forwarder (:func:`set_forwarder`;
+the workers pass requests to each other over a private Unix socket) hands a request
+for another node to it and answers with the owner's answer; a forwarded request
+(header :data:`FORWARDED_HEADER`) is never forwarded again. Without a forwarder, or
+when no local process owns the node, the answer is ``404 unknown node``.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
 import msgspec
@@ -53,6 +56,20 @@ log = logging.getLogger("trunkline.transport")
 #: Requests of one connection that may wait for the one running; more get 429.
 MAX_WAITING: Final = 64
 _decoder = msgspec.json.Decoder(EmulationRequest)
+#: Set on a request one process passes to another; such a request is not passed on again.
+FORWARDED_HEADER: Final = "X-Trunkline-Forwarded"
+
+#: ``forward(node_id, request, body)``: the owner's answer, or None when no process here owns ``node_id``.
+Forward = Callable[[str, web.Request, bytes], Awaitable[web.StreamResponse | None]]
+_forwarders: weakref.WeakKeyDictionary[Node, Forward] = weakref.WeakKeyDictionary()
+
+
+def set_forwarder(node: Node, forward: Forward | None) -> None:
+    """Let ``node`` pass ``/emulation`` requests for other nodes to ``forward`` (None: stop)."""
+    if forward is None:
+        _forwarders.pop(node, None)
+    else:
+        _forwarders[node] = forward
 
 
 class Emulated:
@@ -122,6 +139,11 @@ async def emulation_handler(request: web.Request) -> web.StreamResponse:
     except ProtocolError as exc:
         return error(400, f"bad request: {exc}", cors)
     if node_id and node_id != node.uid:
+        forward = _forwarders.get(node)
+        if forward is not None and FORWARDED_HEADER not in request.headers:
+            answer = await forward(node_id, request, body)
+            if answer is not None:
+                return answer
         return error(404, "unknown node: the session lives on another node (or one that has restarted)", cors)
     entry = sessions(node).get(session_id)
     if entry is None:
