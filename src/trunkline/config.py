@@ -429,9 +429,19 @@ class RedisSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NatsSettings:
+    url: str = "nats://127.0.0.1:4222"
+    prefix: str = "trunkline"
+    dial_timeout: float = 1.0
+    write_timeout: float = 1.0
+    history: str = ""  # "" (none: history, recovery and presence answer 108) or "redis" (engine.redis)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Engine:
-    type: str = "memory"  # "memory" or "redis"
+    type: str = "memory"  # "memory", "redis" or "nats"
     redis: RedisSettings = field(default_factory=RedisSettings)
+    nats: NatsSettings = field(default_factory=NatsSettings)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -960,11 +970,18 @@ def _clip(text: str) -> str:
 _NAMESPACE_NAME: Final = re.compile(r"[-a-zA-Z0-9_]{2,}")
 _LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _LOG_FORMATS: Final = ("text", "json")
-_ENGINES: Final = ("memory", "redis")
+_ENGINES: Final = ("memory", "redis", "nats")
+_NATS_HISTORY: Final = ("", "redis")
+_NATS_SCHEMES: Final = ("nats", "tls")
 _ERROR_MODES: Final = ("", "transport")
 _DATA_FORMATS: Final = ("", "json", "json_object", "binary")
 _DELTA_TYPES: Final = ("fossil",)
 _REDIS_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+def _nats_tokens(prefix: str) -> bool:
+    """Whether ``prefix`` is dot-separated, non-empty NATS subject tokens (printable ASCII, no wildcards)."""
+    return all(token and all("!" <= c <= "~" and c not in "*>" for c in token) for token in prefix.split("."))
 
 
 def _validate(s: Settings, where: Callable[[str], str]) -> None:
@@ -1043,6 +1060,19 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
         fail("engine.redis.address", f"is not a valid URL: {exc}")
     if scheme not in _REDIS_SCHEMES:
         fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL")
+    nats_url = s.engine.nats.url
+    try:
+        nats_scheme = urlsplit(nats_url).scheme
+    except ValueError as exc:
+        fail("engine.nats.url", f"is not a valid URL: {exc}")
+    if nats_scheme not in _NATS_SCHEMES:
+        fail("engine.nats.url", "must be a nats:// or tls:// URL")
+    if not _nats_tokens(s.engine.nats.prefix):
+        fail("engine.nats.prefix", "must be non-empty NATS subject tokens (ASCII, no spaces, '*' or '>')")
+    choice("engine.nats.history", s.engine.nats.history, _NATS_HISTORY)
+    for key in ("dial_timeout", "write_timeout"):
+        if getattr(s.engine.nats, key) <= 0:
+            fail(f"engine.nats.{key}", "must be above 0")
 
     if s.client.presence_update_interval <= 0:
         fail("client.presence_update_interval", "must be above 0")
