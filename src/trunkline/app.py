@@ -55,9 +55,25 @@ def make_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
         broker = RedisBroker(r.address, r.prefix, r.connect_timeout, r.io_timeout)
         presence = RedisPresence.from_client(broker.client, r.prefix, r.connect_timeout, r.io_timeout)
         return broker, presence
+    if settings.engine.type == "nats":
+        return _nats_broker(settings)
     from .broker.memory import MemoryBroker, MemoryPresence
 
     return MemoryBroker(), MemoryPresence()
+
+
+def _nats_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
+    """Fan-out over NATS; history, recovery and presence in Redis with ``engine.nats.history = "redis"``."""
+    from .broker.nats import NatsBroker, NoPresence, RedisHistoryStore
+
+    n, r = settings.engine.nats, settings.engine.redis
+    if n.history == "redis":
+        from .broker.redis import RedisPresence
+
+        store = RedisHistoryStore(r.address, r.prefix, r.connect_timeout, r.io_timeout)
+        presence: PresenceManager = RedisPresence.from_client(store.client, r.prefix, r.connect_timeout, r.io_timeout)
+        return NatsBroker(n.url, n.prefix, n.dial_timeout, n.write_timeout, history=store), presence
+    return NatsBroker(n.url, n.prefix, n.dial_timeout, n.write_timeout), NoPresence()
 
 
 async def _index(request: web.Request) -> web.StreamResponse:
@@ -152,9 +168,8 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 class Server:
     """A running node with its listeners. Use as an async context manager."""
 
-    def __init__(self, settings: Settings, node: Node | None = None, *, reuse_port: bool = False) -> None:
+    def __init__(self, settings: Settings, node: Node | None = None) -> None:
         self.settings = settings
-        self.reuse_port = reuse_port  # SO_REUSEPORT on the public port: ``trunkline serve --workers N``
         if node is None:
             broker, presence = make_broker(settings)
             node = Node(settings, broker=broker, presence=presence)
@@ -191,6 +206,8 @@ class Server:
         try:
             await self.node.start()
         except ConnectionError as exc:
+            if settings.engine.type == "nats":
+                raise StartupError("engine.nats.url", f"cannot reach {settings.engine.nats.url}: {exc}") from None
             if settings.engine.type != "redis":
                 raise
             raise StartupError("engine.redis.address", f"cannot reach {settings.engine.redis.address}: {exc}") from None
@@ -215,7 +232,6 @@ class Server:
             hs.port,
             ssl_context=ssl_context(settings),
             handshake_timeout=settings.websocket.handshake_timeout,
-            reuse_port=self.reuse_port or None,
         )
         await _listen(site, "http_server.port", hs.address, hs.port)
         self.port = _bound_port(site)
