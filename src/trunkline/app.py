@@ -168,8 +168,9 @@ def ssl_context(settings: Settings) -> ssl.SSLContext | None:
 class Server:
     """A running node with its listeners. Use as an async context manager."""
 
-    def __init__(self, settings: Settings, node: Node | None = None) -> None:
+    def __init__(self, settings: Settings, node: Node | None = None, *, reuse_port: bool = False) -> None:
         self.settings = settings
+        self.reuse_port = reuse_port  # SO_REUSEPORT on the public port: ``trunkline serve --workers N``
         if node is None:
             broker, presence = make_broker(settings)
             node = Node(settings, broker=broker, presence=presence)
@@ -232,6 +233,7 @@ class Server:
             hs.port,
             ssl_context=ssl_context(settings),
             handshake_timeout=settings.websocket.handshake_timeout,
+            reuse_port=self.reuse_port or None,
         )
         await _listen(site, "http_server.port", hs.address, hs.port)
         self.port = _bound_port(site)
