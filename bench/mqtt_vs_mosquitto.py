@@ -1,6 +1,6 @@
 """MQTT: Trunkline next to mosquitto, same load generator, same run (issue 12).
 
-    .venv/bin/python bench/mqtt_vs_mosquitto.py            # every scenario, 3 rounds (~15 min)
+    .venv/bin/python bench/mqtt_vs_mosquitto.py            # every scenario, 3 rounds (~30 min)
     .venv/bin/python bench/mqtt_vs_mosquitto.py --quick    # a smoke run (small N, 3 s, 1 round)
     .venv/bin/python bench/mqtt_vs_mosquitto.py --scenarios fanout-1000,qos1-rr-100 --rounds 1
 
