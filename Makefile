@@ -99,7 +99,7 @@ bench-formats: setup
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/fanout_formats.py
 
-# Issue-12 benchmark: MQTT on Trunkline next to mosquitto (Debian package), same load generator (~15 min).
+# Issue-12 benchmark: MQTT on Trunkline next to mosquitto (Debian package), same load generator (~30 min).
 bench-mqtt: setup system-deps
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/mqtt_vs_mosquitto.py
