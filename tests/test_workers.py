@@ -26,10 +26,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tests.conftest import API_KEY, BASE_CONFIG, ROOT, deep_merge, eventually, free_port, token
+from tests.conftest import API_KEY, BASE_CONFIG, ROOT, deep_merge, eventually, free_port, make_settings, token
 from tests.sdk.helpers import ClientRecorder, Recorder, new_client
 from tests.transport.streams import Stream
+from trunkline.errors import ConfigError
+from trunkline.workers import parse_workers, validate, worker_settings
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -274,3 +278,25 @@ async def test_sigterm_and_kill_9_of_workers_lose_nothing(workers: Workers) -> N
     assert time.monotonic() - started < 15
     out = workers.output()
     assert "worker 1 (pid" in out and "signal SIGKILL" in out and "restarting" in out
+
+
+@given(st.text(max_size=12))
+def test_parse_workers_answers_every_text(text: str) -> None:
+    try:
+        count = parse_workers(text)
+    except ValueError as exc:
+        assert "must be" in str(exc)
+    else:
+        assert 1 <= count <= 1024
+
+
+def test_worker_settings_name_and_internal_port() -> None:
+    settings = make_settings({"node": {"name": "edge"}, "http_server": {"internal_port": 9000}})
+    assert parse_workers("auto") == (os.cpu_count() or 1) and parse_workers(" 3 ") == 3
+    second = worker_settings(settings, 1)
+    assert second.node.name == "edge_w1" and second.http_server.internal_port == 9001
+    assert worker_settings(make_settings(), 2).http_server.internal_port == 0
+    with pytest.raises(ConfigError) as info:
+        validate(make_settings(), 2)
+    assert info.value.key == "engine.type"
+    validate(make_settings(), 1)  # one worker: any engine
