@@ -13,7 +13,6 @@ from typing import Final
 
 UNSUPPORTED: Final[dict[str, str]] = {
     # top-level sections
-    "broker": "separate broker selection (use engine.type)",
     "presence_manager": "separate presence manager selection (use engine.type)",
     "map_broker": "map subscriptions",
     "grpc_api": "the gRPC server API",
@@ -37,6 +36,9 @@ UNSUPPORTED: Final[dict[str, str]] = {
     "client.connect_proxy_name": "a named connect proxy (use client.proxy.connect)",
     "client.refresh_proxy_name": "a named refresh proxy (use client.proxy.refresh)",
     "client.connect_code_to_unidirectional_disconnect": "custom unidirectional disconnect codes",
+    "broker.nats.raw_mode": "NATS raw mode",
+    "broker.nats.allow_wildcards": "NATS wildcard subscriptions",
+    "broker.nats.tls": "TLS client settings for NATS (a tls:// URL with the system CAs works)",
     "engine.redis.cluster_address": "Redis Cluster",
     "engine.redis.sentinel_address": "Redis Sentinel",
     "engine.redis.sentinel_master_name": "Redis Sentinel",

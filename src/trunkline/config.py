@@ -723,7 +723,9 @@ def _copy_tree(data: Mapping[str, Any], key: str, where: _Sources) -> dict[str, 
 
 
 def _apply_aliases(raw: dict[str, Any], where: _Sources) -> dict[str, Any]:
-    """A top-level ``tls`` section is ``http_server.tls``."""
+    """A top-level ``tls`` section is ``http_server.tls``; Centrifugo's ``broker`` section (NATS) is ``engine.nats``."""
+    if "broker" in raw:
+        _broker_alias(raw, where)
     if "tls" not in raw:
         return raw
     tls = raw.pop("tls")
@@ -734,6 +736,49 @@ def _apply_aliases(raw: dict[str, Any], where: _Sources) -> dict[str, Any]:
         raise ConfigError("tls", "set both as top-level tls and as http_server.tls; keep one", where("tls"))
     http["tls"] = tls
     return raw
+
+
+_BROKER_NATS_KEYS: Final = ("url", "prefix", "dial_timeout", "write_timeout")
+
+
+def _broker_alias(raw: dict[str, Any], where: _Sources) -> None:
+    """Centrifugo v6's ``broker`` (``enabled``, ``type = "nats"``, ``nats.*``) read as ``engine.type = "nats"``.
+
+    Next to ``engine.type = "redis"`` (Centrifugo: Redis presence, NATS fan-out) the Redis
+    engine also keeps history (``engine.nats.history = "redis"``).
+    """
+    broker = raw.pop("broker")
+    if not isinstance(broker, dict):
+        raise ConfigError("broker", f"expected a table, got {_describe(broker)}", where("broker"))
+    for name in broker:
+        if name not in ("enabled", "type", "nats"):
+            raise ConfigError(f"broker.{name}", "unknown key (Trunkline reads enabled, type and nats)", where("broker"))
+    if broker.get("enabled") is not True:
+        return  # Centrifugo ignores a broker section that is not enabled
+    if broker.get("type") != "nats":
+        got = _describe(broker.get("type"))
+        raise ConfigError("broker.type", f'only "nats" is supported (Redis: engine.type = "redis"), got {got}')
+    nats = broker.get("nats", {})
+    if not isinstance(nats, dict):
+        raise ConfigError("broker.nats", f"expected a table, got {_describe(nats)}", where("broker"))
+    engine = raw.setdefault("engine", {})
+    if not isinstance(engine, dict):
+        raise ConfigError("engine", f"expected a table, got {_describe(engine)}", where("engine"))
+    target = engine.setdefault("nats", {})
+    if not isinstance(target, dict):
+        raise ConfigError("engine.nats", f"expected a table, got {_describe(target)}", where("engine.nats"))
+    for name, value in nats.items():
+        key = f"broker.nats.{name}"
+        if name not in _BROKER_NATS_KEYS:
+            feature = unsupported(key)
+            problem = f"not supported by Trunkline ({feature})" if feature else "unknown key"
+            raise ConfigError(key, f"{problem}; see docs/migrating-from-centrifugo.md", where("broker"))
+        if name in target:
+            raise ConfigError(key, f"set both as {key} and engine.nats.{name}; keep one", where("broker"))
+        target[name] = value
+    if engine.get("type") == "redis":
+        target.setdefault("history", "redis")
+    engine["type"] = "nats"
 
 
 def _set_path(raw: dict[str, Any], key: str, value: object, where: _Sources, source: str) -> None:

@@ -525,3 +525,36 @@ async def test_a_node_without_a_nats_server_refuses_to_start(start_server: Calla
     with pytest.raises(StartupError) as err:
         await start_server(_engine(f"nats://127.0.0.1:{free_port()}", "nostart"))
     assert err.value.setting == "engine.nats.url"
+
+
+def test_centrifugos_broker_section_is_read_as_engine_nats() -> None:
+    nats_conf = {"url": "nats://10.0.0.2:4222", "prefix": "cf", "dial_timeout": "2s", "write_timeout": "3s"}
+    alone = settings_from_mapping({"broker": {"enabled": True, "type": "nats", "nats": nats_conf}})
+    assert alone.engine.type == "nats"
+    n = alone.engine.nats
+    assert (n.url, n.prefix, n.dial_timeout, n.write_timeout, n.history) == ("nats://10.0.0.2:4222", "cf", 2.0, 3.0, "")
+    # Centrifugo: Redis engine (presence) + NATS broker; here Redis keeps history as well.
+    beside_redis = settings_from_mapping(
+        {"engine": {"type": "redis"}, "broker": {"enabled": True, "type": "nats", "nats": {"prefix": "cf"}}}
+    )
+    assert (beside_redis.engine.type, beside_redis.engine.nats.history) == ("nats", "redis")
+    off = settings_from_mapping({"broker": {"enabled": False, "type": "nats"}})
+    assert off.engine.type == "memory"
+
+
+@pytest.mark.parametrize(
+    ("broker", "key", "words"),
+    [
+        ({"enabled": True, "type": "redis"}, "broker.type", 'only "nats"'),
+        ({"enabled": True, "type": "nats", "nats": {"raw_mode": {"enabled": True}}}, "broker.nats.raw_mode", "raw"),
+        ({"enabled": True, "type": "nats", "nats": {"allow_wildcards": True}}, "broker.nats.allow_wildcards", "wild"),
+        ({"enabled": True, "type": "nats", "nats": {"urll": "x"}}, "broker.nats.urll", "unknown key"),
+        ({"enabled": True, "type": "nats", "shards": 2}, "broker.shards", "unknown key"),
+        ({"enabled": True, "type": "nats", "nats": {"url": "http://x"}}, "engine.nats.url", "nats://"),
+    ],
+)
+def test_a_broker_section_trunkline_cannot_honour_is_refused(broker: dict[str, Any], key: str, words: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping({"broker": broker})
+    assert err.value.key == key
+    assert words in err.value.message
