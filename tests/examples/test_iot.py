@@ -150,7 +150,8 @@ async def test_iot_dashboard(procs: Procs, chromium: Callable[..., Any], tmp_pat
             assert "°C" in await page.inner_text(f"li.device[data-device='{name}'] .reading")
         # uPlot drew one series per device (+ x) with data
         assert await page.locator("#chart .u-legend .u-series").count() == len(DEVICES) + 1
-        assert await page.evaluate("window.iot.state.charts[0].data[0].length") >= 4
+        # the charts redraw at most every 100 ms
+        await page.wait_for_function("window.iot.state.charts[0].data[0].length >= 4", timeout=WAIT_MS)
 
         # a command reaches the device, which acknowledges it (and its next reading shows it)
         led = await page.evaluate("window.iot.state.devices.get('greenhouse').last.led")
