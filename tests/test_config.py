@@ -316,7 +316,7 @@ def test_wrong_types_name_the_key(data: dict[str, Any], key: str, fragment: str)
             "http_server.tls.enabled",
             "needs http_server.tls.key_pem_file",
         ),
-        ({"engine": {"type": "nats"}}, "engine.type", "must be one of 'memory', 'redis'"),
+        ({"engine": {"type": "kafka"}}, "engine.type", "must be one of 'memory', 'redis', 'nats'"),
         ({"engine": {"redis": {"address": "127.0.0.1:6379"}}}, "engine.redis.address", "redis://"),
         ({"log": {"level": "verbose"}}, "log.level", "'debug', 'info', 'warning', 'error'"),
         ({"log": {"format": "xml"}}, "log.format", "'text', 'json'"),
