@@ -1115,6 +1115,8 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
     if not _nats_tokens(s.engine.nats.prefix):
         fail("engine.nats.prefix", "must be non-empty NATS subject tokens (ASCII, no spaces, '*' or '>')")
     choice("engine.nats.history", s.engine.nats.history, _NATS_HISTORY)
+    if s.engine.type == "nats" and not s.engine.nats.history and personal.enabled and personal.single_connection:
+        fail(f"{key}.single_connection", 'needs presence, which NATS alone lacks (engine.nats.history = "redis")')
     for key in ("dial_timeout", "write_timeout"):
         if getattr(s.engine.nats, key) <= 0:
             fail(f"engine.nats.{key}", "must be above 0")
