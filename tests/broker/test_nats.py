@@ -568,3 +568,26 @@ def test_single_connection_needs_presence_so_nats_alone_refuses_it() -> None:
     assert err.value.key == "client.subscribe_to_user_personal_channel.single_connection"
     engine = {"type": "nats", "nats": {"history": "redis"}}
     assert settings_from_mapping({"engine": engine, "client": personal, "channel": ns}).engine.type == "nats"
+
+
+@given(st.binary(max_size=200))
+def test_any_bytes_on_a_channel_subject_are_delivered_whole_or_dropped(data: bytes) -> None:
+    """The NATS message parser: garbage never raises into nats-py and never reaches the node."""
+    from nats.aio.msg import Msg
+
+    from trunkline.broker import nats as nats_module
+
+    broker = NatsBroker()
+    events = Recorder()
+    broker._handler = events
+    broker._subs["c"] = object()  # type: ignore[assignment]
+    msg = Msg(_client=None, subject="p.client.c", data=data)  # type: ignore[arg-type]
+    asyncio.run(broker._on_message(msg))
+    asyncio.run(broker._on_pattern_message(msg))
+    try:
+        envelope = nats_module._decoder.decode(data)
+    except Exception:
+        assert events.events == []
+        return
+    if envelope.channel != "c" or envelope.kind not in ("p", "j", "l"):
+        assert events.events == []

@@ -277,9 +277,12 @@ class NatsBroker:
             return  # unsubscribed meanwhile (or a message for a channel this subject does not carry)
         try:
             if envelope.kind == "p":
-                handler.handle_publication(
-                    envelope.channel, decode_body(envelope.data, envelope.offset, envelope.epoch)
-                )
+                try:
+                    pub = decode_body(envelope.data, envelope.offset, envelope.epoch)
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    logger.warning("undecodable publication on %r dropped", msg.subject)
+                    return
+                handler.handle_publication(envelope.channel, pub)
             elif envelope.kind == "j":
                 handler.handle_join(envelope.channel, envelope.data)
             elif envelope.kind == "l":
@@ -301,6 +304,9 @@ class NatsBroker:
             return
         try:
             pub = decode_body(envelope.data, envelope.offset, envelope.epoch)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        try:
             handler.handle_pattern_publication(envelope.channel, pub)
         except Exception:
             logger.exception("broker event handler failed on a pattern publication of %r", msg.subject)
