@@ -682,3 +682,13 @@ def test_admin_secret_must_differ_from_the_client_token_secret() -> None:
     with pytest.raises(ConfigError) as err:
         settings_from_mapping(data, source="x.toml")
     assert err.value.key == "admin.secret" and "x.toml" in str(err.value)
+
+
+def test_single_connection_needs_presence_so_nats_alone_refuses_it() -> None:
+    personal = {"subscribe_to_user_personal_channel": {"enabled": True, "single_connection": True}}
+    ns = {"without_namespace": {"presence": True}}
+    with pytest.raises(ConfigError) as err:
+        settings_from_mapping({"engine": {"type": "nats"}, "client": personal, "channel": ns})
+    assert err.value.key == "client.subscribe_to_user_personal_channel.single_connection"
+    engine = {"type": "nats", "nats": {"history": "redis"}}
+    assert settings_from_mapping({"engine": engine, "client": personal, "channel": ns}).engine.type == "nats"
