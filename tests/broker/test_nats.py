@@ -560,16 +560,6 @@ def test_a_broker_section_trunkline_cannot_honour_is_refused(broker: dict[str, A
     assert words in err.value.message
 
 
-def test_single_connection_needs_presence_so_nats_alone_refuses_it() -> None:
-    personal = {"subscribe_to_user_personal_channel": {"enabled": True, "single_connection": True}}
-    ns = {"without_namespace": {"presence": True}}
-    with pytest.raises(ConfigError) as err:
-        settings_from_mapping({"engine": {"type": "nats"}, "client": personal, "channel": ns})
-    assert err.value.key == "client.subscribe_to_user_personal_channel.single_connection"
-    engine = {"type": "nats", "nats": {"history": "redis"}}
-    assert settings_from_mapping({"engine": engine, "client": personal, "channel": ns}).engine.type == "nats"
-
-
 @given(st.binary(max_size=200))
 def test_any_bytes_on_a_channel_subject_are_delivered_whole_or_dropped(data: bytes) -> None:
     """The NATS message parser: garbage never raises into nats-py and never reaches the node."""
