@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
+import http.cookies
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Iterator
 
-import aiohttp
 import pytest
-from centrifuge import ReplyError
+from centrifuge import Client, ReplyError
 
 from tests.conftest import ROOT, eventually, free_port
 from tests.sdk.helpers import ClientRecorder, Recorder, new_client, subscribe_ready
@@ -36,21 +38,34 @@ def example() -> Iterator[tuple[int, int]]:
             process.stdout.close()
 
 
-async def _login(backend_port: int, user: str) -> str:
-    url = f"http://127.0.0.1:{backend_port}/login"
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(url, data={"user": user, "password": user}, allow_redirects=False) as resp,
-    ):
+def _login(backend_port: int, user: str) -> str:
+    """POST the login form; the session cookie the backend sets (what a browser would keep)."""
+    conn = http.client.HTTPConnection("127.0.0.1", backend_port, timeout=5)
+    try:
+        body = urllib.parse.urlencode({"user": user, "password": user})
+        conn.request("POST", "/login", body, {"Content-Type": "application/x-www-form-urlencoded"})
+        resp = conn.getresponse()
+        resp.read()
         assert resp.status == 303
-        return resp.cookies["session"].value
+        cookie = http.cookies.SimpleCookie(resp.getheader("Set-Cookie", ""))
+        return cookie["session"].value
+    finally:
+        conn.close()
+
+
+async def _disconnect(*clients: Client) -> None:
+    """Disconnect and wait (bounded) for the SDK's background socket closes: the server is a
+    subprocess that the fixture stops after the event loop is gone, so nothing else waits."""
+    for client in clients:
+        await client.disconnect()
+    await eventually(lambda: not any(c._background_tasks for c in clients))
 
 
 async def test_login_connect_chat_and_admin_room(example: tuple[int, int]) -> None:
     port, backend_port = example
     ws = f"ws://127.0.0.1:{port}/connection/websocket"
-    alice = new_client(ws, headers={"Cookie": f"session={await _login(backend_port, 'alice')}"})
-    bob = new_client(ws, headers={"Cookie": f"session={await _login(backend_port, 'bob')}"})
+    alice = new_client(ws, headers={"Cookie": f"session={_login(backend_port, 'alice')}"})
+    bob = new_client(ws, headers={"Cookie": f"session={_login(backend_port, 'bob')}"})
     await alice.connect()
     await bob.connect()
     assert (await bob.rpc("whoami", {})).data == {"user": "bob", "admin": False}
@@ -69,8 +84,7 @@ async def test_login_connect_chat_and_admin_room(example: tuple[int, int]) -> No
     await eventually(lambda: admins.unsubscribed)
     assert admins.unsubscribed[0].code == 403
     assert (await alice.rpc("whoami", {})).data == {"user": "alice", "admin": True}  # from the connect meta
-    await alice.disconnect()
-    await bob.disconnect()
+    await _disconnect(alice, bob)
 
 
 async def test_without_a_session_the_backend_refuses(example: tuple[int, int]) -> None:
@@ -80,4 +94,4 @@ async def test_without_a_session_the_backend_refuses(example: tuple[int, int]) -
     await client.connect()
     await eventually(lambda: events.disconnected)
     assert (events.disconnected[-1].code, events.disconnected[-1].reason) == (4501, "not logged in")
-    await client.disconnect()
+    await _disconnect(client)
