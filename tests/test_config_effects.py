@@ -62,6 +62,20 @@ PROVEN: dict[str, str] = {
     "channel.without_namespace.channel_regex": "tests/transport/test_poll.py::test_namespace_permissions",
     "channel.position_check_interval": "tests/mqtt/test_persistent_gap.py::test_feed_gap_is_filled_from_history",
     "uni_websocket.enabled": "tests/transport/test_uni.py::test_uni_websocket",
+    "http_stream.handler_prefix": (
+        "tests/transport/test_handler_prefixes.py::test_http_stream_and_emulation_served_at_their_prefixes"
+    ),
+    "emulation.handler_prefix": (
+        "tests/transport/test_handler_prefixes.py::test_http_stream_and_emulation_served_at_their_prefixes"
+    ),
+    "uni_websocket.handler_prefix": "tests/transport/test_handler_prefixes.py::test_uni_websocket_served_at_its_prefix",
+    "uni_sse.handler_prefix": (
+        "tests/transport/test_handler_prefixes.py::test_uni_sse_and_uni_http_stream_served_at_their_prefixes"
+    ),
+    "uni_http_stream.handler_prefix": (
+        "tests/transport/test_handler_prefixes.py::test_uni_sse_and_uni_http_stream_served_at_their_prefixes"
+    ),
+    "http_api.handler_prefix": "tests/transport/test_handler_prefixes.py::test_http_api_served_at_its_prefix",
 }
 
 _PROXY = "the HTTP proxy is being built (issue 13, part 1): its tests are to prove this option"
@@ -108,10 +122,6 @@ GAPS: dict[str, str] = {
     "client.proxy.refresh.max_concurrent_requests": _PROXY,
     "proxies": _PROXY,
     "mqtt.retained.enabled": "no test turns the retained store off",
-    **{
-        f"{section}.handler_prefix": "a custom prefix is only validated, never served from"
-        for section in ("http_stream", "emulation", "uni_websocket", "uni_sse", "uni_http_stream", "http_api")
-    },
     "channel.proxy.sub_refresh.endpoint": _PROXY,
     "channel.proxy.sub_refresh.max_concurrent_requests": _PROXY,
 }
