@@ -1,0 +1,224 @@
+"""Each proxy option, set by the test itself, changes what the backend sees or what the client gets.
+
+A real backend process records every request (``tests/proxy/backend.py``); centrifuge-python
+connects with alice's cookie (her connect answer carries ``meta: {"role": "admin"}``). Per
+proxy (connect, refresh, subscribe, publish, sub_refresh, rpc):
+
+- ``http.static_headers``: the header reaches the backend;
+- ``include_connection_meta``: the request body has the connection's meta when on, none when off;
+- ``http.status_to_code_transforms``: the backend's HTTP 500 becomes the configured error code or
+  disconnect code instead of the internal error;
+
+and the namespace switches (``subscribe_proxy_enabled``/``_name``, ``publish_proxy_*``,
+``rpc.without_namespace.proxy_*``) route a channel without namespace to the default or a named
+proxy of ``proxies``, or to none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from centrifuge import Client, ReplyError
+
+from tests.conftest import Running, deep_merge, eventually
+from tests.proxy.conftest import Backend, proxy_config
+from tests.sdk.helpers import ClientRecorder, Recorder, new_client, subscribe_ready
+
+ALICE = {"Cookie": "sid=alice-sid"}
+META = {"role": "admin"}
+PATH = {
+    "connect": "/connect",
+    "refresh": "/refresh",
+    "subscribe": "/subscribe",
+    "publish": "/publish",
+    "sub_refresh": "/sub_refresh",
+    "rpc": "/rpc",
+}
+SECTION = {
+    "connect": ("client", "proxy", "connect"),
+    "refresh": ("client", "proxy", "refresh"),
+    "subscribe": ("channel", "proxy", "subscribe"),
+    "publish": ("channel", "proxy", "publish"),
+    "sub_refresh": ("channel", "proxy", "sub_refresh"),
+    "rpc": ("rpc", "proxy"),
+}
+Start = Callable[..., Any]
+
+
+def nested(keys: tuple[str, ...], value: dict[str, Any]) -> dict[str, Any]:
+    out = value
+    for key in reversed(keys):
+        out = {key: out}
+    return out
+
+
+def config(backend: Backend, kind: str, opts: dict[str, Any]) -> dict[str, Any]:
+    base = proxy_config(backend.url, connect_ttl=1 if kind == "refresh" else 0)
+    return deep_merge(base, nested(SECTION[kind], opts))
+
+
+async def connected(srv: Running) -> Client:
+    events = ClientRecorder()
+    client = new_client(srv.ws_url, events, headers=ALICE)
+    await client.connect()
+    await eventually(lambda: events.connected)
+    return client
+
+
+async def trigger(kind: str, srv: Running, backend: Backend) -> dict[str, Any]:
+    """Make the client cause one request of ``kind``; the backend's record of it."""
+    before = len(backend.requests(PATH[kind]))
+    client = await connected(srv)
+    try:
+        if kind in ("subscribe", "publish"):
+            sub = await subscribe_ready(client.new_subscription("chat:options", Recorder()))
+            if kind == "publish":
+                await sub.publish({"text": "hi"})
+        elif kind == "sub_refresh":
+            await subscribe_ready(client.new_subscription("exp:options", Recorder()))
+        elif kind == "rpc":
+            assert (await client.rpc("sum", {"a": 1, "b": 2})).data == {"sum": 3}
+        found = await eventually(lambda: backend.requests(PATH[kind])[before:], timeout=10)
+    finally:
+        await client.disconnect()
+    request: dict[str, Any] = found[-1]
+    return request
+
+
+@pytest.mark.parametrize("kind", list(PATH))
+async def test_static_headers_reach_the_backend(start_server: Start, backend: Backend, kind: str) -> None:
+    value = f"static-{kind}"
+    srv = await start_server(config(backend, kind, {"http": {"static_headers": {"X-Option": value}}}))
+    request = await trigger(kind, srv, backend)
+    assert request["headers"].get("X-Option") == value
+
+
+@pytest.mark.parametrize("on", [True, False], ids=["on", "off"])
+@pytest.mark.parametrize("kind", ["refresh", "subscribe", "publish", "sub_refresh", "rpc"])
+async def test_include_connection_meta(start_server: Start, backend: Backend, kind: str, on: bool) -> None:
+    srv = await start_server(config(backend, kind, {"include_connection_meta": on}))
+    request = await trigger(kind, srv, backend)
+    if on:
+        assert request["body"]["meta"] == META
+    else:
+        assert "meta" not in request["body"]
+
+
+TO_ERROR = [{"status_code": 500, "to_error": {"code": 1777, "message": "mapped by the transform"}}]
+TO_DISCONNECT = [{"status_code": 500, "to_disconnect": {"code": 4777, "reason": "mapped by the transform"}}]
+
+
+def failing(backend: Backend, kind: str, transforms: list[dict[str, Any]]) -> dict[str, Any]:
+    return config(backend, kind, {"endpoint": f"{backend.url}/fail", "http": {"status_to_code_transforms": transforms}})
+
+
+async def test_status_to_code_transforms_connect_to_disconnect(start_server: Start, backend: Backend) -> None:
+    srv = await start_server(failing(backend, "connect", TO_DISCONNECT))
+    events = ClientRecorder()
+    client = new_client(srv.ws_url, events, headers=ALICE)
+    await client.connect()
+    await eventually(lambda: events.disconnected)
+    assert (events.disconnected[-1].code, events.disconnected[-1].reason) == (4777, "mapped by the transform")
+    assert not events.connected
+    await client.disconnect()
+
+
+async def test_status_to_code_transforms_subscribe_to_error(start_server: Start, backend: Backend) -> None:
+    srv = await start_server(failing(backend, "subscribe", TO_ERROR))
+    client = await connected(srv)
+    rec = Recorder()
+    await client.new_subscription("chat:options", rec).subscribe()
+    await eventually(lambda: rec.unsubscribed)
+    assert rec.unsubscribed[0].code == 1777
+    assert not rec.subscribed
+    await client.disconnect()
+
+
+@pytest.mark.parametrize("kind", ["publish", "rpc"])
+async def test_status_to_code_transforms_reply_error(start_server: Start, backend: Backend, kind: str) -> None:
+    srv = await start_server(failing(backend, kind, TO_ERROR))
+    client = await connected(srv)
+    try:
+        with pytest.raises(ReplyError) as refused:
+            if kind == "publish":
+                sub = await subscribe_ready(client.new_subscription("chat:options", Recorder()))
+                await sub.publish({"text": "hi"})
+            else:
+                await client.rpc("sum", {"a": 1, "b": 2})
+        assert (refused.value.code, refused.value.message) == (1777, "mapped by the transform")
+    finally:
+        await client.disconnect()
+
+
+async def test_status_without_a_transform_is_an_internal_error(start_server: Start, backend: Backend) -> None:
+    # the contrast of the tests above: the same 500 with no transform configured
+    srv = await start_server(failing(backend, "rpc", []))
+    client = await connected(srv)
+    with pytest.raises(ReplyError) as refused:
+        await client.rpc("sum", {"a": 1, "b": 2})
+    assert refused.value.code == 100
+    await client.disconnect()
+
+
+# ------------------------------------------------------------------ namespace switches and named proxies
+
+NAMED = {"name": "named", "http": {"static_headers": {"X-Named": "yes"}}}
+
+
+def without_namespace(backend: Backend, channel: dict[str, Any], rpc: dict[str, Any]) -> dict[str, Any]:
+    base = proxy_config(backend.url)
+    named = [
+        {**NAMED, "name": "named-sub", "endpoint": f"{backend.url}/subscribe"},
+        {**NAMED, "name": "named-pub", "endpoint": f"{backend.url}/publish"},
+        {**NAMED, "name": "named-rpc", "endpoint": f"{backend.url}/rpc"},
+    ]
+    extra = {
+        "proxies": base["proxies"] + named,
+        "channel": {"without_namespace": channel},
+        "rpc": {"without_namespace": rpc},
+    }
+    return deep_merge(base, extra)
+
+
+@pytest.mark.parametrize("name", ["", "named"], ids=["default", "named"])
+async def test_without_namespace_proxies_enabled(start_server: Start, backend: Backend, name: str) -> None:
+    channel = {
+        "subscribe_proxy_enabled": True,
+        "subscribe_proxy_name": name and "named-sub",
+        "publish_proxy_enabled": True,
+        "publish_proxy_name": name and "named-pub",
+    }
+    rpc = {"proxy_enabled": True, "proxy_name": name and "named-rpc"}
+    srv = await start_server(without_namespace(backend, channel, rpc))
+    before = {path: len(backend.requests(path)) for path in ("/subscribe", "/publish", "/rpc")}
+    client = await connected(srv)
+    rec = Recorder()
+    sub = await subscribe_ready(client.new_subscription("plain", rec))
+    assert rec.subscribed[0].data == {"hello": "plain", "meta": None}  # the backend's answer
+    await sub.publish({"text": "hi"})
+    await eventually(lambda: rec.publications)
+    assert rec.publications[0][1] == {"text": "HI", "by": "alice"}  # rewritten by the backend
+    assert (await client.rpc("sum", {"a": 2, "b": 2})).data == {"sum": 4}
+    await client.disconnect()
+    for path in before:
+        sent = backend.requests(path)[before[path] :]
+        assert len(sent) == 1, path
+        assert (sent[0]["headers"].get("X-Named") == "yes") is bool(name), path  # the named proxy, or the default
+
+
+async def test_without_namespace_proxies_disabled(start_server: Start, backend: Backend) -> None:
+    channel = {"subscribe_proxy_enabled": False, "publish_proxy_enabled": False}
+    srv = await start_server(without_namespace(backend, channel, {"proxy_enabled": False}))
+    before = {path: len(backend.requests(path)) for path in ("/subscribe", "/publish", "/rpc")}
+    client = await connected(srv)
+    rec = Recorder()
+    sub = await subscribe_ready(client.new_subscription("plain", rec))
+    await sub.publish({"text": "hi"})
+    await eventually(lambda: rec.publications)
+    assert rec.publications[0][1] == {"text": "hi"}  # not rewritten: no backend in the way
+    with pytest.raises(ReplyError):
+        await client.rpc("sum", {"a": 2, "b": 2})  # no RPC proxy, no handler
+    await client.disconnect()
+    assert {path: len(backend.requests(path)) for path in before} == before
