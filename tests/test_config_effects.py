@@ -120,6 +120,9 @@ PROVEN: dict[str, str] = {
     "rpc.without_namespace.proxy_enabled": "tests/proxy/test_proxy_options.py::test_without_namespace_proxies_enabled",
     "rpc.without_namespace.proxy_name": "tests/proxy/test_proxy_options.py::test_without_namespace_proxies_enabled",
     "proxies": "tests/proxy/test_proxy_options.py::test_without_namespace_proxies_enabled",
+    "client.write_delay": "tests/test_option_effects_frames.py::test_write_delay_joins_pushes_into_one_frame",
+    "uni_websocket.join_push_messages": "tests/test_option_effects_frames.py::test_uni_websocket_join_push_messages",
+    "http_api.error_mode": "tests/test_option_effects_api.py::test_error_mode_transport_answers_with_the_http_status",
 }
 
 _PROXY = "no test of the proxy's concurrency bound yet"
@@ -127,11 +130,8 @@ _NS_PROXY = "the backend only expires namespaced channels: no sub refresh of a c
 GAPS: dict[str, str] = {
     "http_server.internal_address": "the internal listener's address: only the port is tested",
     "http_server.tls.key_pem_file": "TLS tests load a certificate; no test varies the key file",
-    "client.write_delay": "the flusher's delay: no test sets it (bench only)",
     "client.subscribe_to_user_personal_channel.personal_channel_namespace": "no test of a personal namespace",
     "client.subscribe_to_user_personal_channel.single_connection": "no test of single-connection mode",
-    "uni_websocket.join_push_messages": "no test sets it",
-    "http_api.error_mode": "no test of the transport error mode",
     "channel.without_namespace.allow_positioning": "no test asks for positioning without recovery",
     "channel.without_namespace.allow_publish_for_anonymous": "no anonymous publish test",
     "channel.without_namespace.allow_presence_for_client": "presence permission tests use the subscriber rule",
