@@ -123,6 +123,15 @@ PROVEN: dict[str, str] = {
     "client.write_delay": "tests/test_option_effects_frames.py::test_write_delay_joins_pushes_into_one_frame",
     "uni_websocket.join_push_messages": "tests/test_option_effects_frames.py::test_uni_websocket_join_push_messages",
     "http_api.error_mode": "tests/test_option_effects_api.py::test_error_mode_transport_answers_with_the_http_status",
+    **{
+        f"channel.without_namespace.allow_{kind}_for_{who}": (
+            f"tests/test_option_effects_permissions.py::test_allow_for_{who}"
+            + ("_not_subscribed" if who == "client" else "")
+        )
+        for kind in ("publish", "presence", "history")
+        for who in ("client", "anonymous")
+        if (kind, who) != ("publish", "client")  # proven by tests/hub/test_permissions.py
+    },
 }
 
 _PROXY = "no test of the proxy's concurrency bound yet"
@@ -133,11 +142,6 @@ GAPS: dict[str, str] = {
     "client.subscribe_to_user_personal_channel.personal_channel_namespace": "no test of a personal namespace",
     "client.subscribe_to_user_personal_channel.single_connection": "no test of single-connection mode",
     "channel.without_namespace.allow_positioning": "no test asks for positioning without recovery",
-    "channel.without_namespace.allow_publish_for_anonymous": "no anonymous publish test",
-    "channel.without_namespace.allow_presence_for_client": "presence permission tests use the subscriber rule",
-    "channel.without_namespace.allow_presence_for_anonymous": "no anonymous presence test",
-    "channel.without_namespace.allow_history_for_client": "history permission tests use the subscriber rule",
-    "channel.without_namespace.allow_history_for_anonymous": "no anonymous history test",
     "channel.without_namespace.publication_data_format": "no test sets it",
     "mqtt.tls.key_pem_file": "MQTT TLS tests load a certificate; no test varies the key file",
     "mqtt.max_subscriptions": "no test reaches the limit",
