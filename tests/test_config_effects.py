@@ -132,6 +132,9 @@ PROVEN: dict[str, str] = {
         for who in ("client", "anonymous")
         if (kind, who) != ("publish", "client")  # proven by tests/hub/test_permissions.py
     },
+    "mqtt.max_subscriptions": "tests/test_option_effects_mqtt.py::test_max_subscriptions",
+    "mqtt.session_expiry_max": "tests/test_option_effects_mqtt.py::test_session_expiry_max",
+    "mqtt.retained.enabled": "tests/test_option_effects_mqtt.py::test_retained_enabled",
 }
 
 _PROXY = "no test of the proxy's concurrency bound yet"
@@ -144,13 +147,10 @@ GAPS: dict[str, str] = {
     "channel.without_namespace.allow_positioning": "no test asks for positioning without recovery",
     "channel.without_namespace.publication_data_format": "no test sets it",
     "mqtt.tls.key_pem_file": "MQTT TLS tests load a certificate; no test varies the key file",
-    "mqtt.max_subscriptions": "no test reaches the limit",
-    "mqtt.session_expiry_max": "no test caps a requested expiry",
     "mqtt.max_queued_messages": "no test fills an offline session's queue",
     "mqtt.retained.max_messages": "no test fills the retained store by count",
     **{f"channel.without_namespace.sub_refresh_proxy_{what}": _NS_PROXY for what in ("enabled", "name")},
     "client.proxy.refresh.max_concurrent_requests": _PROXY,
-    "mqtt.retained.enabled": "no test turns the retained store off",
     "channel.proxy.sub_refresh.max_concurrent_requests": _PROXY,
 }
 
