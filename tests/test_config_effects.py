@@ -139,14 +139,18 @@ PROVEN: dict[str, str] = {
         "tests/test_option_effects_channels.py::test_personal_channel_namespace"
     ),
     "channel.without_namespace.allow_positioning": "tests/test_option_effects_channels.py::test_allow_positioning",
+    "http_server.internal_address": "tests/test_option_effects_listeners.py::test_internal_address",
+    **{
+        f"{section}.tls.key_pem_file": (
+            "tests/test_option_effects_listeners.py::test_tls_key_of_another_certificate_refused"
+        )
+        for section in ("http_server", "mqtt")
+    },
 }
 
 _PROXY = "no test of the proxy's concurrency bound yet"
 _NS_PROXY = "the backend only expires namespaced channels: no sub refresh of a channel without namespace"
 GAPS: dict[str, str] = {
-    "http_server.internal_address": "the internal listener's address: only the port is tested",
-    "http_server.tls.key_pem_file": "TLS tests load a certificate; no test varies the key file",
-    "mqtt.tls.key_pem_file": "MQTT TLS tests load a certificate; no test varies the key file",
     "mqtt.max_queued_messages": "no test fills an offline session's queue",
     "mqtt.retained.max_messages": "no test fills the retained store by count",
     **{f"channel.without_namespace.sub_refresh_proxy_{what}": _NS_PROXY for what in ("enabled", "name")},
