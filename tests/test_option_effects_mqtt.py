@@ -4,11 +4,14 @@
   quota exceeded), the ones within it are granted;
 - ``mqtt.retained.enabled``: off, CONNACK says retain is not available and a retained message
   reaches no later subscriber; on (the default), it does;
+- ``mqtt.retained.max_messages``: a retained message for a new topic past the count is
+  delivered but not kept (PUBACK 0x97 quota exceeded); a later subscriber gets the kept ones;
 - ``mqtt.session_expiry_max``: a longer requested session expiry is lowered, and CONNACK says so.
 """
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +41,14 @@ class Client(Paho):
             queued(*args)
 
         self.client.on_connect = on_connect
+        self.puback_codes: queue.Queue[int] = queue.Queue()
+        published = self.client.on_publish
+
+        def on_publish(cl: Any, ud: Any, mid: int, rc: Any, props: Any) -> None:
+            self.puback_codes.put(int(getattr(rc, "value", rc)))
+            published(cl, ud, mid, rc, props)
+
+        self.client.on_publish = on_publish
 
 
 async def client(srv: Running, version: int, user: str, **kwargs: Any) -> Client:
@@ -107,3 +118,24 @@ async def test_session_expiry_max(start_server: Start, cap: int | None, expected
     c.stop()
     # the server tells the interval it uses only when it differs from the one asked for
     assert getattr(c.connack_props, "SessionExpiryInterval", None) == expected
+
+
+async def test_retained_max_messages(start_server: Start) -> None:
+    srv = await start_server(mqtt(retained={"max_messages": 2}))
+    pub = await client(srv, V5, "rm")
+    try:
+        for name in ("r1", "r2", "r3"):
+            pub.client.publish(f"nohistory/{name}", name.encode(), qos=1, retain=True)
+            assert await get(pub.puback_codes) == (0x97 if name == "r3" else 0), name
+        pub.client.publish("nohistory/r1", b"again", qos=1, retain=True)  # replacing a kept topic still fits
+        assert await get(pub.puback_codes) == 0
+    finally:
+        pub.stop()
+    sub = await client(srv, V311, "rn")
+    try:
+        assert codes(await sub.subscribe("nohistory/+", 1)) == [1]
+        got = {(m.topic, m.payload) for m in [await sub.next(), await sub.next()]}
+        assert got == {("nohistory/r1", b"again"), ("nohistory/r2", b"r2")}
+        assert nothing_in(sub.messages, 0.5)
+    finally:
+        sub.stop()
