@@ -136,6 +136,7 @@ PROVEN: dict[str, str] = {
     "mqtt.session_expiry_max": "tests/test_option_effects_mqtt.py::test_session_expiry_max",
     "mqtt.retained.enabled": "tests/test_option_effects_mqtt.py::test_retained_enabled",
     "mqtt.retained.max_messages": "tests/test_option_effects_mqtt.py::test_retained_max_messages",
+    "mqtt.max_queued_messages": "tests/test_option_effects_mqtt.py::test_max_queued_messages",
     "client.subscribe_to_user_personal_channel.personal_channel_namespace": (
         "tests/test_option_effects_channels.py::test_personal_channel_namespace"
     ),
@@ -152,7 +153,6 @@ PROVEN: dict[str, str] = {
 _PROXY = "no test of the proxy's concurrency bound yet"
 _NS_PROXY = "the backend only expires namespaced channels: no sub refresh of a channel without namespace"
 GAPS: dict[str, str] = {
-    "mqtt.max_queued_messages": "no test fills an offline session's queue",
     **{f"channel.without_namespace.sub_refresh_proxy_{what}": _NS_PROXY for what in ("enabled", "name")},
     "client.proxy.refresh.max_concurrent_requests": _PROXY,
     "channel.proxy.sub_refresh.max_concurrent_requests": _PROXY,

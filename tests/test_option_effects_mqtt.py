@@ -6,6 +6,8 @@
   reaches no later subscriber; on (the default), it does;
 - ``mqtt.retained.max_messages``: a retained message for a new topic past the count is
   delivered but not kept (PUBACK 0x97 quota exceeded); a later subscriber gets the kept ones;
+- ``mqtt.max_queued_messages``: QoS 1 messages past the client's in-flight window (Receive
+  Maximum 1, the first unacknowledged) wait up to that many; the rest are dropped (counted);
 - ``mqtt.session_expiry_max``: a longer requested session expiry is lowered, and CONNACK says so.
 """
 
@@ -17,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Running, token
+from tests.conftest import Running, eventually, token
 from tests.mqtt.paho_helpers import V5, V311, Paho, get, nothing_in, props
 
 Start = Callable[..., Any]
@@ -49,6 +51,14 @@ class Client(Paho):
             published(cl, ud, mid, rc, props)
 
         self.client.on_publish = on_publish
+        self.mids: list[int] = []  # of the messages received, in order
+        received = self.client.on_message
+
+        def on_message(cl: Any, ud: Any, m: Any) -> None:
+            self.mids.append(m.mid)
+            received(cl, ud, m)
+
+        self.client.on_message = on_message
 
 
 async def client(srv: Running, version: int, user: str, **kwargs: Any) -> Client:
@@ -138,4 +148,32 @@ async def test_retained_max_messages(start_server: Start) -> None:
         assert got == {("nohistory/r1", b"again"), ("nohistory/r2", b"r2")}
         assert nothing_in(sub.messages, 0.5)
     finally:
+        sub.stop()
+
+
+@pytest.mark.parametrize(("limit", "kept"), [(2, 2), (None, 5)], ids=["limited", "default"])
+async def test_max_queued_messages(start_server: Start, limit: int | None, kept: int) -> None:
+    srv = await start_server(mqtt(**({} if limit is None else {"max_queued_messages": limit})))
+    sub = Client(V5)
+    sub.client.manual_ack_set(True)  # the first message stays in flight: the rest wait in the queue
+    assert await sub.connect(srv.port, username="qs", password=token("qs"), properties=props(ReceiveMaximum=1)) == 0
+    pub = await client(srv, V311, "qp")
+    try:
+        assert codes(await sub.subscribe("nohistory/q", 1)) == [1]
+        for n in range(6):
+            pub.client.publish("nohistory/q", str(n).encode(), qos=1)
+            await get(pub.published)
+        first = await sub.next()
+        assert first.payload == b"0"
+        drops = srv.server.node.metrics.protocol_dropped.values
+        await eventually(lambda: drops.get(("mqtt5", "queue_full"), 0) == 5 - kept, timeout=5)
+        got = [first]
+        for _ in range(kept):
+            sub.client.ack(sub.mids[len(got) - 1], 1)
+            got.append(await sub.next())
+        sub.client.ack(sub.mids[-1], 1)
+        assert [m.payload for m in got] == [str(n).encode() for n in range(kept + 1)]
+        assert nothing_in(sub.messages, 0.5)
+    finally:
+        pub.stop()
         sub.stop()
