@@ -117,6 +117,12 @@ PROVEN: dict[str, str] = {
         for kind in ("subscribe", "publish")
         for what in ("enabled", "name")
     },
+    **{
+        f"channel.without_namespace.sub_refresh_proxy_{what}": (
+            "tests/proxy/test_proxy_options.py::test_without_namespace_sub_refresh_proxy"
+        )
+        for what in ("enabled", "name")
+    },
     "rpc.without_namespace.proxy_enabled": "tests/proxy/test_proxy_options.py::test_without_namespace_proxies_enabled",
     "rpc.without_namespace.proxy_name": "tests/proxy/test_proxy_options.py::test_without_namespace_proxies_enabled",
     "proxies": "tests/proxy/test_proxy_options.py::test_without_namespace_proxies_enabled",
@@ -151,9 +157,7 @@ PROVEN: dict[str, str] = {
 }
 
 _PROXY = "no test of the proxy's concurrency bound yet"
-_NS_PROXY = "the backend only expires namespaced channels: no sub refresh of a channel without namespace"
 GAPS: dict[str, str] = {
-    **{f"channel.without_namespace.sub_refresh_proxy_{what}": _NS_PROXY for what in ("enabled", "name")},
     "client.proxy.refresh.max_concurrent_requests": _PROXY,
     "channel.proxy.sub_refresh.max_concurrent_requests": _PROXY,
 }

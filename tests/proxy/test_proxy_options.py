@@ -10,19 +10,22 @@ proxy (connect, refresh, subscribe, publish, sub_refresh, rpc):
   disconnect code instead of the internal error;
 
 and the namespace switches (``subscribe_proxy_enabled``/``_name``, ``publish_proxy_*``,
-``rpc.without_namespace.proxy_*``) route a channel without namespace to the default or a named
-proxy of ``proxies``, or to none.
+``sub_refresh_proxy_*``, ``rpc.without_namespace.proxy_*``) route a channel without namespace
+to the default or a named proxy of ``proxies``, or to none.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+import websockets
 from centrifuge import Client, ReplyError
 
-from tests.conftest import Running, deep_merge, eventually
+from tests.conftest import Running, deep_merge, eventually, token
 from tests.proxy.conftest import Backend, proxy_config
 from tests.sdk.helpers import ClientRecorder, Recorder, new_client, subscribe_ready
 
@@ -222,3 +225,49 @@ async def test_without_namespace_proxies_disabled(start_server: Start, backend: 
         await client.rpc("sum", {"a": 2, "b": 2})  # no RPC proxy, no handler
     await client.disconnect()
     assert {path: len(backend.requests(path)) for path in before} == before
+
+
+async def subscribe_raw(
+    srv: Running, channel: str, sub_token: str, until: Callable[[], Any] | None = None
+) -> dict[str, Any]:
+    """Connect as alice (cookie), subscribe with a subscription token; the subscribe result.
+
+    The socket stays open until ``until()`` holds (polled with a deadline), if given."""
+    frames = [{"id": 1, "connect": {}}, {"id": 2, "subscribe": {"channel": channel, "token": sub_token}}]
+    result: dict[str, Any] | None = None
+    async with websockets.connect(srv.ws_url, additional_headers=ALICE) as ws:
+        await ws.send("\n".join(json.dumps(f) for f in frames))
+        for _ in range(20):
+            for line in (await asyncio.wait_for(ws.recv(), 5)).split("\n"):
+                reply = json.loads(line)
+                if reply.get("id") == 2:
+                    assert "subscribe" in reply, reply
+                    result = reply["subscribe"]
+            if result is not None:
+                break
+        assert result is not None, "no subscribe reply"
+        if until is not None:
+            await eventually(until, timeout=10)
+    return result
+
+
+@pytest.mark.parametrize("name", ["", "named"], ids=["default", "named"])
+async def test_without_namespace_sub_refresh_proxy(start_server: Start, backend: Backend, name: str) -> None:
+    channel = {"sub_refresh_proxy_enabled": True, "sub_refresh_proxy_name": name and "named-subref"}
+    config = without_namespace(backend, channel, {})
+    config["proxies"].append({**NAMED, "name": "named-subref", "endpoint": f"{backend.url}/sub_refresh"})
+    srv = await start_server(config)
+    before = len(backend.requests("/sub_refresh"))
+    result = await subscribe_raw(
+        srv, "plain", token("alice", ttl=2, channel="plain"), until=lambda: backend.requests("/sub_refresh")[before:]
+    )
+    assert not result.get("expires")  # the server refreshes the subscription: the client is told no expiry
+    sent = backend.requests("/sub_refresh")[before:]
+    assert sent[0]["body"]["channel"] == "plain" and sent[0]["body"]["user"] == "alice"
+    assert (sent[0]["headers"].get("X-Named") == "yes") is bool(name)  # the named proxy, or the default
+
+
+async def test_without_namespace_sub_refresh_proxy_disabled(start_server: Start, backend: Backend) -> None:
+    srv = await start_server(without_namespace(backend, {"sub_refresh_proxy_enabled": False}, {}))
+    result = await subscribe_raw(srv, "plain", token("alice", ttl=60, channel="plain"))
+    assert result["expires"] is True and 0 < result["ttl"] <= 60  # the client refreshes its token itself
