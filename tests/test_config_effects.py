@@ -126,6 +126,10 @@ PROVEN: dict[str, str] = {
     "rpc.without_namespace.proxy_enabled": "tests/proxy/test_proxy_options.py::test_without_namespace_proxies_enabled",
     "rpc.without_namespace.proxy_name": "tests/proxy/test_proxy_options.py::test_without_namespace_proxies_enabled",
     "proxies": "tests/proxy/test_proxy_options.py::test_without_namespace_proxies_enabled",
+    **{
+        f"{section}.max_concurrent_requests": f"{_OPTIONS}::test_refresh_max_concurrent_requests"
+        for section in ("client.proxy.refresh", "channel.proxy.sub_refresh")
+    },
     "client.write_delay": "tests/test_option_effects_frames.py::test_write_delay_joins_pushes_into_one_frame",
     "uni_websocket.join_push_messages": "tests/test_option_effects_frames.py::test_uni_websocket_join_push_messages",
     "http_api.error_mode": "tests/test_option_effects_api.py::test_error_mode_transport_answers_with_the_http_status",
@@ -156,11 +160,7 @@ PROVEN: dict[str, str] = {
     },
 }
 
-_PROXY = "no test of the proxy's concurrency bound yet"
-GAPS: dict[str, str] = {
-    "client.proxy.refresh.max_concurrent_requests": _PROXY,
-    "channel.proxy.sub_refresh.max_concurrent_requests": _PROXY,
-}
+GAPS: dict[str, str] = {}
 
 #: keys accepted but (found while writing their tests) without any effect: Trunkline must implement
 #: them or stop accepting them; a search hit in the suite does not count for these

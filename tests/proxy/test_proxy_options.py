@@ -9,6 +9,9 @@ proxy (connect, refresh, subscribe, publish, sub_refresh, rpc):
 - ``http.status_to_code_transforms``: the backend's HTTP 500 becomes the configured error code or
   disconnect code instead of the internal error;
 
+``max_concurrent_requests`` of the refresh proxies: refreshes due together past the bound are
+refused at once (counted as overloaded), only that many reach the backend;
+
 and the namespace switches (``subscribe_proxy_enabled``/``_name``, ``publish_proxy_*``,
 ``sub_refresh_proxy_*``, ``rpc.without_namespace.proxy_*``) route a channel without namespace
 to the default or a named proxy of ``proxies``, or to none.
@@ -271,3 +274,25 @@ async def test_without_namespace_sub_refresh_proxy_disabled(start_server: Start,
     srv = await start_server(without_namespace(backend, {"sub_refresh_proxy_enabled": False}, {}))
     result = await subscribe_raw(srv, "plain", token("alice", ttl=60, channel="plain"))
     assert result["expires"] is True and 0 < result["ttl"] <= 60  # the client refreshes its token itself
+
+
+@pytest.mark.parametrize("limit", [1, 2])
+@pytest.mark.parametrize("kind", ["refresh", "sub_refresh"])
+async def test_refresh_max_concurrent_requests(start_server: Start, backend: Backend, kind: str, limit: int) -> None:
+    # the backend's /slow answers after seconds: refreshes due together exceed the bound
+    opts = {"endpoint": f"{backend.url}/slow", "timeout": "5s", "max_concurrent_requests": limit}
+    srv = await start_server(config(backend, kind, opts))
+    before = len(backend.requests("/slow"))
+    clients = [await connected(srv) for _ in range(3)]
+    try:
+        if kind == "sub_refresh":
+            for c in clients:
+                await subscribe_ready(c.new_subscription("exp:bounded", Recorder()))
+        overloaded = srv.server.node.metrics.proxy_requests.labels("default", kind, "overloaded")
+        await eventually(lambda: overloaded._value.get() == 3 - limit, timeout=10)
+        # only that many reached the backend (the refused ones are retried much later)
+        await eventually(lambda: len(backend.requests("/slow")[before:]) == limit, timeout=5)
+        assert overloaded._value.get() == 3 - limit
+    finally:
+        for c in clients:
+            await c.disconnect()
