@@ -106,6 +106,12 @@ PROVEN: dict[str, str] = {
     "channel.proxy.publish.http.status_to_code_transforms": (
         "tests/proxy/test_proxy_options.py::test_status_to_code_transforms_reply_error"
     ),
+    "client.proxy.refresh.http.status_to_code_transforms": (
+        "tests/proxy/test_proxy_options.py::test_status_to_code_transforms_refresh_to_disconnect"
+    ),
+    "channel.proxy.sub_refresh.http.status_to_code_transforms": (
+        "tests/proxy/test_proxy_options.py::test_status_to_code_transforms_sub_refresh_to_disconnect"
+    ),
     "rpc.proxy.http.status_to_code_transforms": (
         "tests/proxy/test_proxy_options.py::test_status_to_code_transforms_reply_error"
     ),
@@ -168,13 +174,6 @@ NO_EFFECT: dict[str, str] = {
     "client.proxy.connect.include_connection_meta": (
         "a connect request has no connection meta to include yet (the connect answer makes it)"
     ),
-    **{
-        f"{section}.http.status_to_code_transforms": (
-            "a refresh that fails is retried later, transformed or not: the error or disconnect reaches no client"
-            " (only the metrics result label changes)"
-        )
-        for section in ("client.proxy.refresh", "channel.proxy.sub_refresh")
-    },
     "client.subscribe_to_user_personal_channel.single_connection": (
         "only validated (needs presence): no code disconnects a user's older connections"
     ),

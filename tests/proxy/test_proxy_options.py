@@ -296,3 +296,29 @@ async def test_refresh_max_concurrent_requests(start_server: Start, backend: Bac
     finally:
         for c in clients:
             await c.disconnect()
+
+
+async def test_status_to_code_transforms_refresh_to_disconnect(start_server: Start, backend: Backend) -> None:
+    # the connect answer expires in 1 s; the server's refresh call gets a 500, which the transform
+    # turns into a disconnect: the client is closed with that code (not retried as a plain failure)
+    srv = await start_server(failing(backend, "refresh", TO_DISCONNECT))
+    events = ClientRecorder()
+    client = new_client(srv.ws_url, events, headers=ALICE)
+    await client.connect()
+    await eventually(lambda: events.connected)
+    await eventually(lambda: events.disconnected, timeout=10)
+    assert (events.disconnected[-1].code, events.disconnected[-1].reason) == (4777, "mapped by the transform")
+    await client.disconnect()
+
+
+async def test_status_to_code_transforms_sub_refresh_to_disconnect(start_server: Start, backend: Backend) -> None:
+    # "exp:" subscriptions expire quickly; the sub refresh call's 500 becomes the disconnect
+    srv = await start_server(failing(backend, "sub_refresh", TO_DISCONNECT))
+    events = ClientRecorder()
+    client = new_client(srv.ws_url, events, headers=ALICE)
+    await client.connect()
+    await eventually(lambda: events.connected)
+    await subscribe_ready(client.new_subscription("exp:options", Recorder()))
+    await eventually(lambda: events.disconnected, timeout=10)
+    assert (events.disconnected[-1].code, events.disconnected[-1].reason) == (4777, "mapped by the transform")
+    await client.disconnect()

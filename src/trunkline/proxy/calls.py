@@ -143,7 +143,11 @@ async def _refresh(s: Session, proxy: Endpoint) -> None:
     now = s.node.clock.time()
     try:
         answer = await proxy.call("refresh", body, s.headers, wire.parse_refresh, s.client_id)
-    except (ProxyFailure, E.ClientError, E.Disconnect):
+    except E.Disconnect as disconnect:  # the backend's answer, or a status transformed into one
+        if not s.closed:
+            await s.close(disconnect)
+        return
+    except (ProxyFailure, E.ClientError):
         answer = None
     if s.closed:
         return
@@ -190,7 +194,11 @@ async def _sub_refresh(s: Session, proxy: Endpoint, channel: str) -> None:
     now = s.node.clock.time()
     try:
         answer = await proxy.call("sub_refresh", body, s.headers, wire.parse_sub_refresh, s.client_id)
-    except (ProxyFailure, E.ClientError, E.Disconnect):
+    except E.Disconnect as disconnect:  # the backend's answer, or a status transformed into one
+        if not s.closed:
+            await s.close(disconnect)
+        return
+    except (ProxyFailure, E.ClientError):
         answer = None
     if s.closed or s.subscriptions.get(channel) is not sub:
         return
