@@ -112,6 +112,15 @@ PROVEN: dict[str, str] = {
     "channel.proxy.sub_refresh.http.status_to_code_transforms": (
         "tests/proxy/test_proxy_options.py::test_status_to_code_transforms_sub_refresh_to_disconnect"
     ),
+    "client.proxy.connect.include_connection_meta": (
+        "tests/proxy/test_proxy_options.py::test_connect_include_connection_meta_is_refused"
+    ),
+    "client.subscribe_to_user_personal_channel.single_connection": (
+        "tests/test_option_effects_channels.py::test_single_connection_keeps_the_newest"
+    ),
+    "channel.without_namespace.publication_data_format": (
+        "tests/test_option_effects_channels.py::test_publication_data_format"
+    ),
     "rpc.proxy.http.status_to_code_transforms": (
         "tests/proxy/test_proxy_options.py::test_status_to_code_transforms_reply_error"
     ),
@@ -170,17 +179,7 @@ GAPS: dict[str, str] = {}
 
 #: keys accepted but (found while writing their tests) without any effect: Trunkline must implement
 #: them or stop accepting them; a search hit in the suite does not count for these
-NO_EFFECT: dict[str, str] = {
-    "client.proxy.connect.include_connection_meta": (
-        "a connect request has no connection meta to include yet (the connect answer makes it)"
-    ),
-    "client.subscribe_to_user_personal_channel.single_connection": (
-        "only validated (needs presence): no code disconnects a user's older connections"
-    ),
-    "channel.without_namespace.publication_data_format": (
-        "only validated against its choices: no publish path checks the data's format"
-    ),
-}
+NO_EFFECT: dict[str, str] = {}
 
 
 @functools.cache

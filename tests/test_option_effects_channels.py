@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 import websockets
 
-from tests.conftest import Running, token
+from tests.conftest import Running, eventually, token
+from tests.sdk.helpers import ClientRecorder, new_client
+from trunkline.errors import ClientError
 
 Start = Callable[..., Any]
 
@@ -60,3 +62,46 @@ async def test_allow_positioning(start_server: Start, allow: bool) -> None:
     subscribed = (await replies(srv, {"subscribe": {"channel": "pos", "positioned": True}}))[2]["subscribe"]
     assert subscribed.get("positioned", False) is allow
     assert not subscribed.get("recoverable", False)
+
+
+async def test_single_connection_keeps_the_newest(start_server: Callable[..., Any]) -> None:
+    """``single_connection``: a user's second connection closes the first with 3504 (it does not come back)."""
+    srv = await start_server(
+        {
+            "channel": {"namespaces": [{"name": "personal", "presence": True}]},
+            "client": {
+                "subscribe_to_user_personal_channel": {
+                    "enabled": True,
+                    "personal_channel_namespace": "personal",
+                    "single_connection": True,
+                }
+            },
+        }
+    )
+    first_events, second_events = ClientRecorder(), ClientRecorder()
+    first = new_client(srv.ws_url, first_events, token=token("solo"))
+    await first.connect()
+    await eventually(lambda: first_events.connected)
+    second = new_client(srv.ws_url, second_events, token=token("solo"))
+    await second.connect()
+    await eventually(lambda: second_events.connected)
+    await eventually(lambda: first_events.disconnected, timeout=10)
+    assert first_events.disconnected[-1].code == 3504
+    assert not second_events.disconnected
+    assert [c.user for c in srv.server.node.hub.connections()] == ["solo"]
+    await first.disconnect()
+    await second.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("fmt", "good", "bad"),
+    [("json", b'"text"', b"not json"), ("json_object", b'{"a": 1}', b"[1, 2]")],
+)
+async def test_publication_data_format(start_server: Callable[..., Any], fmt: str, good: bytes, bad: bytes) -> None:
+    """``publication_data_format``: data that is not in the format is refused with 107, in every publish path."""
+    srv = await start_server({"channel": {"without_namespace": {"publication_data_format": fmt}}})
+    node = srv.server.node
+    await node.publish("fmt", good)  # accepted (raises otherwise)
+    with pytest.raises(ClientError) as refused:
+        await node.publish("fmt", bad)
+    assert refused.value.code == 107

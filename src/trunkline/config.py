@@ -1272,6 +1272,12 @@ def _validate_proxies(s: Settings, fail: Callable[[str, str], typing.NoReturn]) 
         opts = getattr(s.client.proxy, event)
         if opts.enabled:
             _validate_proxy(opts, f"client.proxy.{event}", fail)
+    if s.client.proxy.connect.include_connection_meta:
+        fail(
+            "client.proxy.connect.include_connection_meta",
+            "a connection has no meta before its connect proxy answers (the answer sets it); "
+            "set it on the refresh, subscribe, publish, sub_refresh or rpc proxies",
+        )
 
     def check(enabled: bool, name: str, key: str, default: ProxyOptions, default_key: str) -> None:
         if not enabled:

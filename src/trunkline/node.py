@@ -634,6 +634,8 @@ class Node(BrokerEventHandler):
 
         ``meta`` travels with the record for the publishing protocol only (see ``records.Publication``).
         """
+        if opts.publication_data_format in ("json", "json_object"):
+            _check_data_format(data, opts.publication_data_format)
         pub = Publication(
             data=data,
             info=info,
@@ -791,3 +793,13 @@ class Node(BrokerEventHandler):
             except Exception as exc:
                 log.warning("cannot announce node info: %s", exc)
             await asyncio.sleep(5)
+
+
+def _check_data_format(data: bytes, fmt: str) -> None:
+    """A namespace's ``publication_data_format``: ``json`` data must be JSON, ``json_object`` a JSON object."""
+    try:
+        value = msgspec.json.decode(data)
+    except (msgspec.DecodeError, RecursionError):
+        raise E.BAD_REQUEST.with_message("publication data must be JSON") from None
+    if fmt == "json_object" and not isinstance(value, dict):
+        raise E.BAD_REQUEST.with_message("publication data must be a JSON object")

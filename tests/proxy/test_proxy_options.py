@@ -31,6 +31,8 @@ from centrifuge import Client, ReplyError
 from tests.conftest import Running, deep_merge, eventually, token
 from tests.proxy.conftest import Backend, proxy_config
 from tests.sdk.helpers import ClientRecorder, Recorder, new_client, subscribe_ready
+from trunkline.config import settings_from_mapping
+from trunkline.errors import ConfigError
 
 ALICE = {"Cookie": "sid=alice-sid"}
 META = {"role": "admin"}
@@ -322,3 +324,11 @@ async def test_status_to_code_transforms_sub_refresh_to_disconnect(start_server:
     await eventually(lambda: events.disconnected, timeout=10)
     assert (events.disconnected[-1].code, events.disconnected[-1].reason) == (4777, "mapped by the transform")
     await client.disconnect()
+
+
+def test_connect_include_connection_meta_is_refused() -> None:
+    # a connection has no meta before the connect proxy answers: the option cannot mean anything there
+    with pytest.raises(ConfigError) as info:
+        settings_from_mapping({"client": {"proxy": {"connect": {"include_connection_meta": True}}}})
+    assert info.value.key == "client.proxy.connect.include_connection_meta"
+    assert "refresh, subscribe, publish, sub_refresh or rpc" in info.value.message

@@ -101,6 +101,16 @@ async def connect(s: Session, cmd: Command) -> None:
     server_side = _server_side_channels(s, claims, credentials, extra_channels, proxy_subs)
     s.state = State.CONNECTED
     hub.add_connection(s.client_id, s.user, s)
+    if client.subscribe_to_user_personal_channel.single_connection and s.user:
+        # Centrifugo's single connection mode: the newest connection of a user wins, on every node
+        node.spawn(
+            node.disconnect_user(
+                s.user,
+                code=E.CONNECTION_LIMIT.code,
+                reason="connection limit: the user connected again",
+                whitelist=[s.client_id],
+            )
+        )
 
     info = s.transport.info
     pings = info.ping != "none"
