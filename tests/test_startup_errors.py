@@ -110,3 +110,21 @@ def test_redis_unreachable(tmp_path: Path) -> None:
     )
     line = _one_line(_serve(tmp_path, config))
     assert line.startswith(f"error: engine.redis.address: cannot reach redis://127.0.0.1:{nobody}: "), line
+
+
+def test_mqtt_tcp_port_in_use(tmp_path: Path, busy_port: int) -> None:
+    mqtt = f'[mqtt.tcp]\nenabled = true\naddress = "127.0.0.1:{busy_port}"\n'
+    config = BASE + f"\n[http_server]\nport = {_free_port()}\n" + mqtt
+    line = _one_line(_serve(tmp_path, config))
+    assert line.startswith(f"error: mqtt.tcp.address: cannot listen on 127.0.0.1:{busy_port}: "), line
+
+
+def test_mqtt_tls_file_missing(tmp_path: Path) -> None:
+    cert, key = tmp_path / "no-cert.pem", tmp_path / "no-key.pem"
+    config = (
+        BASE
+        + f'\n[http_server]\nport = {_free_port()}\n[mqtt.tls]\nenabled = true\naddress = "127.0.0.1:{_free_port()}"\n'
+        + f'cert_pem_file = "{cert}"\nkey_pem_file = "{key}"\n'
+    )
+    line = _one_line(_serve(tmp_path, config))
+    assert line.startswith(f"error: mqtt.tls.cert_pem_file: cannot read {cert}"), line

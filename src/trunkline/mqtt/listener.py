@@ -23,6 +23,7 @@ from aiohttp import WSMsgType, web
 
 from ..appkeys import NODE_KEY
 from ..contracts import TransportInfo
+from ..errors import StartupError
 from ..transport.admission import connection_counter, open_connections, refuse
 from ..transport.remote import client_ip
 from ..transport.websocket import WebSocketTransport
@@ -113,13 +114,18 @@ class TcpListener:
         self._handlers: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve,
-            self.host,
-            self.port,
-            ssl=self.ssl_context,
-            ssl_handshake_timeout=self.node.settings.websocket.handshake_timeout if self.ssl_context else None,
-        )
+        """Listen; a port in use or an address that cannot be bound is a :class:`StartupError`."""
+        try:
+            self._server = await asyncio.start_server(
+                self._serve,
+                self.host,
+                self.port,
+                ssl=self.ssl_context,
+                ssl_handshake_timeout=self.node.settings.websocket.handshake_timeout if self.ssl_context else None,
+            )
+        except OSError as exc:
+            setting = "mqtt.tls.address" if self.ssl_context else "mqtt.tcp.address"
+            raise StartupError(setting, f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
@@ -162,9 +168,21 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def tls_context(cert: str, key: str) -> ssl.SSLContext:
+    """The TLS listener's context; an unreadable or mismatched file is a :class:`StartupError` naming it."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert, key)
+    for setting, path in (("mqtt.tls.cert_pem_file", cert), ("mqtt.tls.key_pem_file", key)):
+        try:
+            open(path, "rb").close()  # only: is it readable?
+        except OSError as exc:
+            raise StartupError(setting, f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        ctx.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        raise StartupError(
+            "mqtt.tls.cert_pem_file", f"cannot load the certificate {cert} with the key {key}: {reason}"
+        ) from None
     return ctx
 
 
