@@ -249,7 +249,12 @@ class MqttSession:
     async def _malformed(self, exc: MalformedPacket) -> None:
         log.info("malformed MQTT packet from client=%s: %s", self.client_id or self.remote, exc.message)
         if not self.connected:
-            if self.decoder.version == MQTT_5 or exc.reason_code == R.UNSUPPORTED_PROTOCOL_VERSION:
+            # MQTT 5 always answers with a CONNACK; 3.1.1 has return codes for exactly these two
+            # (1 unacceptable protocol version, 2 identifier rejected: MQTT-3.1.3-8), encode maps them
+            if self.decoder.version == MQTT_5 or exc.reason_code in (
+                R.UNSUPPORTED_PROTOCOL_VERSION,
+                R.CLIENT_IDENTIFIER_NOT_VALID,
+            ):
                 version = self.decoder.version or 4
                 self.send(ConnAck(False, exc.reason_code), version)
             await self.end(send_will=False, code=exc.reason_code)
