@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["_loadgen"]:
         return patched_loadgen(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="shorter windows, fewer subscribers in the latency run")
+    p.add_argument("--quick", action="store_true", help="shorter measured windows (3 s fan-out, 5 s latency)")
     p.add_argument("--conns", type=int, default=2000, help="subscribers")
     p.add_argument("--rate", type=float, default=25.0, help="latency run: publications/s (x conns deliveries/s)")
     p.add_argument("--configs", default="memory,w1,w2", help=f"subset of {','.join(CONFIGS)}")
