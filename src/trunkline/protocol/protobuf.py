@@ -603,6 +603,53 @@ def _merged(decode: Callable[[bytes, int, int], _V], buf: bytes, spans: Spans) -
     return decode(joined, 0, len(joined))
 
 
+def _read_uint(buf: bytes, pos: int, end: int, where: str) -> tuple[int, int]:
+    return _varint(buf, pos, end)
+
+
+#: How the cold messages' scalar fields are read: kind -> (wire type, reader)
+_KINDS: dict[str, tuple[int, Callable[[bytes, int, int, str], tuple[Any, int]]]] = {
+    "string": (2, _string),
+    "bytes": (2, _bytes),
+    "uint": (0, _read_uint),
+}
+
+
+def _message(
+    factory: Callable[[], _V], where: str, fields: dict[int, tuple[str, str]]
+) -> Callable[[bytes, int, int], _V]:
+    """A decoder for a message made of scalar fields, ``{field number: (attribute, kind)}``.
+
+    The hot messages (Command, SubscribeRequest, PublishRequest) have hand-inlined decoders;
+    the others share this loop. A known field with another wire type, an unknown field and a
+    malformed one are judged by :func:`_other`, as in the inlined decoders.
+    """
+    known = {number: attribute for number, (attribute, _) in fields.items()}
+    readers = {
+        number << 3 | _KINDS[kind][0]: (attribute, _KINDS[kind][1], f"{where}.{attribute}")
+        for number, (attribute, kind) in fields.items()
+    }
+
+    def decode(buf: bytes, pos: int, end: int) -> _V:
+        message = factory()
+        while pos < end:
+            tag = buf[pos]
+            if tag < 0x80:
+                pos += 1
+            else:
+                tag, pos = _read_tag(buf, pos, end, where)
+            field = readers.get(tag)
+            if field is None:
+                pos = _other(buf, pos, end, tag, known, where)
+            else:
+                attribute, read, name = field
+                value, pos = read(buf, pos, end, name)
+                setattr(message, attribute, value)
+        return message
+
+    return decode
+
+
 _SUBSCRIBE_FIELDS = {
     1: "channel",
     2: "token",
@@ -749,21 +796,7 @@ def _publish_request(buf: bytes, pos: int, end: int) -> PublishRequest:
     return req
 
 
-def _stream_position(buf: bytes, pos: int, end: int) -> StreamPosition:
-    since = StreamPosition()
-    while pos < end:
-        tag = buf[pos]
-        if tag < 0x80:
-            pos += 1
-        else:
-            tag, pos = _read_tag(buf, pos, end, "StreamPosition")
-        if tag == 0x08:
-            since.offset, pos = _varint(buf, pos, end)
-        elif tag == 0x12:
-            since.epoch, pos = _string(buf, pos, end, "StreamPosition.epoch")
-        else:
-            pos = _other(buf, pos, end, tag, {1: "offset", 2: "epoch"}, "StreamPosition")
-    return since
+_stream_position = _message(StreamPosition, "StreamPosition", {1: ("offset", "uint"), 2: ("epoch", "string")})
 
 
 def _history_request(buf: bytes, pos: int, end: int) -> HistoryRequest:
@@ -793,91 +826,30 @@ def _history_request(buf: bytes, pos: int, end: int) -> HistoryRequest:
     return req
 
 
-def _rpc_request(buf: bytes, pos: int, end: int) -> RPCRequest:
-    req = RPCRequest()
-    while pos < end:
-        tag = buf[pos]
-        if tag < 0x80:
-            pos += 1
-        else:
-            tag, pos = _read_tag(buf, pos, end, "RPCRequest")
-        if tag == 0x0A:
-            req.data, pos = _bytes(buf, pos, end, "RPCRequest.data")
-        elif tag == 0x12:
-            req.method, pos = _string(buf, pos, end, "RPCRequest.method")
-        else:
-            pos = _other(buf, pos, end, tag, {1: "data", 2: "method"}, "RPCRequest")
-    return req
+_rpc_request = _message(RPCRequest, "RPCRequest", {1: ("data", "bytes"), 2: ("method", "string")})
+_send_request = _message(SendRequest, "SendRequest", {1: ("data", "bytes")})
+_ping_request = _message(PingRequest, "PingRequest", {})
 
 
-def _two_strings(
-    factory: Callable[[], _V], where: str, first: str, second: str | None = None
-) -> Callable[[bytes, int, int], _V]:
-    """A decoder for the requests made of one or two strings (fields 1 and 2)."""
-    known = {1: first} if second is None else {1: first, 2: second}
-    names = (f"{where}.{first}", f"{where}.{second}")
-
-    def decode(buf: bytes, pos: int, end: int) -> _V:
-        req = factory()
-        while pos < end:
-            tag = buf[pos]
-            if tag < 0x80:
-                pos += 1
-            else:
-                tag, pos = _read_tag(buf, pos, end, where)
-            if tag == 0x0A:
-                value, pos = _string(buf, pos, end, names[0])
-                setattr(req, first, value)
-            elif tag == 0x12 and second is not None:
-                value, pos = _string(buf, pos, end, names[1])
-                setattr(req, second, value)
-            else:
-                pos = _other(buf, pos, end, tag, known, where)
-        return req
-
-    return decode
-
-
-def _send_request(buf: bytes, pos: int, end: int) -> SendRequest:
-    req = SendRequest()
-    while pos < end:
-        tag = buf[pos]
-        if tag < 0x80:
-            pos += 1
-        else:
-            tag, pos = _read_tag(buf, pos, end, "SendRequest")
-        if tag == 0x0A:
-            req.data, pos = _bytes(buf, pos, end, "SendRequest.data")
-        else:
-            pos = _other(buf, pos, end, tag, {1: "data"}, "SendRequest")
-    return req
-
-
-def _ping_request(buf: bytes, pos: int, end: int) -> PingRequest:
-    while pos < end:
-        tag = buf[pos]
-        if tag < 0x80:
-            pos += 1
-        else:
-            tag, pos = _read_tag(buf, pos, end, "PingRequest")
-        pos = _other(buf, pos, end, tag, {}, "PingRequest")
-    return PingRequest()
+def _strings(factory: Callable[[], _V], where: str, *names: str) -> Callable[[bytes, int, int], _V]:
+    """A decoder for the requests made of strings only (fields 1, 2…)."""
+    return _message(factory, where, {number: (name, "string") for number, name in enumerate(names, 1)})
 
 
 #: Command fields 4…15: (attribute, decoder of the request)
 _REQUESTS: dict[int, tuple[str, Callable[[bytes, int, int], Any]]] = {
     4: ("connect", _connect_request),
     5: ("subscribe", _subscribe_request),
-    6: ("unsubscribe", _two_strings(UnsubscribeRequest, "UnsubscribeRequest", "channel")),
+    6: ("unsubscribe", _strings(UnsubscribeRequest, "UnsubscribeRequest", "channel")),
     7: ("publish", _publish_request),
-    8: ("presence", _two_strings(PresenceRequest, "PresenceRequest", "channel")),
-    9: ("presence_stats", _two_strings(PresenceStatsRequest, "PresenceStatsRequest", "channel")),
+    8: ("presence", _strings(PresenceRequest, "PresenceRequest", "channel")),
+    9: ("presence_stats", _strings(PresenceStatsRequest, "PresenceStatsRequest", "channel")),
     10: ("history", _history_request),
     11: ("ping", _ping_request),
     12: ("send", _send_request),
     13: ("rpc", _rpc_request),
-    14: ("refresh", _two_strings(RefreshRequest, "RefreshRequest", "token")),
-    15: ("sub_refresh", _two_strings(SubRefreshRequest, "SubRefreshRequest", "channel", "token")),
+    14: ("refresh", _strings(RefreshRequest, "RefreshRequest", "token")),
+    15: ("sub_refresh", _strings(SubRefreshRequest, "SubRefreshRequest", "channel", "token")),
 }
 _COMMAND_FIELDS = {1: "id"} | {number: name for number, (name, _) in _REQUESTS.items()}
 
