@@ -770,7 +770,6 @@ def run_one(
     busy_before = wait_quiet(a.quiet_wait)
     servers: list[tuple[subprocess.Popen[bytes], int]] = []
     logs = []
-    gen: subprocess.Popen[bytes] | None = None
     t0 = time.monotonic()
     try:
         for k, tree in enumerate(trees):
@@ -799,30 +798,40 @@ def run_one(
             "--subscribers", str(a.subscribers), "--protobuf-share", str(share), "--rate", str(a.rate),
             "--batch", str(a.batch), "--seconds", str(a.seconds), "--warmup", str(a.warmup),
         ]  # fmt: skip
-        gen = subprocess.Popen(
-            gen_argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-        )
         limit = 60 * len(servers) + 2 * (a.warmup + a.seconds) * len(servers) + 30
-        try:
-            out, err = gen.communicate(timeout=limit)
-        except subprocess.TimeoutExpired:
-            return {"error": f"load generator timed out after {limit:.0f} s"}
-        if gen.returncode != 0:
-            return {"error": f"load generator exit {gen.returncode}: {err.decode(errors='replace')[-600:]}"}
-        result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+        result = run_loadgen(gen_argv, ROOT, limit)
+        if "error" in result:
+            return result
         result["machine_busy_before"] = busy_before
         exited = [srv.returncode for srv, _ in servers if srv.poll() is not None]
         if exited:
             result["server_exited"] = exited
         return result
     finally:
-        if gen is not None:
-            stop(gen)
         for srv, _ in servers:
             stop(srv)
         for log in logs:
             log.close()
         print(f"  {name:<12} {time.monotonic() - t0:5.1f} s", file=sys.stderr, flush=True)
+
+
+def run_loadgen(argv: list[str], cwd: Path, limit: float) -> dict[str, Any]:
+    """Run a load generator (its own process group) to its end, at most ``limit`` seconds.
+
+    Its last stdout line is its JSON result; a timeout or a failure is ``{"error": ...}``.
+    Shared by the benchmarks that drive a ``loadgen`` subcommand of their own script.
+    """
+    gen = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = gen.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        return {"error": f"load generator timed out after {limit:.0f} s"}
+    finally:
+        stop(gen)
+    if gen.returncode != 0:
+        return {"error": f"load generator exit {gen.returncode}: {err.decode(errors='replace')[-600:]}"}
+    result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+    return result
 
 
 def median(rows: list[dict[str, Any]], key: str) -> float | None:

@@ -77,6 +77,7 @@ from fanout_formats import (
     prepare_after,
     publish_loop,
     raise_nofile,
+    run_loadgen,
     run_single,
     server_env,
     summarize,
@@ -429,7 +430,6 @@ def run_one(names: list[str], tree: Path, a: argparse.Namespace, *, config: Path
     """Fresh server(s), one per transport, pinned to core 0; the load generator pinned to core 1."""
     busy_before = wait_quiet(a.quiet_wait)
     servers: list[tuple[subprocess.Popen[bytes], int]] = []
-    gen: subprocess.Popen[bytes] | None = None
     t0 = time.monotonic()
     label = "rotation" if len(names) > 1 else names[0]
     log_path = logdir / f"{label}.server.log"
@@ -458,25 +458,16 @@ def run_one(names: list[str], tree: Path, a: argparse.Namespace, *, config: Path
                 "--subscribers", str(a.subscribers), "--rate", str(a.rate), "--batch", str(a.batch),
                 "--seconds", str(a.seconds), "--warmup", str(a.warmup),
             ]  # fmt: skip
-            gen = subprocess.Popen(
-                gen_argv, cwd=BENCH, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-            )
             limit = (60 + 2 * (a.warmup + a.seconds)) * len(names) + 30
-            try:
-                out, err = gen.communicate(timeout=limit)
-            except subprocess.TimeoutExpired:
-                return {"error": f"load generator timed out after {limit:.0f} s"}
-            if gen.returncode != 0:
-                return {"error": f"load generator exit {gen.returncode}: {err.decode(errors='replace')[-600:]}"}
-            result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+            result = run_loadgen(gen_argv, BENCH, limit)
+            if "error" in result:
+                return result
             result["machine_busy_before"] = busy_before
             exited = [srv.returncode for srv, _ in servers if srv.poll() is not None]
             if exited:
                 result["server_exited"] = exited
             return result
         finally:
-            if gen is not None:
-                stop(gen)
             for srv, _ in servers:
                 stop(srv)
             print(f"  {label:<12} {time.monotonic() - t0:5.1f} s", file=sys.stderr, flush=True)

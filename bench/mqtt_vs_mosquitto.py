@@ -83,6 +83,7 @@ from fanout_formats import (
     median,
     prepare_after,
     raise_nofile,
+    run_loadgen,
     server_env,
     wait_quiet,
 )
@@ -753,7 +754,6 @@ def run_one(sc: Scenario, server: str, a: argparse.Namespace, tree: Path, tmp: P
     t0 = time.monotonic()
     log_path = tmp / f"{sc.name}.{server}.log"
     srv: subprocess.Popen[bytes] | None = None
-    gen: subprocess.Popen[bytes] | None = None
     n = sc.n if not a.quick else max(10, sc.n // 10)
     with open(log_path, "ab") as log:
         try:
@@ -768,25 +768,16 @@ def run_one(sc: Scenario, server: str, a: argparse.Namespace, tree: Path, tmp: P
                 "--port", str(ws_port), "--tcp-port", str(tcp_port), "--server-pid", str(srv.pid),
                 "--seconds", str(a.seconds), "--warmup", str(a.warmup),
             ]  # fmt: skip
-            gen = subprocess.Popen(
-                gen_argv, cwd=BENCH, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
-            )
             limit = 200 + 2 * (a.warmup + a.seconds)
-            try:
-                out, err = gen.communicate(timeout=limit)
-            except subprocess.TimeoutExpired:
-                return {"error": f"load generator timed out after {limit:.0f} s"}
-            if gen.returncode != 0:
-                return {"error": f"load generator exit {gen.returncode}: {err.decode(errors='replace')[-600:]}"}
-            result: dict[str, Any] = json.loads(out.decode().strip().splitlines()[-1])
+            result = run_loadgen(gen_argv, BENCH, limit)
+            if "error" in result:
+                return result
             result["machine_busy_before"] = busy_before
             result["listening"] = binds
             if srv.poll() is not None:
                 result["server_exited"] = srv.returncode
             return result
         finally:
-            if gen is not None:
-                stop(gen)
             if srv is not None:
                 stop(srv)
             print(f"  {sc.name:<16} {server:<10} {time.monotonic() - t0:5.1f} s", file=sys.stderr, flush=True)
