@@ -1,7 +1,8 @@
-"""docs/deploy/haproxy.cfg in a real HAProxy (Debian 12's 2.6) in front of a real Trunkline.
+"""docs/deploy/nginx.conf and docs/deploy/haproxy.cfg, each in the real proxy in front of a real Trunkline.
 
-The test renders the shipped file with free ports and the test CA's certificate (nothing else
-changes; without root, the chroot/user/group lines go) and runs ``haproxy -f <cfg> -db``.
+nginx 1.22 and HAProxy 2.6 (Debian 12) get the shipped file rendered with free ports and the test
+CA's certificate (nothing else changes; without root, HAProxy's chroot/user/group lines go) and
+run in the foreground. Every check of ``tests/deploy/checks.py`` runs through each proxy.
 """
 
 from __future__ import annotations
@@ -14,21 +15,30 @@ from playwright.async_api import Browser
 from tests.deploy import checks
 from tests.deploy.conftest import DEPLOY, Node, Proxy, Tls, free_port
 
-CONF = DEPLOY / "haproxy.cfg"
 
-
-@pytest.fixture
-def stack(node_factory: Callable[..., Node], haproxy_factory: Callable[..., Proxy]) -> tuple[Proxy, Node]:
-    # The node needs the proxy's origin (allowed_origins) and HAProxy the node's ports: pick HAProxy's first.
-    https_port = free_port()
-    node = node_factory(f"https://127.0.0.1:{https_port}")
-    pairs = [
+def _upstreams(proxy: str, node: Node) -> list[tuple[str, str]]:
+    """The lines of the shipped file that name the Trunkline node, and what they become."""
+    if proxy == "nginx":
+        return [
+            ("server 127.0.0.1:8000;", f"server 127.0.0.1:{node.port};"),
+            ("server 127.0.0.1:9000;", f"server 127.0.0.1:{node.internal_port};"),
+        ]
+    return [
         ("server node1 127.0.0.1:8000", f"server node1 127.0.0.1:{node.port}"),
         ("server node1 127.0.0.1:9000", f"server node1 127.0.0.1:{node.internal_port}"),
         ("check port 9000", f"check port {node.internal_port}"),
     ]
-    proxy = haproxy_factory(CONF.read_text(), pairs, https_port=https_port)
-    return proxy, node
+
+
+@pytest.fixture(params=["nginx", "haproxy"])
+def stack(request: pytest.FixtureRequest, node_factory: Callable[..., Node]) -> tuple[Proxy, Node]:
+    # The node needs the proxy's origin (allowed_origins) and the proxy the node's ports: pick the proxy's first.
+    name: str = request.param
+    https_port = free_port()
+    node = node_factory(f"https://127.0.0.1:{https_port}")
+    conf = DEPLOY / ("nginx.conf" if name == "nginx" else "haproxy.cfg")
+    factory: Callable[..., Proxy] = request.getfixturevalue(f"{name}_factory")
+    return factory(conf.read_text(), _upstreams(name, node), https_port=https_port), node
 
 
 async def test_python_sdk_over_wss(stack: tuple[Proxy, Node], tls: Tls) -> None:
