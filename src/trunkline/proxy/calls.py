@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
@@ -29,6 +29,8 @@ from ..events import PublishEvent, SubscribeEvent
 from . import wire
 from .endpoint import Endpoint, ProxyFailure
 from .wire import ConnectAnswer, PublishAnswer
+
+_A = TypeVar("_A")
 
 if TYPE_CHECKING:
     from ..protocol.messages import ConnectRequest, SubscribeRequest, SubscribeResult
@@ -136,19 +138,25 @@ def server_refresh(s: Session) -> Callable[[], object] | None:
     return lambda: s.node.spawn(_refresh(s, proxy))
 
 
+async def _ask(s: Session, proxy: Endpoint, event: str, body: bytes, parse: Callable[[bytes], _A]) -> _A | None:
+    """A refresh the server makes for a connection: the answer, or None when the backend failed
+    (ask again later). A disconnect answer (or a status transformed into one) closes the connection."""
+    try:
+        return await proxy.call(event, body, s.headers, parse, s.client_id)
+    except E.Disconnect as disconnect:
+        if not s.closed:
+            await s.close(disconnect)
+        return None
+    except (ProxyFailure, E.ClientError):
+        return None
+
+
 async def _refresh(s: Session, proxy: Endpoint) -> None:
     if s.closed:
         return
     body = wire.refresh_request(caller(s), binary=proxy.binary, meta=proxy.include_meta)
     now = s.node.clock.time()
-    try:
-        answer = await proxy.call("refresh", body, s.headers, wire.parse_refresh, s.client_id)
-    except E.Disconnect as disconnect:  # the backend's answer, or a status transformed into one
-        if not s.closed:
-            await s.close(disconnect)
-        return
-    except (ProxyFailure, E.ClientError):
-        answer = None
+    answer = await _ask(s, proxy, "refresh", body, wire.parse_refresh)
     if s.closed:
         return
     if answer is None:  # the backend may be restarting: ask again later
@@ -192,14 +200,7 @@ async def _sub_refresh(s: Session, proxy: Endpoint, channel: str) -> None:
         return
     body = wire.sub_refresh_request(caller(s), binary=proxy.binary, meta=proxy.include_meta, channel=channel)
     now = s.node.clock.time()
-    try:
-        answer = await proxy.call("sub_refresh", body, s.headers, wire.parse_sub_refresh, s.client_id)
-    except E.Disconnect as disconnect:  # the backend's answer, or a status transformed into one
-        if not s.closed:
-            await s.close(disconnect)
-        return
-    except (ProxyFailure, E.ClientError):
-        answer = None
+    answer = await _ask(s, proxy, "sub_refresh", body, wire.parse_sub_refresh)
     if s.closed or s.subscriptions.get(channel) is not sub:
         return
     if answer is None:
