@@ -181,18 +181,23 @@ class ChannelPrefixes:
 
 
 class JsonShape(ChannelPrefixes):
-    """The wire shape of JSON subscribers: one push line per publication, join and leave."""
+    """The wire shape of JSON subscribers: one push line per publication, join and leave.
+
+    A push is ``_OPEN`` + the channel + its field + ``_CLOSE``: ``{"push":{"channel":…,"pub":…}}``.
+    """
 
     __slots__ = ()
+    _OPEN = b'{"push":{"channel":'
+    _CLOSE = b"}}"
 
     def _make_prefix(self, channel: str) -> bytes:
-        return b'{"push":{"channel":' + _encoder.encode(channel)
+        return self._OPEN + _encoder.encode(channel)
 
     def publication(self, channel: str, record: Record) -> bytes:
-        return self._prefix(channel) + b',"pub":' + _encoder.encode(publication(record)) + b"}}"
+        return self._prefix(channel) + b',"pub":' + _encoder.encode(publication(record)) + self._CLOSE
 
     def join_leave(self, channel: str, kind: str, info: bytes) -> bytes:
-        return self._prefix(channel) + b',"' + kind.encode() + b'":{"info":' + info + b"}}}"
+        return self._prefix(channel) + b',"' + kind.encode() + b'":{"info":' + info + b"}" + self._CLOSE
 
 
 JSON_SHAPE = JsonShape()
@@ -248,19 +253,12 @@ class UniJsonCodec:
         return msgspec.Raw(info)
 
 
-class UniJsonShape(ChannelPrefixes):
+class UniJsonShape(JsonShape):
     """The wire shape of unidirectional JSON subscribers: bare pushes, ``{"channel":…,"pub":…}``."""
 
     __slots__ = ()
-
-    def _make_prefix(self, channel: str) -> bytes:
-        return b'{"channel":' + _encoder.encode(channel)
-
-    def publication(self, channel: str, record: Record) -> bytes:
-        return self._prefix(channel) + b',"pub":' + _encoder.encode(publication(record)) + b"}"
-
-    def join_leave(self, channel: str, kind: str, info: bytes) -> bytes:
-        return self._prefix(channel) + b',"' + kind.encode() + b'":{"info":' + info + b"}}"
+    _OPEN = b'{"channel":'
+    _CLOSE = b"}"
 
 
 UNI_JSON_SHAPE = UniJsonShape()
