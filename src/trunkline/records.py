@@ -42,6 +42,11 @@ class Publication(msgspec.Struct, array_like=True, omit_defaults=True, frozen=Tr
     #: the publisher asked for delta compression (namespace ``delta_publish`` or ``delta`` in the
     #: publish call): delta subscribers may get it as a Fossil patch against the one before
     delta: bool = False
+    #: map subscriptions: the entry's key, whether this update removes it, and its sort score
+    #: (ordered maps); appended so older records decode unchanged
+    key: str = ""
+    removed: bool = False
+    score: int = 0
 
 
 _body_encoder = msgspec.msgpack.Encoder()
