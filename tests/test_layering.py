@@ -33,6 +33,8 @@ LAYERS: dict[str, int] = {
     "trunkline.hub": 2,
     "trunkline.auth": 2,
     "trunkline.broker": 2,
+    "trunkline.broker.map_base": 2,  # the map broker contract (keyed state + stream), beside broker.base
+    "trunkline.hub.map_options": 2,  # a map namespace's settings resolved into MapOptions and page limits
     "trunkline.events": 2,
     "trunkline.observe.metrics": 2,
     "trunkline.transport.writer": 2,  # the outbound buffer sessions own; imports nothing of ours
