@@ -1,0 +1,433 @@
+"""The Redis map broker: keyed channel state, its change stream and delivery between nodes.
+
+Layout (``P`` is the configured prefix, ``T`` the channel as a hash tag, see :func:`hash_tag`;
+every key of one channel carries ``{T}``, so all of them live in one Redis Cluster slot):
+
+- ``P.map.{T}.state``: hash key -> ``<offset>:<record>`` (the offset of the write that set
+  the key, then :func:`~trunkline.records.encode_body`'s msgpack of the entry);
+- ``P.map.{T}.order``: zset key -> score (the score for ordered maps, 0 for unordered ones,
+  whose pages then come in key order by ``ZRANGEBYLEX``);
+- ``P.map.{T}.expire``: zset key -> expiry time (Redis' clock, ms), keys with a ``key_ttl``;
+- ``P.map.{T}.stream``: the change stream (XADD ids ``<offset>-0``; field ``d`` holds a record,
+  or ``k`` and ``t`` the key and time of a removal by expiry), durable and persistent maps;
+- ``P.map.{T}.meta``: hash ``e`` epoch, ``s`` top offset (and the stream settings the cleanup
+  needs); ``P.map.{T}.result.<idempotency key>``: ``<offset>:<epoch>`` of an idempotent write;
+- ``P.map.cleanup``: zset channel -> earliest key expiry, of every channel with expiring keys;
+- pub/sub ``P.map.{T}.updates``: the channel's updates, ``p<offset>:<epoch>:<record>``, or
+  ``x<offset>:<epoch>:<time>:<key>`` for a removal by expiry. The names differ from the engine
+  broker's (``P.client.<channel>``), so a map update never arrives twice.
+
+Every write is one Lua script (``lua/map_publish.lua``): the key-mode and ``max_keys`` checks,
+the offset, the stream append, the state change, the expiry bookkeeping, the idempotent result
+and the PUBLISH happen atomically, so updates reach every node in stream order. Expired keys
+are removed by ``lua/map_cleanup.lua``, which each node runs every ``cleanup_interval`` for the
+channels the registration says are due; being atomic, a removal is delivered once however many
+nodes run it. The pub/sub reader is :class:`~trunkline.broker.redis.RedisBroker`'s (bounded
+reconnect backoff, resubscribe, then ``handler.handle_resync``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from typing import Any
+
+import msgspec
+from redis.asyncio import Redis
+
+from ..records import ClientInfo, Publication, decode_body, encode_body
+from .base import BrokerEventHandler, HistoryQuery, StreamPosition
+from .map_base import KeyMode, MapLimitExceeded, MapOptions, MapResult, MapStatePage, MapStateQuery, MapWrite
+from .memory import new_epoch
+from .redis import _HISTORY, DEFAULT_ADDRESS, RedisBroker, RedisUnavailable, _ms, _Script, make_client
+
+logger = logging.getLogger(__name__)
+
+_PUBLISH = _Script.load("map_publish")
+_CLEANUP = _Script.load("map_cleanup")
+_STATE = _Script.load("map_state")
+
+#: how many due channels one cleanup cycle takes from the registration
+CLEANUP_CHANNELS_PER_CYCLE = 1000
+
+_MODES = {KeyMode.REPLACE: "", KeyMode.IF_NEW: "if_new", KeyMode.IF_EXISTS: "if_exists"}
+
+
+def hash_tag(channel: str) -> str:
+    """``channel`` as the hash tag of its keys: ``%`` and ``}`` escaped, so the tag ends where it
+    should and two channels never share a key name; ``%`` alone for the empty name."""
+    return channel.replace("%", "%25").replace("}", "%7D") or "%"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class InvalidCursor(ValueError):
+    """A state cursor this broker did not hand out."""
+
+
+class _MapFeed(RedisBroker):
+    """The engine broker's pub/sub reader, on the map broker's own channel names and messages."""
+
+    def _pubsub_name(self, channel: str) -> bytes:
+        return f"{self._prefix}.map.{{{hash_tag(channel)}}}.updates".encode()
+
+    def _dispatch(self, response: list[Any]) -> None:
+        if response[0] != b"message":
+            super()._dispatch(response)  # subscribe confirmations, resync after a reconnect
+            return
+        name: bytes = response[1]
+        handler = self._handler
+        channel = self._channels.get(name)
+        if handler is None or channel is None:
+            return  # the readiness marker, or unsubscribed meanwhile
+        try:
+            pub = decode_update(response[2])
+        except Exception:
+            logger.exception("undecodable map update on %r", name)
+            return
+        try:
+            handler.handle_publication(channel, pub)
+        except Exception:
+            logger.exception("broker event handler failed on %r", name)
+
+
+def decode_update(payload: bytes) -> Publication:
+    """A pub/sub message of a map channel as the publication it delivers."""
+    marker = payload[:1]
+    colon = payload.index(b":", 1)
+    end = payload.index(b":", colon + 1)
+    offset = int(payload[1:colon])
+    epoch = payload[colon + 1 : end].decode()
+    if marker == b"p":
+        return decode_body(payload[end + 1 :], offset, epoch)
+    if marker == b"x":
+        sep = payload.index(b":", end + 1)
+        when = int(payload[end + 1 : sep])
+        return _removal(payload[sep + 1 :].decode(), when, offset, epoch)
+    raise ValueError(f"unknown map update type {marker!r}")
+
+
+def _removal(key: str, when: int, offset: int, epoch: str) -> Publication:
+    return Publication(data=b"", key=key, removed=True, time=when, offset=offset, epoch=epoch)
+
+
+def _stream_entry(entry_id: bytes, fields: list[bytes], epoch: str) -> Publication:
+    offset = int(entry_id.partition(b"-")[0])
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    if b"d" in values:
+        return decode_body(values[b"d"], offset, epoch)
+    return _removal(values[b"k"].decode(), int(values[b"t"]), offset, epoch)
+
+
+class RedisMapBroker:
+    """Map channels kept in Redis, shared by every node on it (see the module docstring)."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        prefix: str = "trunkline",
+        connect_timeout: float = 5.0,
+        io_timeout: float = 4.0,
+        *,
+        cleanup_interval: float = 1.0,
+        cleanup_batch_size: int = 100,
+        idempotent_result_ttl: float = 300.0,
+        placeholder_ttl: float = 60.0,
+        client: Redis | None = None,
+    ) -> None:
+        """Connect to ``address``, or use ``client`` (owned by the caller: ``close`` leaves it open)."""
+        self._owns_client = client is None
+        self._client = client if client is not None else make_client(address, connect_timeout, io_timeout)
+        self._feed = _MapFeed.from_client(self._client, prefix, connect_timeout, io_timeout)
+        self._feed._control = f"{prefix}.map.ready".encode()  # the reader's readiness marker (never published)
+        self._prefix = prefix
+        self._cleanup_key = f"{prefix}.map.cleanup"
+        self._cleanup_interval = cleanup_interval
+        self._cleanup_batch_size = max(1, cleanup_batch_size)
+        self._result_ttl = idempotent_result_ttl
+        self._placeholder_ttl = placeholder_ttl
+        self._cleanup_task: asyncio.Task[None] | None = None
+
+    @property
+    def client(self) -> Redis:
+        return self._client
+
+    # --- keys -------------------------------------------------------------
+
+    def keys(self, channel: str) -> dict[str, str]:
+        """The names of the channel's keys (state, order, expire, stream, meta) and pub/sub channel."""
+        base = f"{self._prefix}.map.{{{hash_tag(channel)}}}"
+        return {
+            "state": f"{base}.state",
+            "order": f"{base}.order",
+            "expire": f"{base}.expire",
+            "stream": f"{base}.stream",
+            "meta": f"{base}.meta",
+            "updates": f"{base}.updates",
+        }
+
+    def _result_key(self, channel: str, idempotency_key: str) -> str:
+        return f"{self._prefix}.map.{{{hash_tag(channel)}}}.result.{idempotency_key}"
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def start(self, handler: BrokerEventHandler) -> None:
+        """Connect the pub/sub reader (raise :class:`RedisUnavailable` if it cannot), start the cleanup."""
+        await self._feed.start(handler)
+        if self._cleanup_interval > 0:
+            self._cleanup_task = asyncio.create_task(self._cleanup_loop(), name="trunkline-map-cleanup")
+
+    async def close(self) -> None:
+        task, self._cleanup_task = self._cleanup_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])
+        await self._feed.close()
+        if self._owns_client:
+            self._owns_client = False
+            await self._client.aclose()
+
+    async def ping(self) -> None:
+        await self._feed.ping()
+
+    async def subscribe(self, channel: str) -> None:
+        """Subscribe to the channel's updates and wait for Redis to confirm."""
+        await self._feed.subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self._feed.unsubscribe(channel)
+
+    # --- writes -----------------------------------------------------------
+
+    async def publish(self, channel: str, write: MapWrite, options: MapOptions) -> MapResult:
+        pub = Publication(
+            data=write.data,
+            info=write.info,
+            tags=write.tags,
+            time=_now_ms(),
+            delta=write.delta,
+            key=write.key,
+            score=write.score,
+        )
+        state_record = encode_body(pub)
+        if write.stream_data is not None:
+            pub = Publication(
+                data=write.stream_data,
+                info=pub.info,
+                tags=pub.tags,
+                time=pub.time,
+                delta=pub.delta,
+                key=pub.key,
+                score=pub.score,
+            )
+            stream_record = encode_body(pub)
+        else:
+            stream_record = b""
+        return await self._write(
+            channel,
+            pub,
+            options,
+            mode=_MODES[write.key_mode],
+            state_record=state_record,
+            stream_record=stream_record,
+            idempotency_key=write.idempotency_key,
+            refresh=write.refresh_ttl_on_suppress,
+        )
+
+    async def remove(
+        self,
+        channel: str,
+        key: str,
+        options: MapOptions,
+        *,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        idempotency_key: str = "",
+    ) -> MapResult:
+        pub = Publication(data=b"", info=info, tags=tags, time=_now_ms(), key=key, removed=True)
+        return await self._write(
+            channel,
+            pub,
+            options,
+            mode="remove",
+            state_record=b"",
+            stream_record=encode_body(pub),
+            idempotency_key=idempotency_key,
+            refresh=False,
+        )
+
+    async def _write(
+        self,
+        channel: str,
+        pub: Publication,
+        options: MapOptions,
+        *,
+        mode: str,
+        state_record: bytes,
+        stream_record: bytes,
+        idempotency_key: str,
+        refresh: bool,
+    ) -> MapResult:
+        k = self.keys(channel)
+        keeps_stream = options.keeps_stream
+        status, offset, epoch = await self._feed._eval(
+            _PUBLISH,
+            (
+                k["state"],
+                k["order"],
+                k["expire"],
+                k["stream"],
+                k["meta"],
+                self._result_key(channel, idempotency_key),
+                self._cleanup_key,
+            ),
+            (
+                pub.key,
+                state_record,
+                stream_record,
+                mode,
+                pub.score if options.ordered else 0,
+                _ms(options.key_ttl),
+                options.stream_size if keeps_stream else 0,
+                _ms(options.stream_ttl) if keeps_stream else 0,
+                _ms(options.meta_ttl),
+                new_epoch(),
+                k["updates"],
+                _ms(self._result_ttl) if idempotency_key else 0,
+                max(0, options.max_keys),
+                1 if refresh else 0,
+                channel,
+            ),
+        )
+        position = StreamPosition(int(offset), epoch.decode())
+        result = status.decode()
+        if result == "ok":
+            return MapResult(position, msgspec.structs.replace(pub, offset=position.offset, epoch=position.epoch))
+        if result == "limit":
+            raise MapLimitExceeded(f"channel {channel!r} holds {options.max_keys} keys")
+        return MapResult(position, None, result)
+
+    # --- reads ------------------------------------------------------------
+
+    async def read_state(self, channel: str, query: MapStateQuery, options: MapOptions) -> MapStatePage:
+        k = self.keys(channel)
+        if query.key:
+            order, cursor_score, cursor_key = "key", "", query.key
+        elif options.ordered:
+            order = "asc" if query.asc else "desc"
+            cursor_score, cursor_key = _parse_cursor(query.cursor, ordered=True)
+        else:
+            order = "lex"
+            cursor_score, cursor_key = _parse_cursor(query.cursor, ordered=False)
+        top, epoch_bytes, flat, more, next_score, next_key = await self._feed._eval(
+            _STATE,
+            (k["state"], k["order"], k["meta"]),
+            (
+                new_epoch(),
+                _ms(options.meta_ttl),
+                _ms(self._placeholder_ttl),
+                order,
+                max(1, query.limit),
+                cursor_score,
+                cursor_key,
+            ),
+        )
+        epoch = epoch_bytes.decode()
+        entries = []
+        for i in range(0, len(flat), 2):
+            value: bytes = flat[i + 1]
+            colon = value.index(b":")
+            entries.append(decode_body(value[colon + 1 :], int(value[:colon]), epoch))
+        cursor = ""
+        if int(more):
+            cursor = ("s" + next_score.decode() + ":" if order != "lex" else "k") + next_key.decode()
+        return MapStatePage(entries, StreamPosition(int(top), epoch), cursor)
+
+    async def read_stream(
+        self, channel: str, query: HistoryQuery, options: MapOptions
+    ) -> tuple[list[Publication], StreamPosition]:
+        k = self.keys(channel)
+        limit = -1 if query.limit is None or query.limit < 0 else query.limit
+        since = -1 if query.since is None else query.since.offset
+        top, epoch_bytes, entries = await self._feed._eval(
+            _HISTORY,
+            (k["stream"], k["meta"]),
+            (
+                new_epoch(),
+                _ms(query.history_meta_ttl or options.meta_ttl),
+                limit,
+                str(since),
+                1 if query.reverse else 0,
+                _ms(query.placeholder_ttl),
+            ),
+        )
+        epoch = epoch_bytes.decode()
+        if query.since is not None and query.since.epoch and query.since.epoch != epoch:
+            return [], StreamPosition(int(top), epoch)
+        return [_stream_entry(entry_id, fields, epoch) for entry_id, fields in entries], StreamPosition(int(top), epoch)
+
+    async def stats(self, channel: str) -> int:
+        return int(await self._feed._call("HLEN", self.keys(channel)["state"]))
+
+    async def clear(self, channel: str) -> None:
+        k = self.keys(channel)
+        await self._feed._call("DEL", k["state"], k["order"], k["expire"], k["stream"], k["meta"])
+        await self._feed._call("ZREM", self._cleanup_key, channel)
+
+    # --- expiry -----------------------------------------------------------
+
+    async def cleanup(self) -> int:
+        """Remove the expired keys of every due channel (at most ``cleanup_batch_size`` each);
+        the number removed. The loop calls this every ``cleanup_interval``."""
+        seconds, micros = await self._feed._call("TIME")
+        now = int(seconds) * 1000 + int(micros) // 1000
+        due = await self._feed._call(
+            "ZRANGEBYSCORE", self._cleanup_key, "-inf", now, "LIMIT", 0, CLEANUP_CHANNELS_PER_CYCLE
+        )
+        if not due:
+            return 0
+        counts = await asyncio.gather(*(self._cleanup_channel(name.decode()) for name in due))
+        return sum(counts)
+
+    async def _cleanup_channel(self, channel: str) -> int:
+        k = self.keys(channel)
+        removed = await self._feed._eval(
+            _CLEANUP,
+            (k["state"], k["order"], k["expire"], k["stream"], k["meta"], self._cleanup_key),
+            (self._cleanup_batch_size, new_epoch(), k["updates"], channel),
+        )
+        return int(removed)
+
+    async def _cleanup_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._cleanup_interval)
+            try:
+                await self.cleanup()
+            except RedisUnavailable as exc:
+                logger.warning("map cleanup skipped: %r", exc)
+            except Exception:
+                logger.exception("map cleanup failed")
+
+
+def _parse_cursor(cursor: str, *, ordered: bool) -> tuple[str, str]:
+    """(score text, key) of a cursor: ``s<score>:<key>`` (ordered) or ``k<key>`` (key order)."""
+    if not cursor:
+        return "", ""
+    if not ordered:
+        if cursor[0] != "k":
+            raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
+        return "", cursor[1:]
+    score, colon, key = cursor[1:].partition(":")
+    if cursor[0] != "s" or not colon:
+        raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
+    try:
+        value = float(score)
+    except ValueError:
+        raise InvalidCursor(f"not a cursor of this map: {cursor!r}") from None
+    if math.isnan(value):
+        raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
+    return score, key
