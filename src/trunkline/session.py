@@ -87,6 +87,9 @@ class Subscription:
     positioned: bool = False
     #: called at expire_at instead of unsubscribing (server-side refresh: the sub refresh proxy)
     refresher: Callable[[], object] | None = None
+    #: called once when the subscription is dropped (unsubscribe, disconnect, 2500), e.g. to untrack
+    #: a shared-poll subscription's keys
+    on_release: Callable[[], object] | None = None
 
 
 class Session:
@@ -348,6 +351,8 @@ class Session:
             node.detach_channel(channel)
         if sub is not None and sub.expire_at is not None:
             self.cancel_timer("sub:" + channel)
+        if sub is not None and sub.on_release is not None:
+            sub.on_release()
         return sub
 
     async def _announce_leave(self, channel: str, sub: Subscription) -> None:
