@@ -307,6 +307,37 @@ class Metrics:
         self.proxy_requests_in_flight = Gauge(
             "trunkline_proxy_in_flight", "Proxy requests waiting for the backend, by proxy name.", ["proxy"], registry=r
         )
+        # shared-poll subscriptions: labels are namespace names from the config (bounded)
+        self.shared_poll_refreshes = Counter(
+            "trunkline_shared_poll_refreshes_total",
+            "Shared-poll refresh proxy calls (one batch of tracked keys each), by namespace and result.",
+            ["namespace", "result"],
+            registry=r,
+        )
+        self.shared_poll_errors = Counter(
+            "trunkline_shared_poll_errors_total",
+            "Shared-poll refresh calls that failed (timeout, unavailable, status, invalid, overloaded, error).",
+            ["namespace"],
+            registry=r,
+        )
+        self.shared_poll_keys_polled = Counter(
+            "trunkline_shared_poll_polled_keys_total",
+            "Keys asked for in shared-poll refresh calls, by namespace.",
+            ["namespace"],
+            registry=r,
+        )
+        self.shared_poll_updates = Counter(
+            "trunkline_shared_poll_updates_total",
+            "Changed shared-poll items pushed (each encoded once per client protocol), by namespace.",
+            ["namespace"],
+            registry=r,
+        )
+        self.shared_poll_deliveries = Counter(
+            "trunkline_shared_poll_deliveries_total",
+            "Shared-poll item pushes appended to connections, by namespace.",
+            ["namespace"],
+            registry=r,
+        )
 
         # hot path: plain numbers, exported at scrape time
         self.commands = CounterVec(
@@ -507,6 +538,19 @@ class Metrics:
 
     def proxy_in_flight(self, proxy: str, delta: int) -> None:
         self.proxy_requests_in_flight.labels(proxy).inc(delta)
+
+    def shared_poll_refresh(self, namespace: str, result: str, keys: int) -> None:
+        """A shared-poll refresh call ended; result: ok, error, or the proxy failure kind."""
+        ns = namespace or "default"
+        self.shared_poll_refreshes.labels(ns, result).inc()
+        self.shared_poll_keys_polled.labels(ns).inc(keys)
+        if result != "ok":
+            self.shared_poll_errors.labels(ns).inc()
+
+    def shared_poll_pushed(self, namespace: str, items: int, deliveries: int) -> None:
+        ns = namespace or "default"
+        self.shared_poll_updates.labels(ns).inc(items)
+        self.shared_poll_deliveries.labels(ns).inc(deliveries)
 
     def recovery(self, recovered: bool) -> None:
         self.recoveries.labels("true" if recovered else "false").inc()
