@@ -33,7 +33,7 @@ def test_log_level_warn_is_warning(tmp_path: Path) -> None:
     [
         ("[grpc_api]\nenabled = true\n", "grpc_api", "gRPC"),
         ("[http_server.tls_autocert]\nenabled = true\n", "http_server.tls_autocert", "ACME"),
-        ('[engine.redis]\nsentinel_address = ["127.0.0.1:26379"]\n', "engine.redis.sentinel_address", "Sentinel"),
+        ("[http_server.http3]\nenabled = true\n", "http_server.http3", "HTTP/3"),
         ("[[consumers]]\nname = 'k'\n", "consumers", "Kafka"),
         ('pid_file = "/run/c.pid"\n', "pid_file", "PID"),
     ],

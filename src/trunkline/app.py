@@ -49,12 +49,9 @@ STATIC = Path(__file__).parent / "web" / "static"
 def make_broker(settings: Settings) -> tuple[Broker, PresenceManager]:
     """The broker and presence manager named by ``engine.type``."""
     if settings.engine.type == "redis":
-        from .broker.redis import RedisBroker, RedisPresence
+        from .broker.redis_topology import make_redis_engine
 
-        r = settings.engine.redis
-        broker = RedisBroker(r.address, r.prefix, r.connect_timeout, r.io_timeout)
-        presence = RedisPresence.from_client(broker.client, r.prefix, r.connect_timeout, r.io_timeout)
-        return broker, presence
+        return make_redis_engine(settings.engine.redis)
     if settings.engine.type == "nats":
         return _nats_broker(settings)
     from .broker.memory import MemoryBroker, MemoryPresence

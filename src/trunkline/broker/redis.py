@@ -47,6 +47,7 @@ from importlib import resources
 from typing import Any, cast
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -99,6 +100,13 @@ _PRESENCE_GET = _Script.load("presence_get")
 def _ms(seconds: float) -> int:
     """A positive ttl in whole milliseconds (at least 1), 0 for "none"."""
     return max(1, round(seconds * 1000)) if seconds > 0 else 0
+
+
+def connection_kwargs(client: Redis) -> dict[str, Any]:
+    """The keyword arguments new connections of ``client`` get (a :class:`RedisCluster` too)."""
+    if isinstance(client, RedisCluster):
+        return dict(client.get_connection_kwargs())
+    return dict(client.connection_pool.connection_kwargs)
 
 
 def make_client(
@@ -212,9 +220,11 @@ class _RedisUser:
         io_timeout: float,
         owns_client: bool,
     ) -> None:
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if connection_kwargs(client).get("decode_responses"):
             raise ValueError("the Redis client must return bytes (decode_responses=False)")
         self._client = client
+        # In a Redis Cluster every key of a channel carries the hash tag {channel}: one slot.
+        self._cluster = client if isinstance(client, RedisCluster) else None
         self._prefix = prefix
         self._connect_timeout = connect_timeout
         self._io_timeout = io_timeout
@@ -224,13 +234,25 @@ class _RedisUser:
 
     @property
     def client(self) -> Redis:
+        """The shared client: a :class:`RedisCluster` (same command API) with ``engine.redis.cluster_address``."""
         return self._client
+
+    def _tag(self, channel: str) -> str:
+        """``channel`` as it appears in key names: ``{channel}`` (a hash tag) in a cluster."""
+        return f"{{{channel}}}" if self._cluster is not None else channel
+
+    def _result_key(self, channel: str, idempotency_key: str) -> str:
+        return f"{self._prefix}.result.{len(channel)}.{self._tag(channel)}.{idempotency_key}"
 
     async def _close_client(self) -> None:
         await self._pipeliner.close()
         if self._owns_client:
             self._owns_client = False
             await self._client.aclose()
+            # A Sentinel-managed pool: the clients of the sentinels themselves.
+            manager = getattr(self._client.connection_pool, "sentinel_manager", None) if not self._cluster else None
+            for sentinel in getattr(manager, "sentinels", ()):
+                await sentinel.aclose()
 
     async def _call(self, *args: Any) -> Any:
         try:
@@ -271,11 +293,22 @@ class RedisBroker(_RedisUser):
 
     @classmethod
     def from_client(
-        cls, client: Redis, prefix: str = "trunkline", connect_timeout: float = 5.0, io_timeout: float = 4.0
+        cls,
+        client: Redis,
+        prefix: str = "trunkline",
+        connect_timeout: float = 5.0,
+        io_timeout: float = 4.0,
+        *,
+        owns_client: bool = False,
     ) -> RedisBroker:
-        """A broker on a client owned by the caller (``close`` leaves it open)."""
+        """A broker on a client owned by the caller (``close`` leaves it open unless ``owns_client``).
+
+        ``client`` may be a :class:`RedisCluster` (see :mod:`.redis_topology`) or a
+        Sentinel-managed client; the pub/sub reader then follows the cluster's nodes
+        or the current master on every reconnect.
+        """
         self = cls.__new__(cls)
-        _RedisUser.__init__(self, client, prefix, connect_timeout, io_timeout, owns_client=False)
+        _RedisUser.__init__(self, client, prefix, connect_timeout, io_timeout, owns_client=owns_client)
         self._init_pubsub()
         return self
 
@@ -295,6 +328,7 @@ class RedisBroker(_RedisUser):
         # glob pattern -> channel prefix, for every pattern subscription this node wants
         self._patterns: dict[bytes, str] = {}
         self._psub_waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
+        self._pubsub_turn = 0  # which cluster node the next pub/sub connection goes to
 
     # --- keys -------------------------------------------------------------
 
@@ -307,7 +341,8 @@ class RedisBroker(_RedisUser):
         return (escaped + "*").encode()
 
     def _stream_keys(self, channel: str) -> tuple[str, str]:
-        return f"{self._prefix}.stream.{channel}", f"{self._prefix}.meta.{channel}"
+        tag = self._tag(channel)
+        return f"{self._prefix}.stream.{tag}", f"{self._prefix}.meta.{tag}"
 
     # --- lifecycle --------------------------------------------------------
 
@@ -416,6 +451,8 @@ class RedisBroker(_RedisUser):
             logger.debug("redis PUNSUBSCRIBE %s failed: %r", prefix, exc)
 
     def _new_pubsub_connection(self) -> AbstractConnection:
+        if self._cluster is not None:
+            return self._new_cluster_pubsub_connection(self._cluster)
         pool = self._client.connection_pool
         kwargs = dict(pool.connection_kwargs)
         # RESP2 (pub/sub messages are plain arrays), no retries behind the reader's
@@ -428,6 +465,22 @@ class RedisBroker(_RedisUser):
             maint_notifications_pool_handler=None,
         )
         connection: AbstractConnection = pool.connection_class(**kwargs)
+        return connection
+
+    def _new_cluster_pubsub_connection(self, cluster: RedisCluster) -> AbstractConnection:
+        """A connection to the next known cluster node, in turn (a reconnect tries another node).
+
+        Classic pub/sub is cluster-wide: a PUBLISH on any node reaches subscribers on
+        every node, replicas included, so one connection to any node hears every channel.
+        """
+        nodes = cluster.get_nodes() or list(cluster.nodes_manager.startup_nodes.values())
+        node = nodes[self._pubsub_turn % len(nodes)]
+        self._pubsub_turn += 1
+        kwargs = dict(node.connection_kwargs)
+        kwargs.update(protocol=2, decode_responses=False, retry=Retry(NoBackoff(), 0))
+        for name in ("maint_notifications_config", "maint_notifications_pool_handler"):
+            kwargs.pop(name, None)
+        connection: AbstractConnection = node.connection_class(**kwargs)
         return connection
 
     async def _run_pubsub(self) -> None:
@@ -576,7 +629,7 @@ class RedisBroker(_RedisUser):
             await self._call("PUBLISH", self._pubsub_name(channel), b"p0::" + body)
             return None
         stream_key, meta_key = self._stream_keys(channel)
-        result_key = f"{self._prefix}.result.{len(channel)}.{channel}.{options.idempotency_key}"
+        result_key = self._result_key(channel, options.idempotency_key)
         offset, epoch, _ = await self._eval(
             _PUBLISH,
             (stream_key, meta_key, result_key),
@@ -658,7 +711,8 @@ class RedisPresence(_RedisUser):
         await self._close_client()
 
     def _keys(self, channel: str) -> tuple[str, str]:
-        return f"{self._prefix}.presence.data.{channel}", f"{self._prefix}.presence.expire.{channel}"
+        tag = self._tag(channel)
+        return f"{self._prefix}.presence.data.{tag}", f"{self._prefix}.presence.expire.{tag}"
 
     async def add_presence(self, channel: str, client_id: str, user: str, info: bytes, ttl: float) -> None:
         """Add or refresh an entry; ``ttl`` <= 0 means it never expires on its own."""
