@@ -33,7 +33,13 @@ from trunkline.config import setting_keys
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
 #: files that only parse or document options; naming a key there proves no effect
-NOT_EVIDENCE = {"test_config.py", "test_config_compat.py", "test_docs.py", "test_config_effects.py"}
+NOT_EVIDENCE = {
+    "test_config.py",
+    "test_config_compat.py",
+    "test_config_map.py",
+    "test_docs.py",
+    "test_config_effects.py",
+}
 
 _OPTIONS = "tests/proxy/test_proxy_options.py"
 _PROXY_SECTIONS = (
@@ -173,9 +179,45 @@ PROVEN: dict[str, str] = {
         )
         for section in ("http_server", "mqtt")
     },
+    **{
+        f"channel.without_namespace.map.{key}": f"tests/hub/test_map_options.py::{test}"
+        for key, test in (
+            ("mode", "test_stream_size_and_stream_ttl_are_derived_for_durable_and_persistent"),
+            ("key_ttl", "test_key_ttl_defaults_to_60s_for_presence_maps"),
+            ("ordered", "test_max_keys_and_ordered"),
+            ("max_keys", "test_max_keys_and_ordered"),
+            ("stream_size", "test_stream_size_stream_ttl_meta_ttl_set"),
+            ("stream_ttl", "test_stream_size_stream_ttl_meta_ttl_set"),
+            ("meta_ttl", "test_stream_size_stream_ttl_meta_ttl_set"),
+            ("default_page_size", "test_page_sizes_clamp_the_asked_limit"),
+            ("min_page_size", "test_page_sizes_clamp_the_asked_limit"),
+            ("max_page_size", "test_page_sizes_clamp_the_asked_limit"),
+            ("live_transition_max_publication_limit", "test_live_transition_max_publication_limit"),
+        )
+    },
 }
 
-GAPS: dict[str, str] = {}
+_MAP_SESSION = "map subscriptions (issue 14): wired by the map session/commands work, not landed yet"
+GAPS: dict[str, str] = {
+    "channel.without_namespace.subscription_type": _MAP_SESSION,
+    **{
+        f"channel.without_namespace.map.allow_{kind}_for_{who}": _MAP_SESSION
+        for kind in ("publish", "remove")
+        for who in ("client", "subscriber", "anonymous")
+    },
+    "channel.without_namespace.map.client_key": _MAP_SESSION,
+    "channel.without_namespace.map.remove_client_on_unsubscribe": _MAP_SESSION,
+    "channel.without_namespace.map.subscribe_catch_up_timeout": _MAP_SESSION,
+    "channel.without_namespace.map_clients_presence_channel_prefix": "map presence (issue 14): not landed yet",
+    "channel.without_namespace.map_users_presence_channel_prefix": "map presence (issue 14): not landed yet",
+    "map_broker.type": "map broker selection (issue 14): app wiring and the Redis map broker not landed yet",
+    **{
+        f"map_broker.redis.{key}": "the Redis map broker (issue 14) not landed yet"
+        for key in ("address", "prefix", "connect_timeout", "io_timeout")
+    },
+    "map_broker.cleanup_interval": "the memory map broker (issue 14) not landed yet",
+    "map_broker.cleanup_batch_size": "the memory map broker (issue 14) not landed yet",
+}
 
 #: keys accepted but (found while writing their tests) without any effect: Trunkline must implement
 #: them or stop accepting them; a search hit in the suite does not count for these

@@ -48,6 +48,8 @@ __all__ = [
     "HttpApi",
     "HttpServer",
     "Log",
+    "MapBrokerSettings",
+    "MapNamespace",
     "Mqtt",
     "NamedProxy",
     "Namespace",
@@ -348,8 +350,50 @@ class HttpApi:
     max_body_size: int = 1048576
 
 
+#: ``subscription_type`` values: what a subscriber of a namespace's channels receives
+SUBSCRIPTION_TYPES: Final = ("stream", "map", "map_clients", "map_users", "shared_poll")
+#: the subscription types that keep a keyed state in the map broker
+MAP_SUBSCRIPTION_TYPES: Final = ("map", "map_clients", "map_users")
+#: ``map.mode`` values (``"recoverable"`` is read as ``"durable"``)
+MAP_MODES: Final = ("ephemeral", "durable", "persistent")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MapNamespace:
+    """The ``map`` block of a namespace whose ``subscription_type`` is a map type (docs/map.md)."""
+
+    mode: str = ""  # "ephemeral", "durable" or "persistent"; required for map types
+    key_ttl: float = 0.0  # required for ephemeral/durable maps; map_clients/map_users: 0 means 60s
+    ordered: bool = False  # entries sorted by score (descending unless the reader asks asc)
+    stream_size: int = 0  # 0: derived (100 for durable/persistent, none for ephemeral)
+    stream_ttl: float = 0.0  # 0: derived (1m for durable/persistent)
+    meta_ttl: float = 0.0  # 0: derived (channel.history_meta_ttl)
+    max_keys: int = 100000  # keys per channel; a new key into a full channel gets error 106; 0: unlimited
+    allow_publish_for_client: bool = False
+    allow_publish_for_subscriber: bool = False
+    allow_publish_for_anonymous: bool = False
+    allow_remove_for_client: bool = False
+    allow_remove_for_subscriber: bool = False
+    allow_remove_for_anonymous: bool = False
+    client_key: str = ""  # "", "client_id" or "user_id": the server sets the key of client writes
+    remove_client_on_unsubscribe: bool = False  # the entry keyed by the client id goes when it leaves
+    default_page_size: int = 100  # state entries per page when the client asks for none
+    min_page_size: int = 100  # a smaller asked page is raised to this
+    max_page_size: int = 1000  # a larger asked page is cut to this
+    live_transition_max_publication_limit: int = 0  # stream entries a client may catch up; 0: max_page_size
+    subscribe_catch_up_timeout: float = 5.0  # the state -> stream -> live phases must end within this
+
+    def __post_init__(self) -> None:
+        if self.mode == "recoverable":  # the name issue 14 uses for durable
+            object.__setattr__(self, "mode", "durable")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NamespaceOptions:
+    subscription_type: str = "stream"  # one of SUBSCRIPTION_TYPES
+    map: MapNamespace = field(default_factory=MapNamespace)
+    map_clients_presence_channel_prefix: str = ""  # "": off; else each subscriber is a key of prefix+channel
+    map_users_presence_channel_prefix: str = ""  # "": off; else each subscriber's user is a key of prefix+channel
     presence: bool = False
     join_leave: bool = False
     force_push_join_leave: bool = False
@@ -381,6 +425,11 @@ class NamespaceOptions:
     publish_proxy_name: str = ""
     sub_refresh_proxy_enabled: bool = False
     sub_refresh_proxy_name: str = ""
+
+    @property
+    def is_map(self) -> bool:
+        """Channels of this namespace keep a keyed state (``map``, ``map_clients``, ``map_users``)."""
+        return self.subscription_type in MAP_SUBSCRIPTION_TYPES
 
     @property
     def history_enabled(self) -> bool:
@@ -422,21 +471,10 @@ class Channel:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RedisSettings:
-    # one URL, or several (a TOML/JSON list or comma-separated): consistent sharding over them
     address: str = "redis://127.0.0.1:6379"
     prefix: str = "trunkline"
     connect_timeout: float = 5.0
     io_timeout: float = 4.0
-    cluster_address: tuple[str, ...] = ()  # Redis Cluster seed nodes, host:port (address: credentials)
-    sentinel_address: tuple[str, ...] = ()  # sentinels, host:port (address: the master's credentials, db)
-    sentinel_master_name: str = ""
-    sentinel_user: str = ""
-    sentinel_password: str = ""
-
-    @property
-    def addresses(self) -> tuple[str, ...]:
-        """The URLs of ``address``: one server, or the consistent shards."""
-        return tuple(part.strip() for part in self.address.split(",") if part.strip())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -453,6 +491,20 @@ class Engine:
     type: str = "memory"  # "memory", "redis" or "nats"
     redis: RedisSettings = field(default_factory=RedisSettings)
     nats: NatsSettings = field(default_factory=NatsSettings)
+
+
+def _no_redis_address() -> RedisSettings:
+    return RedisSettings(address="")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MapBrokerSettings:
+    """Where map subscriptions keep their state and stream (``map_broker``)."""
+
+    type: str = "memory"  # "memory" or "redis"
+    redis: RedisSettings = field(default_factory=_no_redis_address)  # address "": engine.redis
+    cleanup_interval: float = 1.0  # how often expired keys are removed (and the removals delivered)
+    cleanup_batch_size: int = 100  # most keys one cleanup removes per channel
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -562,6 +614,7 @@ class Settings:
     http_api: HttpApi = field(default_factory=HttpApi)
     channel: Channel = field(default_factory=Channel)
     engine: Engine = field(default_factory=Engine)
+    map_broker: MapBrokerSettings = field(default_factory=MapBrokerSettings)
     admin: Admin = field(default_factory=Admin)
     prometheus: Prometheus = field(default_factory=Prometheus)
     health: Health = field(default_factory=Health)
@@ -581,6 +634,11 @@ class Settings:
     def namespace(self, name: str) -> NamespaceOptions | None:
         """Options for namespace ``name``; ``""`` gives ``channel.without_namespace``; unknown gives ``None``."""
         return self.channel.namespace(name)
+
+    @property
+    def map_broker_redis(self) -> RedisSettings:
+        """The Redis of the map broker: ``map_broker.redis`` when it has an address, else ``engine.redis``."""
+        return self.map_broker.redis if self.map_broker.redis.address else self.engine.redis
 
     def masked_dict(self) -> dict[str, Any]:
         """The effective settings as plain JSON-ready data, secrets replaced by ``"***"``."""
@@ -605,10 +663,9 @@ _SECRETS: Final = frozenset(
         "http_api.key",
         "admin.password",
         "admin.secret",
-        "engine.redis.sentinel_password",
     }
 )
-_URLS_WITH_PASSWORD: Final = frozenset({"engine.redis.address"})
+_URLS_WITH_PASSWORD: Final = frozenset({"engine.redis.address", "map_broker.redis.address"})
 _MASK: Final = "***"
 
 _TRUE: Final = frozenset({"true", "1", "yes"})
@@ -738,7 +795,6 @@ def _apply_aliases(raw: dict[str, Any], where: _Sources) -> dict[str, Any]:
     """A top-level ``tls`` section is ``http_server.tls``; Centrifugo's ``broker`` section (NATS) is ``engine.nats``."""
     if "broker" in raw:
         _broker_alias(raw, where)
-    _redis_address_list(raw)
     if "tls" not in raw:
         return raw
     tls = raw.pop("tls")
@@ -749,15 +805,6 @@ def _apply_aliases(raw: dict[str, Any], where: _Sources) -> dict[str, Any]:
         raise ConfigError("tls", "set both as top-level tls and as http_server.tls; keep one", where("tls"))
     http["tls"] = tls
     return raw
-
-
-def _redis_address_list(raw: dict[str, Any]) -> None:
-    """Centrifugo's ``engine.redis.address`` may be a list (consistent shards): kept comma-separated."""
-    engine = raw.get("engine")
-    redis = engine.get("redis") if isinstance(engine, dict) else None
-    address = redis.get("address") if isinstance(redis, dict) else None
-    if isinstance(redis, dict) and isinstance(address, list) and all(isinstance(item, str) for item in address):
-        redis["address"] = ",".join(address)
 
 
 _BROKER_NATS_KEYS: Final = ("url", "prefix", "dial_timeout", "write_timeout")
@@ -1110,6 +1157,10 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
             fail(f"{prefix}.name", f"duplicate namespace {ns.name!r} (also channel.namespaces[{first_index[ns.name]}])")
         first_index[ns.name] = i
         _validate_options(ns, prefix, fail)
+    spaces = [("channel.without_namespace", channel.without_namespace)]
+    spaces += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(channel.namespaces)]
+    for prefix, opts in spaces:
+        _validate_presence_prefixes(s, opts, prefix, fail)
 
     personal = client.subscribe_to_user_personal_channel
     key = "client.subscribe_to_user_personal_channel"
@@ -1120,7 +1171,14 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
         fail(f"{key}.single_connection", "needs presence enabled in the personal channel's namespace")
 
     choice("engine.type", s.engine.type, _ENGINES)
-    _validate_redis(s, fail)
+    address = s.engine.redis.address
+    try:
+        scheme = urlsplit(address).scheme
+    except ValueError as exc:
+        fail("engine.redis.address", f"is not a valid URL: {exc}")
+    if scheme not in _REDIS_SCHEMES:
+        fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL")
+    _validate_map_broker(s, fail)
     nats_url = s.engine.nats.url
     try:
         nats_scheme = urlsplit(nats_url).scheme
@@ -1164,37 +1222,6 @@ def _address(text: str) -> tuple[str, int] | None:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         return None
     return host.strip("[]"), int(port)
-
-
-def _validate_redis(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
-    """One server, consistent shards (several addresses), a cluster or Sentinel: one of them."""
-    r = s.engine.redis
-    urls = r.addresses
-    if not urls:
-        fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL")
-    for address in urls:
-        try:
-            scheme = urlsplit(address).scheme
-        except ValueError as exc:
-            fail("engine.redis.address", f"is not a valid URL: {exc}")
-        if scheme not in _REDIS_SCHEMES:
-            fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL (or a list of them: shards)")
-    for key, nodes in (("cluster_address", r.cluster_address), ("sentinel_address", r.sentinel_address)):
-        for node in nodes:
-            if not _REDIS_NODE.fullmatch(node):
-                fail(f"engine.redis.{key}", f"entries are host:port (or redis://host:port), got {node!r}")
-    if r.cluster_address and r.sentinel_address:
-        fail("engine.redis.sentinel_address", "set either cluster_address or sentinel_address, not both")
-    if (r.cluster_address or r.sentinel_address) and len(urls) > 1:
-        fail("engine.redis.address", "several addresses (shards) cannot go with cluster_address or sentinel_address")
-    if r.sentinel_address and not r.sentinel_master_name:
-        fail("engine.redis.sentinel_master_name", "is required with sentinel_address")
-    uses_redis = s.engine.type == "redis" or (s.engine.type == "nats" and s.engine.nats.history == "redis")
-    if s.engine.type == "nats" and uses_redis and (len(urls) > 1 or r.cluster_address or r.sentinel_address):
-        fail("engine.nats.history", "keeps history in one Redis server: engine.redis.address must be one URL")
-
-
-_REDIS_NODE: Final = re.compile(r"(rediss?://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}/?")
 
 
 def _validate_mqtt(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
@@ -1278,6 +1305,104 @@ def _validate_options(opts: NamespaceOptions, prefix: str, fail: Callable[[str, 
     for i, delta in enumerate(opts.allowed_delta_types):
         if delta not in _DELTA_TYPES:
             fail(f"{prefix}.allowed_delta_types[{i}]", f"unknown delta type {delta!r}; known: fossil")
+    _validate_map(opts, prefix, fail)
+
+
+_MAP_BROKERS: Final = ("memory", "redis")
+_CLIENT_KEYS: Final = ("", "client_id", "user_id")
+
+
+def _validate_map_broker(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    mb = s.map_broker
+    if mb.type == "postgres":
+        fail("map_broker.type", 'the PostgreSQL map broker is not supported by Trunkline; use "memory" or "redis"')
+    if mb.type not in _MAP_BROKERS:
+        fail("map_broker.type", f"must be one of {', '.join(repr(a) for a in _MAP_BROKERS)}, got {mb.type!r}")
+    if mb.redis.address:
+        try:
+            scheme = urlsplit(mb.redis.address).scheme
+        except ValueError as exc:
+            fail("map_broker.redis.address", f"is not a valid URL: {exc}")
+        if scheme not in _REDIS_SCHEMES:
+            fail("map_broker.redis.address", "must be a redis://, rediss:// or unix:// URL (or empty: engine.redis)")
+    if mb.cleanup_interval <= 0:
+        fail("map_broker.cleanup_interval", "must be above 0")
+    if mb.cleanup_batch_size < 1:
+        fail("map_broker.cleanup_batch_size", "must be at least 1")
+
+
+def _validate_map(opts: NamespaceOptions, prefix: str, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    """The ``map`` block of a namespace: required mode and TTL, sane page sizes, nothing stream-only."""
+    m = opts.map
+    key = f"{prefix}.map"
+    if opts.subscription_type not in SUBSCRIPTION_TYPES:
+        allowed = ", ".join(repr(a) for a in SUBSCRIPTION_TYPES)
+        fail(f"{prefix}.subscription_type", f"must be one of {allowed}, got {opts.subscription_type!r}")
+    if m.client_key not in _CLIENT_KEYS:
+        allowed = ", ".join(repr(a) for a in _CLIENT_KEYS)
+        fail(f"{key}.client_key", f"must be one of {allowed}, got {m.client_key!r}")
+    if not opts.is_map:
+        if m != MapNamespace():
+            fail(
+                f"{key}.mode" if m.mode else key,
+                f"needs subscription_type 'map', 'map_clients' or 'map_users' (is {opts.subscription_type!r})",
+            )
+        return
+    if not m.mode:
+        fail(
+            f"{key}.mode",
+            f"is required when subscription_type is {opts.subscription_type!r} (ephemeral, durable or persistent)",
+        )
+    if m.mode not in MAP_MODES:
+        allowed = ", ".join(repr(a) for a in MAP_MODES)
+        fail(f"{key}.mode", f"must be one of {allowed} (or 'recoverable' for durable), got {m.mode!r}")
+    if opts.subscription_type == "map" and m.mode != "persistent" and m.key_ttl <= 0:
+        fail(f"{key}.key_ttl", f"is required for the {m.mode} mode (keys expire); or use mode 'persistent'")
+    if m.mode == "ephemeral" and m.stream_size > 0:
+        fail(f"{key}.stream_size", "the ephemeral mode keeps no stream; use mode 'durable' or 'persistent'")
+    if opts.history_size or opts.history_ttl:
+        name = "history_size" if opts.history_size else "history_ttl"
+        fail(f"{prefix}.{name}", "a map namespace keeps no history; its stream is map.stream_size and map.stream_ttl")
+    if opts.delta_publish or opts.allowed_delta_types:
+        name = "delta_publish" if opts.delta_publish else "allowed_delta_types"
+        fail(f"{prefix}.{name}", "delta compression is not supported for map subscriptions in Trunkline")
+    if m.min_page_size < 1:
+        fail(f"{key}.min_page_size", "must be at least 1")
+    if m.max_page_size < m.min_page_size:
+        fail(f"{key}.max_page_size", f"must be at least map.min_page_size ({m.min_page_size})")
+    if not m.min_page_size <= m.default_page_size <= m.max_page_size:
+        fail(
+            f"{key}.default_page_size",
+            f"must be between map.min_page_size and map.max_page_size ({m.min_page_size}-{m.max_page_size})",
+        )
+    if m.subscribe_catch_up_timeout <= 0:
+        fail(f"{key}.subscribe_catch_up_timeout", "must be above 0")
+
+
+def _validate_presence_prefixes(
+    s: Settings, opts: NamespaceOptions, prefix: str, fail: Callable[[str, str], typing.NoReturn]
+) -> None:
+    """A presence prefix that names a namespace (``clients:``) names one of the matching map type."""
+    boundary = s.channel.namespace_boundary
+    for name, wanted in (
+        ("map_clients_presence_channel_prefix", "map_clients"),
+        ("map_users_presence_channel_prefix", "map_users"),
+    ):
+        value = getattr(opts, name)
+        if not value:
+            continue
+        if opts.subscription_type in ("map_clients", "map_users"):
+            fail(f"{prefix}.{name}", "a presence namespace cannot itself publish presence")
+        ns_name, sep, _ = value.partition(boundary)
+        target = s.namespace(ns_name) if sep else None
+        if sep and target is None:
+            fail(f"{prefix}.{name}", f"{value!r} names namespace {ns_name!r}, which does not exist")
+        if target is not None and target.subscription_type != wanted:
+            fail(
+                f"{prefix}.{name}",
+                f"{value!r} names namespace {ns_name!r}, whose subscription_type must be {wanted!r}"
+                f" (is {target.subscription_type!r})",
+            )
 
 
 _PROXY_NAME: Final = re.compile(r"[-a-zA-Z0-9_.]{2,}")
@@ -1388,7 +1513,7 @@ def _to_plain(value: object, key: str) -> object:
         if key in _SECRETS:
             return _MASK
         if key in _URLS_WITH_PASSWORD:
-            return ",".join(_mask_url_password(part) for part in value.split(","))
+            return _mask_url_password(value)
     return value
 
 
