@@ -394,9 +394,10 @@ def test_first_request_field_wins_when_several_are_set() -> None:
         # SubscribeRequest: tf, flag, delta, type, phase, cursor, limit, asc (§4.1, §12)
         b'{"id":2,"subscribe":{"channel":"news","flag":1,"delta":"fossil","tf":{"op":1,"nodes":[{"key":"k"}]},'
         b'"phase":1,"cursor":"c","limit":5,"asc":true}}',
-        # publish type/key/removed, sub_refresh type/track/untrack
+        # publish type/key/removed, sub_refresh type/track/untrack (known since map subscriptions), with extras
         b'{"id":3,"publish":{"channel":"c","data":{},"type":1,"key":"k","removed":true}}',
-        b'{"id":4,"sub_refresh":{"channel":"c","token":"t","type":2,"track":["a"],"untrack":["b"]}}',
+        b'{"id":4,"sub_refresh":{"channel":"c","token":"t","type":2,"track":[{"signature":"s","items":[{"key":"a"}]}],'
+        b'"untrack":["b"],"future":1}}',
         # unknown top-level fields, including the reserved v1 method/params
         b'{"id":5,"method":1,"params":{"x":1},"ping":{},"future":{"deep":[1,{"x":null}]}}',
         b'{"id":6,"history":{"channel":"c","since":{"offset":1,"epoch":"e","extra":true},"extra":1}}',
@@ -409,7 +410,7 @@ def test_unknown_fields_are_ignored(frame: bytes) -> None:
 
 def test_unknown_fields_do_not_change_known_ones() -> None:
     cmd = one(b'{"id":2,"subscribe":{"channel":"news","flag":1,"tf":{"x":1},"delta":"fossil","type":0,"phase":3}}')
-    assert cmd.subscribe == SubscribeRequest(channel="news", flag=1, delta="fossil")
+    assert cmd.subscribe == SubscribeRequest(channel="news", flag=1, delta="fossil", phase=3)
 
 
 def test_subscribe_type_is_kept_so_the_handler_can_reject_it() -> None:

@@ -38,6 +38,7 @@ from trunkline.protocol.messages import (
     HistoryRequest,
     HistoryResult,
     Join,
+    KeyedItem,
     Leave,
     PingRequest,
     PingResult,
@@ -61,6 +62,7 @@ from trunkline.protocol.messages import (
     Subscribe,
     SubscribeRequest,
     SubscribeResult,
+    TrackBatch,
     Unsubscribe,
     UnsubscribeRequest,
     UnsubscribeResult,
@@ -106,8 +108,74 @@ STRUCTS: dict[str, type[msgspec.Struct]] = {
         RPCRequest,
         RefreshRequest,
         SubRefreshRequest,
+        TrackBatch,
+        KeyedItem,
     )
 }
+
+
+_F = descriptor_pb2.FieldDescriptorProto
+#: the fields centrifuge-js 5.8's client.proto has and centrifuge-python's client_pb2 lacks
+#: (map subscriptions and shared poll): message -> (name, number, type, repeated, message type)
+MAP_FIELDS: dict[str, list[tuple[str, int, int, bool, str]]] = {
+    "SubscribeRequest": [
+        ("type", 15, _F.TYPE_INT32, False, ""),
+        ("phase", 16, _F.TYPE_INT32, False, ""),
+        ("cursor", 17, _F.TYPE_STRING, False, ""),
+        ("limit", 18, _F.TYPE_INT32, False, ""),
+        ("asc", 19, _F.TYPE_BOOL, False, ""),
+    ],
+    "SubscribeResult": [
+        ("type", 15, _F.TYPE_INT32, False, ""),
+        ("phase", 16, _F.TYPE_INT32, False, ""),
+        ("cursor", 17, _F.TYPE_STRING, False, ""),
+        ("state", 18, _F.TYPE_MESSAGE, True, "Publication"),
+        ("publish_debounce", 19, _F.TYPE_UINT32, False, ""),
+    ],
+    "Publication": [
+        ("key", 11, _F.TYPE_STRING, False, ""),
+        ("removed", 12, _F.TYPE_BOOL, False, ""),
+        ("score", 13, _F.TYPE_SINT64, False, ""),
+        ("epoch", 14, _F.TYPE_STRING, False, ""),
+        ("prev_data", 15, _F.TYPE_BYTES, False, ""),
+        ("version", 16, _F.TYPE_UINT64, False, ""),
+    ],
+    "PublishRequest": [
+        ("type", 3, _F.TYPE_INT32, False, ""),
+        ("key", 4, _F.TYPE_STRING, False, ""),
+        ("removed", 5, _F.TYPE_BOOL, False, ""),
+    ],
+    "SubRefreshRequest": [
+        ("type", 3, _F.TYPE_INT32, False, ""),
+        ("track", 4, _F.TYPE_MESSAGE, True, "TrackBatch"),
+        ("untrack", 5, _F.TYPE_STRING, True, ""),
+    ],
+    "SubRefreshResult": [("items", 3, _F.TYPE_MESSAGE, True, "Publication")],
+    "TrackBatch": [("signature", 1, _F.TYPE_STRING, False, ""), ("items", 2, _F.TYPE_MESSAGE, True, "KeyedItem")],
+    "KeyedItem": [("key", 1, _F.TYPE_STRING, False, ""), ("version", 2, _F.TYPE_UINT64, False, "")],
+}
+
+
+def _add_map_fields(file: descriptor_pb2.FileDescriptorProto, modelled_only: bool) -> None:
+    for name in ("TrackBatch", "KeyedItem"):
+        file.message_type.add(name=name)
+    messages = {m.name: m for m in file.message_type}
+    for name, fields in MAP_FIELDS.items():
+        message = messages[name]
+        struct = STRUCTS.get(name)
+        for field, number, kind, repeated, type_name in fields:
+            assert number not in {f.number for f in message.field}
+            if modelled_only and struct is not None and field not in struct.__struct_fields__:
+                continue
+            added = message.field.add(
+                name=field,
+                number=number,
+                type=kind,
+                label=_F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL,
+                json_name=field,
+            )
+            if type_name:
+                added.type_name = f".{PACKAGE}.{type_name}"
 
 
 def _reference_pool(modelled_only: bool = False) -> descriptor_pool.DescriptorPool:
@@ -120,15 +188,7 @@ def _reference_pool(modelled_only: bool = False) -> descriptor_pool.DescriptorPo
                 kept = [f for f in message.field if f.name in struct.__struct_fields__]
                 del message.field[:]
                 message.field.extend(kept)
-    (sub,) = [m for m in file.message_type if m.name == "SubscribeRequest"]
-    assert 15 not in {f.number for f in sub.field}
-    sub.field.add(
-        name="type",
-        number=15,
-        type=descriptor_pb2.FieldDescriptorProto.TYPE_INT32,
-        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
-        json_name="type",
-    )
+    _add_map_fields(file, modelled_only)
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return pool
@@ -162,6 +222,8 @@ def to_struct(message: Message) -> Any:
             continue
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             converted = {key: to_struct(sub) for key, sub in value.items()}
+        elif field.is_repeated:
+            converted = [to_struct(sub) if field.message_type is not None else sub for sub in value]
         elif field.message_type is not None:
             converted = to_struct(value)
         elif field.type == field.TYPE_BYTES:
@@ -276,6 +338,12 @@ def test_reference_schema_numbers() -> None:
         "delta": 8,
         "time": 9,
         "channel": 10,
+        "key": 11,
+        "removed": 12,
+        "score": 13,
+        "epoch": 14,
+        "prev_data": 15,
+        "version": 16,
     }
     assert numbers("HistoryRequest") == {"channel": 1, "limit": 7, "since": 8, "reverse": 9}
     assert numbers("SubscribeRequest")["delta"] == 12 and numbers("SubscribeRequest")["type"] == 15
@@ -569,13 +637,22 @@ def test_memoryview_and_bytearray_frames() -> None:
 
 def test_unknown_fields_are_skipped_like_upb() -> None:
     # every wire type, at the top and inside requests; groups with nested groups
-    unknown = (
-        b"\x98\x01\x05"  # field 19 varint
-        + b"\xa1\x01"
-        + b"\x00" * 8  # field 20 fixed64
-        + b"\xaa\x01\x02ab"  # field 21 length-delimited
-        + b"\xb3\x01\x08\x01\xbb\x01\x0a\x00\xbc\x01\xb4\x01"  # field 22 group { 1: 1, group 23 { 1: "" } }
-        + b"\xbd\x01\x00\x00\x00\x00"  # field 23 fixed32
+    unknown = (  # fields 39…43: above every known field (SubscribeRequest has 19)
+        uvarint(39 << 3)
+        + b"\x05"  # field 39 varint
+        + uvarint(40 << 3 | 1)
+        + b"\x00" * 8  # field 40 fixed64
+        + uvarint(41 << 3 | 2)
+        + b"\x02ab"  # field 41 length-delimited
+        # field 42 group { 1: 1, group 43 { 1: "" } }
+        + uvarint(42 << 3 | 3)
+        + b"\x08\x01"
+        + uvarint(43 << 3 | 3)
+        + b"\x0a\x00"
+        + uvarint(43 << 3 | 4)
+        + uvarint(42 << 3 | 4)
+        + uvarint(43 << 3 | 5)
+        + b"\x00\x00\x00\x00"  # field 43 fixed32
     )
     publish = b"\x0a\x01c" + unknown + b"\x12\x01d" + b"\x18\x01\x22\x01k\x28\x01"  # + type/key/removed
     subscribe = b"\x0a\x01s" + b"\x6a\x04\x0a\x02op" + unknown  # tf=13 FilterNode
@@ -590,7 +667,7 @@ def test_unknown_fields_are_skipped_like_upb() -> None:
     )
     commands = CODEC.decode_commands(frame)
     assert commands == upb_decode(frame)
-    assert commands[0].publish == PublishRequest(channel="c", data=Raw(b"d"))
+    assert commands[0].publish == PublishRequest(channel="c", data=Raw(b"d"), type=1, key="k", removed=True)
     assert commands[1].subscribe == SubscribeRequest(channel="s")
     assert commands[2].connect == ConnectRequest(subs={"x": SubscribeRequest()})
 
@@ -645,6 +722,10 @@ def subscribe_request() -> st.SearchStrategy[Any]:
         tf=st.none() | st.builds(pb("FilterNode"), op=text, vals=st.lists(text, max_size=2)),
         flag=i64,
         type=i32,
+        phase=i32,
+        cursor=text,
+        limit=i32,
+        asc=st.booleans(),
     )
 
 
@@ -665,7 +746,9 @@ REQUESTS: dict[str, st.SearchStrategy[Any]] = {
     ),
     "subscribe": subscribe_request(),
     "unsubscribe": channel_request("UnsubscribeRequest"),
-    "publish": st.builds(pb("PublishRequest"), channel=text, data=small_bytes),
+    "publish": st.builds(
+        pb("PublishRequest"), channel=text, data=small_bytes, type=i32, key=text, removed=st.booleans()
+    ),
     "presence": channel_request("PresenceRequest"),
     "presence_stats": channel_request("PresenceStatsRequest"),
     "history": st.builds(
@@ -679,7 +762,21 @@ REQUESTS: dict[str, st.SearchStrategy[Any]] = {
     "send": st.builds(pb("SendRequest"), data=small_bytes),
     "rpc": st.builds(pb("RPCRequest"), method=text, data=small_bytes),
     "refresh": st.builds(pb("RefreshRequest"), token=text),
-    "sub_refresh": st.builds(pb("SubRefreshRequest"), channel=text, token=text),
+    "sub_refresh": st.builds(
+        pb("SubRefreshRequest"),
+        channel=text,
+        token=text,
+        type=i32,
+        track=st.lists(
+            st.builds(
+                pb("TrackBatch"),
+                signature=text,
+                items=st.lists(st.builds(pb("KeyedItem"), key=text, version=u64), max_size=3),
+            ),
+            max_size=2,
+        ),
+        untrack=st.lists(text, max_size=3),
+    ),
 }
 
 
@@ -802,7 +899,16 @@ optional_raw = st.none() | raw
 tags = st.none() | st.dictionaries(text, text, max_size=4)
 client_info = st.builds(ClientInfo, user=text, client=text, conn_info=optional_raw, chan_info=optional_raw)
 publications = st.builds(
-    Publication, data=raw, info=st.none() | client_info, offset=u64 | st.integers(0, 1000), tags=tags
+    Publication,
+    data=raw,
+    info=st.none() | client_info,
+    offset=u64 | st.integers(0, 1000),
+    tags=tags,
+    key=text,
+    removed=st.booleans(),
+    score=i64 | st.integers(-300, 300),
+    epoch=text,
+    version=u64 | st.integers(0, 300),
 )
 encoded_publications = publications.map(encode_publication)
 subscribe_result = st.builds(
@@ -817,6 +923,11 @@ subscribe_result = st.builds(
     positioned=st.booleans(),
     data=optional_raw,
     was_recovering=st.booleans(),
+    type=i32,
+    phase=i32,
+    cursor=text,
+    state=st.none() | st.lists(encoded_publications, max_size=3),
+    publish_debounce=u32,
 )
 error = st.builds(Error, code=u32, message=text, temporary=st.booleans())
 
@@ -845,7 +956,12 @@ def replies(draw: st.DrawFn) -> Reply:
         "ping": st.builds(PingResult),
         "rpc": st.builds(RPCResult, data=optional_raw),
         "refresh": st.builds(RefreshResult, client=text, version=text, expires=st.booleans(), ttl=u32),
-        "sub_refresh": st.builds(SubRefreshResult, expires=st.booleans(), ttl=u32),
+        "sub_refresh": st.builds(
+            SubRefreshResult,
+            expires=st.booleans(),
+            ttl=u32,
+            items=st.none() | st.lists(encoded_publications, max_size=3),
+        ),
     }
     names = draw(st.lists(st.sampled_from(sorted(results)), max_size=2, unique=True))
     return Reply(id=draw(u32), **{name: draw(results[name]) for name in names})

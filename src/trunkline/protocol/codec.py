@@ -14,7 +14,7 @@ import msgspec
 
 from ..records import Publication as Record
 from ..records import Undeliverable
-from .messages import ClientInfo, Command, ConnectRequest, Publication, Push, PushReply, Reply
+from .messages import NO_DATA, ClientInfo, Command, ConnectRequest, Publication, Push, PushReply, Reply
 
 
 class ProtocolError(ValueError):
@@ -134,13 +134,17 @@ def publication(record: Record) -> Publication:
     this format: :class:`~trunkline.records.Undeliverable` (the connection is then
     closed with 3506 "inappropriate protocol", as Centrifugo documents).
     """
-    try:
-        _json_check.decode(record.data)
-    except msgspec.DecodeError:
-        raise Undeliverable("publication data is not JSON") from None
+    if record.removed and not record.data:
+        data = NO_DATA  # a map removal carries no data
+    else:
+        try:
+            _json_check.decode(record.data)
+        except msgspec.DecodeError:
+            raise Undeliverable("publication data is not JSON") from None
+        data = compact_raw(record.data)
     info = record.info
     return Publication(
-        data=compact_raw(record.data),
+        data=data,
         info=ClientInfo(
             user=info.user,
             client=info.client,
@@ -151,6 +155,9 @@ def publication(record: Record) -> Publication:
         else None,
         offset=record.offset,
         tags=record.tags,
+        key=record.key,
+        removed=record.removed,
+        score=record.score,
     )
 
 

@@ -42,7 +42,28 @@ class SubscribeRequest(Struct, omit_defaults=True):
     join_leave: bool = False
     delta: str = ""
     flag: int = 0
+    #: the subscription type (:data:`SUB_STREAM` …); map subscriptions page through phases
     type: int = 0
+    #: map subscriptions: the phase asked for (:data:`PHASE_LIVE`, :data:`PHASE_STREAM`, :data:`PHASE_STATE`)
+    phase: Int32 = 0
+    #: map subscriptions: the state page to read ("" = the first), the page size, ordered maps' direction
+    cursor: str = ""
+    limit: Int32 = 0
+    asc: bool = False
+
+
+#: SubscribeRequest.type values (centrifuge-js 5.8): a stream, a map, the two presence maps, shared poll
+SUB_STREAM = 0
+SUB_MAP = 1
+SUB_MAP_CLIENTS = 2
+SUB_MAP_USERS = 3
+SUB_SHARED_POLL = 4
+#: SubscribeRequest.phase / SubscribeResult.phase values of a map subscription
+PHASE_LIVE = 0
+PHASE_STREAM = 1
+PHASE_STATE = 2
+#: PublishRequest.type of a map write (``key``, ``removed``)
+PUBLISH_MAP = 1
 
 
 class ConnectRequest(Struct, omit_defaults=True):
@@ -57,9 +78,13 @@ class UnsubscribeRequest(Struct):
     channel: str = ""
 
 
-class PublishRequest(Struct):
+class PublishRequest(Struct, omit_defaults=True):
     channel: str = ""
     data: Raw = Raw()
+    #: :data:`PUBLISH_MAP` for a map write of ``key`` (a removal when ``removed``)
+    type: Int32 = 0
+    key: str = ""
+    removed: bool = False
 
 
 class PresenceRequest(Struct):
@@ -94,9 +119,27 @@ class RefreshRequest(Struct):
     token: str = ""
 
 
-class SubRefreshRequest(Struct):
+class KeyedItem(Struct, omit_defaults=True):
+    """A shared poll key the client tracks, with the version it has (0: none)."""
+
+    key: str = ""
+    version: UInt64 = 0
+
+
+class TrackBatch(Struct, omit_defaults=True):
+    """Shared poll keys the client starts tracking, signed together by the application."""
+
+    signature: str = ""
+    items: list[KeyedItem] = []
+
+
+class SubRefreshRequest(Struct, omit_defaults=True):
     channel: str = ""
     token: str = ""
+    #: 1 (shared poll): a track / untrack request, not a token refresh
+    type: Int32 = 0
+    track: list[TrackBatch] = []
+    untrack: list[str] = []
 
 
 class Command(Struct, omit_defaults=True):
@@ -152,11 +195,23 @@ class ClientInfo(Struct, omit_defaults=True):
     chan_info: Raw | None = None
 
 
+#: the data of a map removal: the default of ``Publication.data``, which omit_defaults leaves out (by identity)
+NO_DATA = Raw()
+
+
 class Publication(Struct, omit_defaults=True):
-    data: Raw
+    #: left out only for a map removal (:data:`NO_DATA`), which carries no data
+    data: Raw = NO_DATA
     info: ClientInfo | None = None
     offset: UInt64 = 0
     tags: dict[str, str] | None = None
+    #: map subscriptions: the entry's key, a removal of it, its sort score (ordered maps)
+    key: str = ""
+    removed: bool = False
+    score: int = 0
+    #: shared poll: the stream epoch and the key's version
+    epoch: str = ""
+    version: UInt64 = 0
 
 
 class DeltaPublication(Struct, omit_defaults=True):
@@ -171,6 +226,9 @@ class DeltaPublication(Struct, omit_defaults=True):
     offset: UInt64 = 0
     tags: dict[str, str] | None = None
     delta: bool = False
+    key: str = ""
+    removed: bool = False
+    score: int = 0
 
 
 class Error(Struct, omit_defaults=True):
@@ -192,6 +250,14 @@ class SubscribeResult(Struct, omit_defaults=True):
     was_recovering: bool = False
     #: delta compression negotiated (``SubscribeRequest.delta`` allowed by the namespace)
     delta: bool = False
+    #: map subscriptions: the subscription type, the phase of this reply (:data:`PHASE_LIVE` omitted:
+    #: the client is subscribed), the next state page ("" = last) and the state entries (Publications)
+    type: int = 0
+    phase: int = 0
+    cursor: str = ""
+    state: list[Raw] | None = None
+    #: shared poll: how long the client waits between publishes of a key (ms)
+    publish_debounce: int = 0
 
 
 class ConnectResult(Struct, omit_defaults=True):
@@ -250,6 +316,8 @@ class RefreshResult(Struct, omit_defaults=True):
 class SubRefreshResult(Struct, omit_defaults=True):
     expires: bool = False
     ttl: int = 0
+    #: shared poll: the current values of the keys just tracked (Publications with key and version)
+    items: list[Raw] | None = None
 
 
 class Reply(Struct, omit_defaults=True):
@@ -336,6 +404,7 @@ EMPTY_RAW = Raw(b"null")
 
 __all__ = [
     "METHODS",
+    "NO_DATA",
     "ClientInfo",
     "Command",
     "ConnectRequest",
@@ -344,6 +413,7 @@ __all__ = [
     "Error",
     "HistoryRequest",
     "HistoryResult",
+    "KeyedItem",
     "Publication",
     "Push",
     "PushReply",
@@ -351,5 +421,6 @@ __all__ = [
     "StreamPosition",
     "SubscribeRequest",
     "SubscribeResult",
+    "TrackBatch",
     "msgspec",
 ]

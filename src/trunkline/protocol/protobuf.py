@@ -63,6 +63,7 @@ from .messages import (
     ConnectRequest,
     ConnectResult,
     HistoryRequest,
+    KeyedItem,
     PingRequest,
     PresenceRequest,
     PresenceStatsRequest,
@@ -77,6 +78,7 @@ from .messages import (
     SubRefreshRequest,
     SubscribeRequest,
     SubscribeResult,
+    TrackBatch,
     UnsubscribeRequest,
 )
 
@@ -202,14 +204,27 @@ def _tags_body(tags: dict[str, str]) -> bytes:
     return b"".join(out)
 
 
-def _publication_body(
+def _zigzag(n: int) -> int:
+    """A sint64 as its zigzag varint value."""
+    if not -(2**63) <= n < 2**63:
+        raise ValueError(f"{n} does not fit a sint64 field")
+    return (n << 1) ^ (n >> 63) if n < 0 else n << 1
+
+
+def _publication_body(  # noqa: PLR0917 (the fields of the message)
     data: bytes,
     info: ClientInfo | RecordClientInfo | None,
     offset: int,
     tags: dict[str, str] | None,
     delta: bool = False,
+    key: str = "",
+    removed: bool = False,
+    score: int = 0,
+    epoch: str = "",
+    version: int = 0,
 ) -> bytes:
-    # Publication{data=4, info=5, offset=6, tags=7, delta=8}
+    # Publication{data=4, info=5, offset=6, tags=7, delta=8, key=11, removed=12, score=13 (sint64),
+    #             epoch=14, version=16}
     body = b"\x22" + uvarint(len(data)) + data if data else b""
     if info is not None:
         body += _message_field(b"\x2a", _client_info_body(info))
@@ -219,7 +234,30 @@ def _publication_body(
         body += _tags_body(tags)
     if delta:
         body += b"\x40\x01"
+    if key:
+        body += _str_field(b"\x5a", key)
+    if removed:
+        body += b"\x60\x01"
+    if score:
+        body += b"\x68" + uvarint(_zigzag(score))
+    if epoch:
+        body += _str_field(b"\x72", epoch)
+    if version:
+        body += b"\x80\x01" + uvarint(version)
     return body
+
+
+def _record_body(record: Record) -> bytes:
+    """A broker record as a Protobuf Publication (map records with their key, removal flag and score)."""
+    return _publication_body(
+        record.data, record.info, record.offset, record.tags, key=record.key, removed=record.removed, score=record.score
+    )
+
+
+def _struct_body(p: Publication) -> bytes:
+    return _publication_body(
+        p.data, p.info, p.offset, p.tags, key=p.key, removed=p.removed, score=p.score, epoch=p.epoch, version=p.version
+    )
 
 
 def _nested(value: object, kind: str) -> bytes:
@@ -227,11 +265,11 @@ def _nested(value: object, kind: str) -> bytes:
     if isinstance(value, Raw | bytes):  # Protobuf bytes from encode_publication / encode_client_info
         return value
     if isinstance(value, Publication):
-        return _publication_body(value.data, value.info, value.offset, value.tags)
+        return _struct_body(value)
     if isinstance(value, ClientInfo | RecordClientInfo):
         return _client_info_body(value)
     if isinstance(value, Record):
-        return _publication_body(value.data, value.info, value.offset, value.tags)
+        return _record_body(value)
     raise TypeError(f"cannot encode {type(value).__name__} as a Protobuf {kind}")
 
 
@@ -249,7 +287,8 @@ def _uint64(tag: bytes, value: int) -> bytes:
 
 def _subscribe_result_body(r: SubscribeResult) -> bytes:
     # SubscribeResult{expires=1, ttl=2, recoverable=3, epoch=6, publications=7, recovered=8,
-    #                 offset=9, positioned=10, data=11, was_recovering=12, delta=13}
+    #                 offset=9, positioned=10, data=11, was_recovering=12, delta=13,
+    #                 type=15, phase=16, cursor=17, state=18, publish_debounce=19}
     body = (
         _flag(b"\x08", r.expires) + _uint(b"\x10", r.ttl) + _flag(b"\x18", r.recoverable) + _str_field(b"\x32", r.epoch)
     )
@@ -263,7 +302,24 @@ def _subscribe_result_body(r: SubscribeResult) -> bytes:
         + _bytes_field(b"\x5a", r.data)
         + _flag(b"\x60", r.was_recovering)
         + _flag(b"\x68", r.delta)
+        + _map_result_fields(r)
     )
+
+
+def _int32_field(tag: bytes, value: int) -> bytes:
+    """An int32 field: negative values as 10-byte varints, as protobuf writes them."""
+    if not value:
+        return b""
+    return tag + uvarint(value & _MASK64 if value < 0 else value)
+
+
+def _map_result_fields(r: SubscribeResult) -> bytes:
+    if not (r.type or r.phase or r.cursor or r.state or r.publish_debounce):
+        return b""
+    body = _int32_field(b"\x78", r.type) + _int32_field(b"\x80\x01", r.phase) + _str_field(b"\x8a\x01", r.cursor)
+    if r.state:
+        body += b"".join(_message_field(b"\x92\x01", _nested(p, "Publication")) for p in r.state)
+    return body + _uint(b"\x98\x01", r.publish_debounce)
 
 
 def _connect_result_body(r: ConnectResult) -> bytes:
@@ -339,8 +395,9 @@ def _reply_body(reply: Reply) -> bytes:
         )
     if reply.sub_refresh is not None:
         sr = reply.sub_refresh
-        # SubRefreshResult{expires=1, ttl=2}
-        body += _message_field(b"\x7a", _flag(b"\x08", sr.expires) + _uint(b"\x10", sr.ttl))
+        # SubRefreshResult{expires=1, ttl=2, items=3}
+        items = b"".join(_message_field(b"\x1a", _nested(p, "Publication")) for p in sr.items or ())
+        body += _message_field(b"\x7a", _flag(b"\x08", sr.expires) + _uint(b"\x10", sr.ttl) + items)
     return body
 
 
@@ -348,8 +405,7 @@ def _push_body(push: Push) -> bytes:
     # Push{channel=2, pub=4, join=5, leave=6, unsubscribe=7, message=8, subscribe=9, disconnect=11}
     body = _str_field(b"\x12", push.channel)
     if push.pub is not None:
-        p = push.pub
-        body += _message_field(b"\x22", _publication_body(p.data, p.info, p.offset, p.tags))
+        body += _message_field(b"\x22", _struct_body(push.pub))
     if push.join is not None:
         # Join{info=1}
         body += _message_field(b"\x2a", _message_field(b"\x0a", _client_info_body(push.join.info)))
@@ -395,7 +451,7 @@ def _push_frame(push_body: bytes) -> bytes:
 
 def encode_publication_push(channel: str, pub: Publication) -> bytes:
     """Encode a publication push once, for writing to every subscriber of ``channel``."""
-    body = _publication_body(pub.data, pub.info, pub.offset, pub.tags)
+    body = _struct_body(pub)
     return _push_frame(_str_field(b"\x12", channel) + b"\x22" + uvarint(len(body)) + body)
 
 
@@ -424,12 +480,15 @@ def publication(record: Record) -> Publication:
         else None,
         offset=record.offset,
         tags=record.tags,
+        key=record.key,
+        removed=record.removed,
+        score=record.score,
     )
 
 
 def encode_publication(record: Record | Publication) -> Raw:
     """A record as a Protobuf ``Publication`` message (for the publications of history and subscribe results)."""
-    return Raw(_publication_body(record.data, record.info, record.offset, record.tags))
+    return Raw(_record_body(record) if isinstance(record, Record) else _struct_body(record))
 
 
 def encode_client_info(info: ClientInfo | RecordClientInfo) -> Raw:
@@ -459,7 +518,7 @@ class ProtobufShape(ChannelPrefixes):
         return b"\x12" + uvarint(len(ch)) + ch if ch else b""
 
     def publication(self, channel: str, record: Record) -> bytes:
-        body = _publication_body(record.data, record.info, record.offset, record.tags)
+        body = _record_body(record)
         return _push_frame(self._prefix(channel) + b"\x22" + uvarint(len(body)) + body)
 
     def join_leave(self, channel: str, kind: str, info: bytes) -> bytes:
@@ -663,6 +722,10 @@ _SUBSCRIBE_FIELDS = {
     12: "delta",
     14: "flag",
     15: "type",
+    16: "phase",
+    17: "cursor",
+    18: "limit",
+    19: "asc",
 }  # tf=13 (tag filters) is not modelled: skipped as unknown
 
 
@@ -692,8 +755,14 @@ def _subscribe_request(buf: bytes, pos: int, end: int) -> SubscribeRequest:
                 req.join_leave = value != 0
             elif tag == 0x70:
                 req.flag = value - 0x10000000000000000 if value > 0x7FFFFFFFFFFFFFFF else value
-            else:  # 0x78
+            elif tag == 0x78:
                 req.type = _int32(value)
+            elif tag == 0x80:
+                req.phase = _int32(value)
+            elif tag == 0x90:
+                req.limit = _int32(value)
+            else:  # 0x98
+                req.asc = value != 0
         elif tag & 7 == 2 and tag in _SUBSCRIBE_STRINGS:
             if pos < end and (size := buf[pos]) < 0x80:
                 pos += 1
@@ -710,16 +779,18 @@ def _subscribe_request(buf: bytes, pos: int, end: int) -> SubscribeRequest:
                 req.token = buf[pos:stop].decode()
             elif tag == 0x42:
                 req.data = Raw(buf[pos:stop])
-            else:  # 0x62
+            elif tag == 0x62:
                 req.delta = buf[pos:stop].decode()
+            else:  # 0x8A
+                req.cursor = buf[pos:stop].decode()
             pos = stop
         else:
             pos = _other(buf, pos, end, tag, _SUBSCRIBE_FIELDS, "SubscribeRequest")
     return req
 
 
-_SUBSCRIBE_VARINTS = frozenset({0x18, 0x38, 0x48, 0x50, 0x58, 0x70, 0x78})
-_SUBSCRIBE_STRINGS = frozenset({0x0A, 0x12, 0x32, 0x42, 0x62})
+_SUBSCRIBE_VARINTS = frozenset({0x18, 0x38, 0x48, 0x50, 0x58, 0x70, 0x78, 0x80, 0x90, 0x98})
+_SUBSCRIBE_STRINGS = frozenset({0x0A, 0x12, 0x32, 0x42, 0x62, 0x8A})
 
 
 def _subs_entry(buf: bytes, pos: int, end: int) -> tuple[str, SubscribeRequest]:
@@ -791,8 +862,67 @@ def _publish_request(buf: bytes, pos: int, end: int) -> PublishRequest:
             else:
                 req.channel = buf[pos:stop].decode()
             pos = stop
-        else:  # type=3, key=4, removed=5 (map subscriptions) are skipped
-            pos = _other(buf, pos, end, tag, {1: "channel", 2: "data"}, "PublishRequest")
+        elif tag == 0x18:  # map writes: type=3, key=4, removed=5
+            value, pos = _varint(buf, pos, end)
+            req.type = _int32(value)
+        elif tag == 0x22:
+            req.key, pos = _string(buf, pos, end, "PublishRequest.key")
+        elif tag == 0x28:
+            value, pos = _varint(buf, pos, end)
+            req.removed = value != 0
+        else:
+            pos = _other(buf, pos, end, tag, _PUBLISH_FIELDS, "PublishRequest")
+    return req
+
+
+_PUBLISH_FIELDS = {1: "channel", 2: "data", 3: "type", 4: "key", 5: "removed"}
+_keyed_item = _message(KeyedItem, "KeyedItem", {1: ("key", "string"), 2: ("version", "uint")})
+
+
+def _track_batch(buf: bytes, pos: int, end: int) -> TrackBatch:
+    batch = TrackBatch(items=[])
+    while pos < end:
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = _read_tag(buf, pos, end, "TrackBatch")
+        if tag == 0x0A:
+            batch.signature, pos = _string(buf, pos, end, "TrackBatch.signature")
+        elif tag == 0x12:
+            start, pos = _span(buf, pos, end, "TrackBatch.items")
+            batch.items.append(_keyed_item(buf, start, pos))
+        else:
+            pos = _other(buf, pos, end, tag, {1: "signature", 2: "items"}, "TrackBatch")
+    return batch
+
+
+_SUB_REFRESH_FIELDS = {1: "channel", 2: "token", 3: "type", 4: "track", 5: "untrack"}
+
+
+def _sub_refresh_request(buf: bytes, pos: int, end: int) -> SubRefreshRequest:
+    req = SubRefreshRequest(track=[], untrack=[])
+    while pos < end:
+        tag = buf[pos]
+        if tag < 0x80:
+            pos += 1
+        else:
+            tag, pos = _read_tag(buf, pos, end, "SubRefreshRequest")
+        if tag == 0x0A:
+            req.channel, pos = _string(buf, pos, end, "SubRefreshRequest.channel")
+        elif tag == 0x12:
+            req.token, pos = _string(buf, pos, end, "SubRefreshRequest.token")
+        elif tag == 0x18:
+            value, pos = _varint(buf, pos, end)
+            req.type = _int32(value)
+        elif tag == 0x22:
+            start, pos = _span(buf, pos, end, "SubRefreshRequest.track")
+            req.track.append(_track_batch(buf, start, pos))
+        elif tag == 0x2A:
+            key, pos = _string(buf, pos, end, "SubRefreshRequest.untrack")
+            req.untrack.append(key)
+        else:
+            pos = _other(buf, pos, end, tag, _SUB_REFRESH_FIELDS, "SubRefreshRequest")
     return req
 
 
@@ -849,7 +979,7 @@ _REQUESTS: dict[int, tuple[str, Callable[[bytes, int, int], Any]]] = {
     12: ("send", _send_request),
     13: ("rpc", _rpc_request),
     14: ("refresh", _strings(RefreshRequest, "RefreshRequest", "token")),
-    15: ("sub_refresh", _strings(SubRefreshRequest, "SubRefreshRequest", "channel", "token")),
+    15: ("sub_refresh", _sub_refresh_request),
 }
 _COMMAND_FIELDS = {1: "id"} | {number: name for number, (name, _) in _REQUESTS.items()}
 
