@@ -1,0 +1,317 @@
+"""Redis map broker only: several nodes on one Redis, expiry delivered once, a Redis restart,
+the key layout (one hash slot per channel), cursors and stream entries written by the cleanup.
+
+The behaviour both map brokers share is in test_map_contract.py (run on Redis too)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.asyncio import Redis
+
+from trunkline.broker.base import HistoryQuery, Publication
+from trunkline.broker.map_base import MapOptions, MapStateQuery, MapWrite
+from trunkline.broker.map_redis import InvalidCursor, RedisMapBroker, decode_update, hash_tag
+from trunkline.broker.redis import RedisUnavailable
+
+from .conftest import Recorder, RedisServer, delete_keys
+
+pytestmark = pytest.mark.redis
+
+DURABLE = MapOptions(stream_size=100, stream_ttl=60.0)
+ORDERED = MapOptions(stream_size=100, stream_ttl=60.0, ordered=True)
+
+
+@asynccontextmanager
+async def node(url: str, prefix: str, **kwargs: Any) -> AsyncIterator[tuple[RedisMapBroker, Recorder]]:
+    """A started map broker (one "node") and what its handler received."""
+    broker = RedisMapBroker(url, prefix=prefix, **kwargs)
+    events = Recorder()
+    await broker.start(events)
+    try:
+        yield broker, events
+    finally:
+        await broker.close()
+
+
+@pytest.fixture
+async def raw(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    await delete_keys(client, prefix)
+    await client.aclose()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+def w(key: str, data: bytes = b"{}", score: int = 0) -> MapWrite:
+    return MapWrite(key=key, data=data, score=score)
+
+
+# --- several nodes --------------------------------------------------------------------
+
+
+async def test_two_nodes_receive_every_update_in_stream_order(redis_url: str, prefix: str, raw: Redis) -> None:
+    async with node(redis_url, prefix) as (a, a_events), node(redis_url, prefix) as (b, b_events):
+        await a.subscribe("board")
+        await b.subscribe("board")
+        # Both nodes write concurrently; Redis orders the writes, and both see that one order.
+        writes = [(a if i % 2 else b).publish("board", w(f"k{i % 7}", b'{"n":%d}' % i), DURABLE) for i in range(40)]
+        results = await asyncio.gather(*writes)
+        results.append(await b.remove("board", "k3", DURABLE))
+        assert all(r.publication is not None for r in results)
+        seen_a = await a_events.wait_publications(41, "board")
+        seen_b = await b_events.wait_publications(41, "board")
+        assert [p.offset for p in seen_a] == list(range(1, 42)), "offsets strictly increase, nothing missed"
+        assert seen_a == seen_b, "both nodes get the same updates in the same order"
+        stream, top = await b.read_stream("board", HistoryQuery(), DURABLE)
+        assert stream == seen_a, "delivery order is stream order"
+        assert top.offset == 41
+        assert seen_a[-1].removed and seen_a[-1].key == "k3"
+        # the engine broker's pub/sub names are not used: nothing arrives as an engine publication
+        assert a_events.of("pub", "board") == a_events.of("pub")
+
+
+async def test_expiry_is_delivered_once_with_two_nodes_cleaning_up(redis_url: str, prefix: str, raw: Redis) -> None:
+    options = MapOptions(stream_size=100, stream_ttl=60.0, key_ttl=0.3)
+    async with (
+        node(redis_url, prefix, cleanup_interval=0.02) as (a, a_events),
+        node(redis_url, prefix, cleanup_interval=0.02) as (b, b_events),
+    ):
+        await a.subscribe("cursors")
+        await b.subscribe("cursors")
+        for i in range(20):
+            await (a if i % 2 else b).publish("cursors", w(f"user{i}"), options)
+        await a.publish("cursors", w("kept"), MapOptions(stream_size=100, stream_ttl=60.0))  # no ttl: stays
+
+        async def all_expired() -> bool:
+            return await a.stats("cursors") == 1
+
+        await eventually(all_expired)
+        removals_a = [p for p in await a_events.wait_publications(41, "cursors") if p.removed]
+        removals_b = [p for p in await b_events.wait_publications(41, "cursors") if p.removed]
+        assert sorted(p.key for p in removals_a) == sorted(f"user{i}" for i in range(20)), "each removal once"
+        assert removals_a == removals_b
+        assert [p.offset for p in removals_a] == list(range(22, 42))
+        # a few more cleanup cycles deliver nothing more
+        for _ in range(5):
+            assert await a.cleanup() == 0
+        assert len(a_events.publications("cursors")) == 41
+        assert len(b_events.publications("cursors")) == 41
+        page = await b.read_state("cursors", MapStateQuery(), options)
+        assert [e.key for e in page.entries] == ["kept"]
+        # the removals are in the stream too (written by the cleanup script, without a record)
+        stream, _ = await a.read_stream("cursors", HistoryQuery(), options)
+        assert stream[21:] == removals_a
+        assert all(p.data == b"" and p.time > 0 for p in stream[21:])
+        assert await raw.zscore(f"{prefix}.map.cleanup", "cursors") is None, "nothing left to expire"
+
+
+async def test_republishing_a_key_postpones_its_expiry(redis_url: str, prefix: str, raw: Redis) -> None:
+    options = MapOptions(key_ttl=1.0)
+    async with node(redis_url, prefix, cleanup_interval=0) as (broker, _):
+        expire_key = broker.keys("live")["expire"]
+        await broker.publish("live", w("k"), options)
+        first = await raw.zscore(expire_key, "k")
+        await asyncio.sleep(0.6)
+        await broker.publish("live", w("k", b'{"again":1}'), options)
+        renewed_at = time.monotonic()
+        second = await raw.zscore(expire_key, "k")
+        assert first is not None and second is not None and second - first >= 500
+        await asyncio.sleep(0.5)  # past the first deadline, before the second
+        if time.monotonic() - renewed_at < 0.9:  # (a stalled machine proves nothing here)
+            assert await broker.cleanup() == 0
+            assert await broker.stats("live") == 1
+
+        async def gone() -> bool:
+            return await broker.cleanup() == 1
+
+        await eventually(gone)
+        assert await broker.stats("live") == 0
+
+
+# --- outages ---------------------------------------------------------------------------
+
+
+async def test_a_redis_restart_resyncs_and_updates_flow_again(
+    redis_servers: Callable[[], RedisServer], prefix: str
+) -> None:
+    server = redis_servers()
+    broker = RedisMapBroker(server.url, prefix=prefix, connect_timeout=1.0, io_timeout=1.0)
+    broker._feed.reconnect_delay_max = 0.2
+    events = Recorder()
+    await broker.start(events)
+    try:
+        await broker.subscribe("board")
+        before = await broker.publish("board", w("a"), DURABLE)
+        await events.wait(1, "pub")
+        assert events.of("resync") == []
+
+        server.stop()
+
+        async def ping_fails() -> bool:
+            try:
+                await broker.ping()
+            except RedisUnavailable:
+                return True
+            return False
+
+        await eventually(ping_fails)
+        with pytest.raises(RedisUnavailable):
+            await broker.publish("board", w("b"), DURABLE)
+        with pytest.raises(RedisUnavailable):
+            await broker.read_state("board", MapStateQuery(), DURABLE)
+
+        server.start()  # same port, empty: no data, no script cache
+        await events.wait(1, "resync")
+        after = await broker.publish("board", w("c"), DURABLE)
+        assert after.position.offset == 1
+        assert after.position.epoch != before.position.epoch, "the state was lost: a new epoch tells clients"
+        pubs = await events.wait_publications(2, "board")
+        assert pubs[-1].key == "c"
+        assert len(events.of("resync")) == 1
+    finally:
+        await broker.close()
+
+
+# --- key layout ------------------------------------------------------------------------
+
+
+def _crc16(data: bytes) -> int:
+    """CRC16-XMODEM, the checksum Redis Cluster takes modulo 16384 for a key's slot."""
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+def keyslot(key: str) -> int:
+    """The Redis Cluster slot of ``key`` (the hash-tag rule of the cluster specification)."""
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start >= 0:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return _crc16(raw) % 16384
+
+
+def test_crc16_matches_the_cluster_specification() -> None:
+    assert _crc16(b"123456789") == 0x31C3  # the specification's test vector
+    assert keyslot("{user1000}.following") == keyslot("{user1000}.followers")
+
+
+@given(st.text(max_size=30))
+def test_every_key_of_a_channel_is_in_one_slot(channel: str) -> None:
+    broker = RedisMapBroker(prefix="tl")
+    names = [*broker.keys(channel).values(), broker._result_key(channel, "idem}{key")]
+    assert len({keyslot(name) for name in names}) == 1
+    tag = hash_tag(channel)
+    assert tag and "}" not in tag
+    assert all(f"{{{tag}}}" in name for name in names)
+
+
+@given(st.text(max_size=12), st.text(max_size=12))
+def test_two_channels_never_share_a_key(one: str, other: str) -> None:
+    if one != other:
+        assert hash_tag(one) != hash_tag(other)
+
+
+async def test_the_keys_hash_to_one_slot_in_redis_itself(redis_url: str, prefix: str, raw: Redis) -> None:
+    """Written keys are where :meth:`keys` says (the slot check above covers their names)."""
+    async with node(redis_url, prefix) as (broker, _):
+        channel = "odd}{channel%"
+        await broker.publish(
+            channel, MapWrite(key="k", data=b"{}", idempotency_key="i"), MapOptions(100, 60.0, key_ttl=60.0)
+        )
+        found = sorted([k.decode() async for k in raw.scan_iter(match=f"{prefix}.map.{{*", count=1000)])
+        names = broker.keys(channel)
+        expected = sorted([names["state"], names["order"], names["expire"], names["stream"], names["meta"]])
+        assert found == sorted([*expected, broker._result_key(channel, "i")])
+        assert len({keyslot(k) for k in found}) == 1
+
+
+# --- cursors and decoding -------------------------------------------------------------------
+
+
+async def test_an_ordered_page_resumes_after_its_cursor_even_when_that_key_moved(
+    redis_url: str, prefix: str, raw: Redis
+) -> None:
+    async with node(redis_url, prefix) as (broker, _):
+        for i in range(10):
+            await broker.publish("top", w(f"k{i}", score=i // 2), ORDERED)  # pairs of equal scores
+        first = await broker.read_state("top", MapStateQuery(limit=3), ORDERED)
+        assert [e.key for e in first.entries] == ["k9", "k8", "k7"], "score then key, descending"
+        order_key = broker.keys("top")["order"]
+        before = await raw.zrange(order_key, 0, -1, withscores=True)
+        # the cursor's key moves away, then is removed: the next page still starts after it
+        await broker.publish("top", w("k7", score=100), ORDERED)
+        second = await broker.read_state("top", MapStateQuery(limit=3, cursor=first.cursor), ORDERED)
+        assert [e.key for e in second.entries] == ["k6", "k5", "k4"]
+        await broker.remove("top", "k4", ORDERED)
+        third = await broker.read_state("top", MapStateQuery(limit=3, cursor=second.cursor), ORDERED)
+        assert [e.key for e in third.entries] == ["k3", "k2", "k1"]
+        after = await raw.zrange(order_key, 0, -1, withscores=True)
+        assert len(after) == len(before) - 1, "the read put nothing into the order set"
+        asc = await broker.read_state("top", MapStateQuery(limit=4, asc=True), ORDERED)
+        assert [e.key for e in asc.entries] == ["k0", "k1", "k2", "k3"]
+
+
+async def test_unordered_pages_come_in_key_order_with_exact_sizes(redis_url: str, prefix: str, raw: Redis) -> None:
+    async with node(redis_url, prefix) as (broker, _):
+        keys = [f"key-{i:03d}" for i in range(250)]
+        for key in reversed(keys):
+            await broker.publish("big", w(key), DURABLE)
+        seen: list[str] = []
+        cursor = ""
+        for _ in range(10):
+            page = await broker.read_state("big", MapStateQuery(limit=100, cursor=cursor), DURABLE)
+            assert len(page.entries) == (100 if len(seen) < 200 else 50)
+            seen += [e.key for e in page.entries]
+            cursor = page.cursor
+            if not cursor:
+                break
+        assert seen == keys
+
+
+@pytest.mark.parametrize("cursor", ["x", "k", "s", "sabc:k", "snan:k", "s1"])
+async def test_a_foreign_cursor_is_refused(redis_url: str, prefix: str, raw: Redis, cursor: str) -> None:
+    async with node(redis_url, prefix) as (broker, _):
+        options = ORDERED if cursor.startswith("s") or cursor == "x" else DURABLE
+        if cursor == "k":  # an empty key after the marker is a valid key-order cursor
+            page = await broker.read_state("c", MapStateQuery(cursor=cursor), options)
+            assert page.entries == []
+            return
+        with pytest.raises(InvalidCursor):
+            await broker.read_state("c", MapStateQuery(cursor=cursor), options)
+
+
+@given(st.binary(max_size=40))
+def test_decode_update_never_crashes_unexpectedly(payload: bytes) -> None:
+    try:
+        pub = decode_update(payload)
+    except (ValueError, UnicodeDecodeError):
+        return
+    except Exception as exc:  # msgspec's DecodeError is a ValueError too
+        raise AssertionError(f"unexpected {exc!r}") from exc
+    assert isinstance(pub, Publication)
+
+
+def test_a_removal_by_expiry_decodes_with_its_position() -> None:
+    pub = decode_update(b"x7:ab12:1700000000000:user:1")
+    assert pub == Publication(data=b"", key="user:1", removed=True, time=1700000000000, offset=7, epoch="ab12")
