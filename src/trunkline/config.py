@@ -65,6 +65,8 @@ __all__ = [
     "RpcNamespace",
     "RpcOptions",
     "Settings",
+    "SharedPollNamespace",
+    "SharedPollSettings",
     "Shutdown",
     "StringMap",
     "SubscriptionTokenSettings",
@@ -215,6 +217,7 @@ class ChannelProxy:
     subscribe: ProxyOptions = field(default_factory=ProxyOptions)
     publish: ProxyOptions = field(default_factory=ProxyOptions)
     sub_refresh: ProxyOptions = field(default_factory=ProxyOptions)
+    shared_poll_refresh: ProxyOptions = field(default_factory=ProxyOptions)  # shared-poll namespaces' default
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -388,10 +391,40 @@ class MapNamespace:
             object.__setattr__(self, "mode", "durable")
 
 
+#: ``shared_poll.mode`` values ("" is versionless)
+SHARED_POLL_MODES: Final = ("", "versionless", "versioned")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedPollNamespace:
+    """The ``shared_poll`` block of a namespace whose ``subscription_type`` is ``shared_poll`` (docs/shared-poll.md)."""
+
+    proxy_name: str = ""  # a name from ``proxies``; "" or "default": channel.proxy.shared_poll_refresh
+    refresh_interval: float = 10.0  # the backend is asked for every tracked key once per interval
+    refresh_batch_size: int = 1000  # keys per refresh call; the calls of a cycle are spread over the interval
+    max_keys_per_connection: int = 5000  # a track past it gets error 106
+    mode: str = "versionless"  # "versionless" (changes found by content) or "versioned" (by the backend's version)
+    channel_shutdown_delay: float = 1.0  # a channel nobody subscribes to stops polling after this
+    track_expired_extra_delay: float = 25.0  # keys of a signature expired this long ago are untracked
+    publish_enabled: bool = False  # accepted; direct publish (shared_poll_publish) reaches this node's clients
+    max_keys_per_channel: int = 100000  # Trunkline's own: distinct keys tracked per channel; past it 106; 0: none
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SharedPollSettings:
+    """The top-level ``shared_poll`` section: the track signatures' secrets, the backend-call bound."""
+
+    hmac_secret_key: str = ""  # required by shared-poll namespaces
+    hmac_previous_secret_key: str = ""  # accepted too during a key rotation
+    hmac_previous_secret_key_valid_until: int = 0  # Unix seconds after which the previous key is refused; 0: never
+    concurrency_limit: int = 64  # refresh calls in flight across all shared-poll channels
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NamespaceOptions:
     subscription_type: str = "stream"  # one of SUBSCRIPTION_TYPES
     map: MapNamespace = field(default_factory=MapNamespace)
+    shared_poll: SharedPollNamespace = field(default_factory=SharedPollNamespace)
     map_clients_presence_channel_prefix: str = ""  # "": off; else each subscriber is a key of prefix+channel
     map_users_presence_channel_prefix: str = ""  # "": off; else each subscriber's user is a key of prefix+channel
     presence: bool = False
@@ -625,6 +658,7 @@ class Settings:
     mqtt: Mqtt = field(default_factory=Mqtt)
     rpc: Rpc = field(default_factory=Rpc)
     proxies: tuple[NamedProxy, ...] = ()  # named proxies, referenced by *_proxy_name
+    shared_poll: SharedPollSettings = field(default_factory=SharedPollSettings)
 
     @property
     def tls(self) -> Tls:
@@ -660,6 +694,8 @@ _SECRETS: Final = frozenset(
     {
         "client.token.hmac_secret_key",
         "client.subscription_token.hmac_secret_key",
+        "shared_poll.hmac_secret_key",
+        "shared_poll.hmac_previous_secret_key",
         "http_api.key",
         "admin.password",
         "admin.secret",
@@ -1210,6 +1246,40 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
     choice("log.format", s.log.format, _LOG_FORMATS)
     _validate_mqtt(s, fail)
     _validate_proxies(s, fail)
+    _validate_shared_poll_proxies(s, fail)
+
+
+def _validate_shared_poll_proxies(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    """Shared-poll namespaces need the HMAC secret and a refresh proxy (named, or the default)."""
+    sp = s.shared_poll
+    if sp.concurrency_limit < 1:
+        fail("shared_poll.concurrency_limit", "must be at least 1")
+    if sp.hmac_previous_secret_key_valid_until < 0:
+        fail("shared_poll.hmac_previous_secret_key_valid_until", "must be 0 or a Unix time")
+    channel = s.channel
+    refresh = channel.proxy.shared_poll_refresh
+    for name in ("http_headers", "include_connection_meta", "binary_encoding"):
+        if getattr(refresh, name):
+            fail(
+                f"channel.proxy.shared_poll_refresh.{name}",
+                "a refresh call serves every connection tracking the keys, not one connection: not applicable",
+            )
+    spaces = [("channel.without_namespace", channel.without_namespace)]
+    spaces += [(f"channel.namespaces[{i}]", ns) for i, ns in enumerate(channel.namespaces)]
+    names = {p.name for p in s.proxies}
+    for prefix, o in spaces:
+        if o.subscription_type != "shared_poll":
+            continue
+        if not sp.hmac_secret_key:
+            fail("shared_poll.hmac_secret_key", f"is required by {prefix} (subscription_type = 'shared_poll')")
+        name = o.shared_poll.proxy_name
+        if name and name != "default":
+            if name not in names:
+                fail(f"{prefix}.shared_poll.proxy_name", f"no proxy named {name!r} in proxies")
+        elif not channel.proxy.shared_poll_refresh.endpoint:
+            fail(f"{prefix}.shared_poll.proxy_name", "needs channel.proxy.shared_poll_refresh.endpoint or a proxy name")
+        else:
+            _validate_proxy(channel.proxy.shared_poll_refresh, "channel.proxy.shared_poll_refresh", fail)
 
 
 _MQTT_MODES: Final = ("namespace", "prefix")
@@ -1306,6 +1376,7 @@ def _validate_options(opts: NamespaceOptions, prefix: str, fail: Callable[[str, 
         if delta not in _DELTA_TYPES:
             fail(f"{prefix}.allowed_delta_types[{i}]", f"unknown delta type {delta!r}; known: fossil")
     _validate_map(opts, prefix, fail)
+    _validate_shared_poll(opts, prefix, fail)
 
 
 _MAP_BROKERS: Final = ("memory", "redis")
@@ -1329,6 +1400,32 @@ def _validate_map_broker(s: Settings, fail: Callable[[str, str], typing.NoReturn
         fail("map_broker.cleanup_interval", "must be above 0")
     if mb.cleanup_batch_size < 1:
         fail("map_broker.cleanup_batch_size", "must be at least 1")
+
+
+def _validate_shared_poll(opts: NamespaceOptions, prefix: str, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    """The ``shared_poll`` block: only in shared-poll namespaces, with sane bounds, nothing stream-only."""
+    sp = opts.shared_poll
+    key = f"{prefix}.shared_poll"
+    if opts.subscription_type != "shared_poll":
+        if sp != SharedPollNamespace():
+            fail(key, "is only read in a namespace with subscription_type = 'shared_poll'")
+        return
+    if sp.mode not in SHARED_POLL_MODES:
+        allowed = ", ".join(repr(a) for a in SHARED_POLL_MODES)
+        fail(f"{key}.mode", f"must be one of {allowed}, got {sp.mode!r}")
+    if sp.refresh_interval <= 0:
+        fail(f"{key}.refresh_interval", "must be above 0")
+    for name in ("refresh_batch_size", "max_keys_per_connection"):
+        if getattr(sp, name) < 1:
+            fail(f"{key}.{name}", "must be at least 1")
+    for name in ("channel_shutdown_delay", "track_expired_extra_delay"):
+        if getattr(sp, name) < 0:
+            fail(f"{key}.{name}", "must be 0 or more (seconds)")
+    if sp.max_keys_per_channel < 0:
+        fail(f"{key}.max_keys_per_channel", "must be 0 (no limit) or more")
+    for name in ("history_size", "presence", "join_leave", "force_recovery", "force_positioning", "delta_publish"):
+        if getattr(opts, name):
+            fail(f"{prefix}.{name}", "a shared-poll namespace has no stream, presence or recovery")
 
 
 def _validate_map(opts: NamespaceOptions, prefix: str, fail: Callable[[str, str], typing.NoReturn]) -> None:
