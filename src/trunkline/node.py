@@ -56,6 +56,7 @@ from .hub.registry import Hub, Push, WireShape
 from .observe.metrics import WRITE_SAMPLE_SUBSCRIBERS, Metrics
 from .protocol.messages import ClientInfo as ProtocolClientInfo
 from .proxy import Proxies
+from .proxy.shared_poller import SharedPoll
 from .records import Undeliverable
 
 if TYPE_CHECKING:
@@ -160,6 +161,8 @@ class Node(BrokerEventHandler):
         self.hooks = Hooks()
         #: the proxy to the application backend (client.proxy, channel.proxy, rpc.proxy, proxies)
         self.proxies = Proxies(self.settings, self.metrics)
+        #: shared-poll channels: tracked keys, their pollers (the refresh proxy), delivery of changes
+        self.shared_poll = SharedPoll(self.settings, self.proxies, self.metrics, self.rules.namespace_of)
         #: creates client sessions; the app injects the Centrifugo protocol's (``commands.new_session``)
         self.session_factory: SessionFactory | None = None
         self.uid = str(uuid.uuid4())
@@ -224,6 +227,7 @@ class Node(BrokerEventHandler):
         for task in list(self._tasks):
             task.cancel()
         await self.broker.close()
+        await self.shared_poll.close()
         await self.proxies.close()
         await self.verifier.close()
         if self.sub_verifier is not self.verifier:
