@@ -37,11 +37,14 @@ from typing import Any
 import msgspec
 from redis.asyncio import Redis
 
+from ..config import Settings
+from ..errors import StartupError
 from ..records import ClientInfo, Publication, decode_body, encode_body
 from .base import BrokerEventHandler, HistoryQuery, StreamPosition
 from .map_base import KeyMode, MapLimitExceeded, MapOptions, MapResult, MapStatePage, MapStateQuery, MapWrite
 from .memory import new_epoch
 from .redis import _HISTORY, DEFAULT_ADDRESS, RedisBroker, RedisUnavailable, _ms, _Script, make_client
+from .redis_topology import make_sentinel_client
 
 logger = logging.getLogger(__name__)
 
@@ -138,11 +141,13 @@ class RedisMapBroker:
         idempotent_result_ttl: float = 300.0,
         placeholder_ttl: float = 60.0,
         client: Redis | None = None,
+        owns_client: bool = False,
     ) -> None:
-        """Connect to ``address``, or use ``client`` (owned by the caller: ``close`` leaves it open)."""
-        self._owns_client = client is None
-        self._client = client if client is not None else make_client(address, connect_timeout, io_timeout)
-        self._feed = _MapFeed.from_client(self._client, prefix, connect_timeout, io_timeout)
+        """Connect to ``address``, or use ``client`` (``close`` leaves it open unless ``owns_client``)."""
+        if client is None:
+            client, owns_client = make_client(address, connect_timeout, io_timeout), True
+        self._client = client
+        self._feed = _MapFeed.from_client(client, prefix, connect_timeout, io_timeout, owns_client=owns_client)
         self._feed._control = f"{prefix}.map.ready".encode()  # the reader's readiness marker (never published)
         self._prefix = prefix
         self._cleanup_key = f"{prefix}.map.cleanup"
@@ -151,6 +156,49 @@ class RedisMapBroker:
         self._result_ttl = idempotent_result_ttl
         self._placeholder_ttl = placeholder_ttl
         self._cleanup_task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RedisMapBroker:
+        """The broker of ``map_broker.type = "redis"``: ``map_broker.redis`` (``engine.redis``
+        when its address is empty), ``map_broker.cleanup_*``, ``channel.idempotent_result_ttl``.
+
+        One server or Sentinel; several addresses (client-side sharding) and Redis Cluster
+        are refused with a :class:`StartupError` naming the setting.
+        """
+        own = bool(settings.map_broker.redis.address)
+        r = settings.map_broker_redis
+        section = "map_broker.redis" if own else "engine.redis"
+        if r.cluster_address:
+            raise StartupError(f"{section}.cluster_address", "map channels do not support Redis Cluster yet")
+        if r.sentinel_address:
+            client = make_sentinel_client(
+                r.sentinel_address,
+                r.sentinel_master_name,
+                r.connect_timeout,
+                r.io_timeout,
+                sentinel_user=r.sentinel_user,
+                sentinel_password=r.sentinel_password,
+                master_url=r.address,
+            )
+            address = ""
+        else:
+            urls = r.addresses
+            if len(urls) != 1:
+                raise StartupError(
+                    f"{section}.address", "map channels need one Redis address (sharding is not supported)"
+                )
+            client, address = None, urls[0]
+        return cls(
+            address,
+            r.prefix,
+            r.connect_timeout,
+            r.io_timeout,
+            cleanup_interval=settings.map_broker.cleanup_interval,
+            cleanup_batch_size=settings.map_broker.cleanup_batch_size,
+            idempotent_result_ttl=settings.channel.idempotent_result_ttl,
+            client=client,
+            owns_client=True,
+        )
 
     @property
     def client(self) -> Redis:
@@ -187,9 +235,6 @@ class RedisMapBroker:
             task.cancel()
             await asyncio.wait([task])
         await self._feed.close()
-        if self._owns_client:
-            self._owns_client = False
-            await self._client.aclose()
 
     async def ping(self) -> None:
         await self._feed.ping()
@@ -301,6 +346,7 @@ class RedisMapBroker:
                 max(0, options.max_keys),
                 1 if refresh else 0,
                 channel,
+                _ms(self._placeholder_ttl),
             ),
         )
         position = StreamPosition(int(offset), epoch.decode())
@@ -398,7 +444,7 @@ class RedisMapBroker:
         removed = await self._feed._eval(
             _CLEANUP,
             (k["state"], k["order"], k["expire"], k["stream"], k["meta"], self._cleanup_key),
-            (self._cleanup_batch_size, new_epoch(), k["updates"], channel),
+            (self._cleanup_batch_size, new_epoch(), k["updates"], channel, _ms(self._placeholder_ttl)),
         )
         return int(removed)
 

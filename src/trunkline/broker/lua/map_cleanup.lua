@@ -14,6 +14,7 @@
 -- ARGV[2]  the epoch to use when the channel has none
 -- ARGV[3]  pub/sub channel of the map channel
 -- ARGV[4]  the channel name (member of the cleanup registration)
+-- ARGV[5]  placeholder ttl, ms: how long the epoch of an ephemeral channel outlives its last key
 --
 -- The pub/sub message of a removal is "x<offset>:<epoch>:<time ms>:<key>"; its stream entry has
 -- the fields "k" (key) and "t" (time ms) instead of a record.
@@ -48,6 +49,13 @@ if #expired > 0 then
     redis.call("zrem", order_key, key)
     redis.call("zrem", expire_key, key)
     redis.call("publish", ARGV[3], string.format("x%d:", offset) .. epoch .. ":" .. now_text .. ":" .. key)
+  end
+  local placeholder = tonumber(ARGV[5])
+  if not keeps_stream and placeholder > 0 and redis.call("exists", state_key) == 0 then
+    local left = redis.call("pttl", meta_key)
+    if left < 0 or left > placeholder then
+      redis.call("pexpire", meta_key, placeholder)
+    end
   end
 end
 

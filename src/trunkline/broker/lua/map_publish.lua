@@ -22,6 +22,7 @@
 -- ARGV[13] max keys (0: unlimited)
 -- ARGV[14] "1": an if_new write of an existing key still renews its ttl
 -- ARGV[15] the channel name (member of the cleanup registration)
+-- ARGV[16] placeholder ttl, ms: how long the epoch of an ephemeral channel outlives its last key
 --
 -- The pub/sub message is "p<offset>:<epoch>:<record>".
 -- Returns {status, offset, epoch}: status "ok", "idempotency", "key_exists", "key_not_found" or
@@ -103,6 +104,14 @@ if mode == "remove" then
   redis.call("zrem", order_key, key)
   redis.call("zrem", expire_key, key)
   -- The registration may now name a channel without expiring keys: the cleanup drops it.
+  if stream_size == 0 and redis.call("exists", state_key) == 0 then
+    -- An emptied ephemeral channel has nothing to resume: its epoch lives a placeholder's time.
+    local left = redis.call("pttl", meta_key)
+    local placeholder = tonumber(ARGV[16])
+    if placeholder > 0 and (left < 0 or left > placeholder) then
+      redis.call("pexpire", meta_key, placeholder)
+    end
+  end
 else
   redis.call("hset", state_key, key, string.format("%d:", offset) .. ARGV[2])
   redis.call("zadd", order_key, ARGV[5], key)
