@@ -36,6 +36,8 @@ from .broker.base import (
     PublishOptions,
     StreamPosition,
 )
+from .broker.map_base import MapBroker, MapOptions, MapResult, MapStatePage, MapStateQuery, MapWrite
+from .broker.map_memory import MemoryMapBroker
 from .broker.memory import MemoryBroker, MemoryPresence
 from .clock import REAL_CLOCK, Clock
 from .config import NamespaceOptions, Settings
@@ -50,6 +52,7 @@ from .events import (
     OnSubscribe,
 )
 from .hub.channels import ChannelRules
+from .hub.map_options import map_options
 from .hub.patterns import Matcher, Patterns
 from .hub.recovery import decide, live_after
 from .hub.registry import Hub, Push, WireShape
@@ -125,6 +128,7 @@ class Node(BrokerEventHandler):
         presence: PresenceManager | None = None,
         metrics: Metrics | None = None,
         clock: Clock | None = None,
+        map_broker: MapBroker | None = None,
     ) -> None:
         self.settings = settings or Settings()
         #: wall time, monotonic time and timers of every session (a manual clock in tests)
@@ -140,6 +144,9 @@ class Node(BrokerEventHandler):
         self.hub: Hub[Connection] = Hub()  # sessions of every client protocol
         self.broker: Broker = broker or MemoryBroker()
         self.presence_manager: PresenceManager = presence or MemoryPresence()
+        #: the state and change stream of map channels (``map_broker``; memory unless the app passes one)
+        self.map_broker: MapBroker = map_broker or MemoryMapBroker.from_settings(self.settings)
+        self._map_options: dict[str, MapOptions | None] = {}  # namespace -> its map options (None: not a map)
         self.metrics = metrics or Metrics()
         self.metrics.track_hub(self.hub)
         self.hub.on_undeliverable = self._undeliverable
@@ -209,6 +216,7 @@ class Node(BrokerEventHandler):
 
     async def start(self) -> None:
         await self.broker.start(self)
+        await self.map_broker.start(self)
         self.accepting = True
         self.spawn(self._node_info_loop())
         self.spawn(self._position_check_loop())
@@ -227,6 +235,7 @@ class Node(BrokerEventHandler):
         for task in list(self._tasks):
             task.cancel()
         await self.broker.close()
+        await self.map_broker.close()
         await self.shared_poll.close()
         await self.proxies.close()
         await self.verifier.close()
@@ -277,7 +286,8 @@ class Node(BrokerEventHandler):
         """Make sure this node receives ``channel`` from the broker (first local subscriber)."""
         fut = self._broker_subs.get(channel)
         if fut is None:
-            fut = self._broker_subs[channel] = asyncio.ensure_future(self.broker.subscribe(channel))
+            broker = self.map_broker if self.map_channel_options(channel) is not None else self.broker
+            fut = self._broker_subs[channel] = asyncio.ensure_future(broker.subscribe(channel))
         try:
             await asyncio.shield(fut)
         except ConnectionError as exc:
@@ -288,7 +298,8 @@ class Node(BrokerEventHandler):
 
     def detach_channel(self, channel: str) -> None:
         if self._broker_subs.pop(channel, None) is not None:
-            self.spawn(self.broker.unsubscribe(channel))
+            broker = self.map_broker if self.map_channel_options(channel) is not None else self.broker
+            self.spawn(broker.unsubscribe(channel))
 
     # ------------------------------------------------------------------ engine API: pattern subscriptions
 
@@ -340,6 +351,7 @@ class Node(BrokerEventHandler):
         join_leave: bool = False,
         shape: WireShape | None = None,
         push: Push | None = None,
+        recovery_limit: int = 0,
     ) -> tuple[JoinResult, Finish]:
         """Join ``sub`` to ``channel`` in two steps, for any client protocol.
 
@@ -355,6 +367,8 @@ class Node(BrokerEventHandler):
 
         ``shape`` and ``push`` default to the connection's own; a protocol whose
         subscriptions differ in encoding (MQTT: QoS per subscription) passes its own.
+        ``recovery_limit`` caps the publications recovered (0: ``client.recovery_max_publication_limit``).
+        A map channel's stream is its map stream (:meth:`read_stream`).
         """
         hub = self.hub
         buffered: list[Publication] = []
@@ -364,7 +378,9 @@ class Node(BrokerEventHandler):
         try:
             await self.attach_channel(channel)
             if positioned:
-                position, epoch = await self._stream_position(channel, since, recoverable, reject_unrecovered, result)
+                position, epoch = await self._stream_position(
+                    channel, since, recoverable, reject_unrecovered, result, recovery_limit
+                )
         except BaseException:
             if hub.remove(channel, sub):
                 self.detach_channel(channel)
@@ -412,17 +428,23 @@ class Node(BrokerEventHandler):
 
         return result, finish
 
-    async def _stream_position(
-        self, channel: str, since: StreamPosition | None, recoverable: bool, reject: bool, result: JoinResult
+    async def _stream_position(  # noqa: PLR0917
+        self,
+        channel: str,
+        since: StreamPosition | None,
+        recoverable: bool,
+        reject: bool,
+        result: JoinResult,
+        recovery_limit: int = 0,
     ) -> tuple[int, str]:
         """Fill ``result`` from the stream (recovering from ``since``); return the subscriber's position."""
         query = HistoryQuery(
             limit=0, history_meta_ttl=self.settings.channel.history_meta_ttl, placeholder_ttl=self.placeholder_ttl
         )
         if recoverable and since is not None:
-            limit = self.settings.client.recovery_max_publication_limit or None
+            limit = recovery_limit or self.settings.client.recovery_max_publication_limit or None
             with self.metrics.broker_timer("history"):
-                pubs, top = await self.broker.history(
+                pubs, top = await self.read_stream(
                     channel,
                     HistoryQuery(
                         limit=limit,
@@ -446,7 +468,7 @@ class Node(BrokerEventHandler):
             result.offset = top.offset
             return top.offset, top.epoch
         with self.metrics.broker_timer("history"):
-            _, top = await self.broker.history(channel, query)
+            _, top = await self.read_stream(channel, query)
         result.epoch = top.epoch
         result.offset = top.offset
         return top.offset, top.epoch
@@ -530,8 +552,91 @@ class Node(BrokerEventHandler):
             limit=0, history_meta_ttl=self.settings.channel.history_meta_ttl, placeholder_ttl=self.placeholder_ttl
         )
         with self.metrics.broker_timer("history"):
-            _, top = await self.broker.history(channel, query)
+            _, top = await self.read_stream(channel, query)
         return top
+
+    async def read_stream(self, channel: str, query: HistoryQuery) -> tuple[list[Publication], StreamPosition]:
+        """A channel's stream: its history, or its map stream for a map channel."""
+        options = self.map_channel_options(channel)
+        if options is None:
+            return await self.broker.history(channel, query)
+        return await self.map_broker.read_stream(channel, query, options)
+
+    # ------------------------------------------------------------------ map channels
+
+    def map_channel_options(self, channel: str) -> MapOptions | None:
+        """The resolved map options of ``channel``'s namespace, None when it is not a map namespace."""
+        if channel.startswith(SYSTEM_PREFIX):
+            return None
+        name = self.rules.namespace_of(channel)
+        try:
+            return self._map_options[name]
+        except KeyError:
+            pass
+        ns = self.settings.namespace(name)
+        options = map_options(ns, self.settings.channel.history_meta_ttl) if ns is not None and ns.is_map else None
+        self._map_options[name] = options
+        return options
+
+    def _map_channel(self, channel: str) -> tuple[NamespaceOptions, MapOptions]:
+        opts = self._require_namespace(channel)
+        options = self.map_channel_options(channel)
+        if options is None:
+            raise E.BAD_REQUEST.with_message("bad request: not a map channel")
+        return opts, options
+
+    async def map_publish(self, channel: str, write: MapWrite) -> MapResult:
+        """Write a key of a map channel (raises ``MapLimitExceeded`` for a new key into a full channel).
+
+        The namespace's ``publication_data_format`` applies (107 otherwise).
+        """
+        opts, options = self._map_channel(channel)
+        if opts.publication_data_format in ("json", "json_object"):
+            _check_data_format(write.data, opts.publication_data_format)
+        with self.metrics.broker_timer("map_publish"):
+            result = await self.map_broker.publish(channel, write, options)
+        if result.publication is not None:
+            self.metrics.published(self.rules.namespace_of(channel))
+        return result
+
+    async def map_remove(
+        self,
+        channel: str,
+        key: str,
+        *,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        idempotency_key: str = "",
+    ) -> MapResult:
+        _, options = self._map_channel(channel)
+        with self.metrics.broker_timer("map_remove"):
+            return await self.map_broker.remove(
+                channel, key, options, info=info, tags=tags, idempotency_key=idempotency_key
+            )
+
+    async def map_read_state(self, channel: str, query: MapStateQuery) -> MapStatePage:
+        """One page of a map channel's state (a cursor this broker did not hand out: 107)."""
+        _, options = self._map_channel(channel)
+        try:
+            with self.metrics.broker_timer("map_read_state"):
+                return await self.map_broker.read_state(channel, query, options)
+        except ValueError:
+            raise E.BAD_REQUEST.with_message("bad request: invalid cursor") from None
+
+    async def map_read_stream(self, channel: str, query: HistoryQuery) -> tuple[list[Publication], StreamPosition]:
+        _, options = self._map_channel(channel)
+        with self.metrics.broker_timer("map_read_stream"):
+            return await self.map_broker.read_stream(channel, query, options)
+
+    async def map_stats(self, channel: str) -> int:
+        self._map_channel(channel)
+        with self.metrics.broker_timer("map_stats"):
+            return await self.map_broker.stats(channel)
+
+    async def map_clear(self, channel: str) -> None:
+        self._map_channel(channel)
+        with self.metrics.broker_timer("map_clear"):
+            await self.map_broker.clear(channel)
 
     async def _position_check_loop(self) -> None:
         interval = self.settings.channel.position_check_interval
