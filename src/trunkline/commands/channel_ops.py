@@ -14,6 +14,7 @@ from ..events import PublishEvent, SubscribeEvent
 from ..hub import permissions
 from ..node import SYSTEM_PREFIX
 from ..protocol.messages import (
+    SUB_SHARED_POLL,
     Command,
     HistoryResult,
     PresenceResult,
@@ -25,6 +26,7 @@ from ..protocol.messages import (
 )
 from ..proxy import calls as proxied
 from ..proxy.wire import PublishAnswer
+from . import shared_polling
 from .subscribing import announce, join_channel, ttl_of
 
 if TYPE_CHECKING:
@@ -60,7 +62,9 @@ async def subscribe(s: Session, cmd: Command) -> None:
         await _subscribe_system(s, cmd, channel)
         return
     opts = channel_options(s, channel)
-    if req.type != 0:
+    if req.type == SUB_SHARED_POLL or opts.subscription_type == "shared_poll":
+        shared_polling.check_type(opts, req.type)
+    elif req.type != 0:
         raise E.PERMISSION_DENIED()
     if channel in s.subscriptions or channel in s.pending:
         raise E.ALREADY_SUBSCRIBED()
@@ -95,6 +99,9 @@ async def subscribe(s: Session, cmd: Command) -> None:
             chan_info, data = hook_reply.info, hook_reply.data
     elif not permissions.can_subscribe(opts, s.user, node.settings.client.insecure):
         raise E.PERMISSION_DENIED()
+    if opts.subscription_type == "shared_poll":
+        shared_polling.subscribe(s, cmd, channel, opts, chan_info=chan_info, expire_at=expire_at)
+        return
     result, finish = await join_channel(
         s, channel, opts, req, chan_info=chan_info, data=data, override=override, expire_at=expire_at
     )
@@ -219,6 +226,9 @@ async def history(s: Session, cmd: Command) -> None:
 async def sub_refresh(s: Session, cmd: Command) -> None:
     req = cmd.sub_refresh
     assert req is not None
+    if req.type:  # shared poll: track / untrack keys
+        await shared_polling.sub_refresh(s, cmd)
+        return
     if not req.channel or not req.token:
         raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: sub_refresh needs channel and token")
     sub = s.subscriptions.get(req.channel)

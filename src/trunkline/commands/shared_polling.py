@@ -24,7 +24,7 @@ from ..config import NamespaceOptions
 from ..hub.shared_poll import LimitExceeded
 from ..protocol import protobuf
 from ..protocol.codec import Codec
-from ..protocol.messages import Command, Publication, Reply, SubRefreshResult, SubscribeResult
+from ..protocol.messages import SUB_SHARED_POLL, Command, Publication, Reply, SubRefreshResult, SubscribeResult
 from ..session import Subscription
 from .subscribing import ttl_of
 
@@ -45,6 +45,12 @@ _json = msgspec.json.Encoder()
 def track_keys(s: Session) -> TrackKeys:
     sp = s.node.settings.shared_poll
     return TrackKeys(sp.hmac_secret_key, sp.hmac_previous_secret_key, sp.hmac_previous_secret_key_valid_until)
+
+
+def check_type(opts: NamespaceOptions, kind: int) -> None:
+    """A shared-poll namespace takes shared-poll subscribes (type 4) only, and the other way round."""
+    if (opts.subscription_type == "shared_poll") != (kind == SUB_SHARED_POLL):
+        raise E.BAD_REQUEST.with_message("bad request: the subscription type does not match the channel's namespace")
 
 
 def subscribe(
