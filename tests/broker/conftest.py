@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from trunkline.records import Publication
 
 from .map_env import map_broker  # noqa: F401  (every map broker, for test_map_contract.py)
+
 REDIS_SERVER = shutil.which("redis-server")
 
 
