@@ -6,19 +6,28 @@ The behaviour both map brokers share is in test_map_contract.py (run on Redis to
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
-from trunkline.broker.base import HistoryQuery, Publication
+from trunkline.broker.base import HistoryQuery, Publication, encode_body
 from trunkline.broker.map_base import MapOptions, MapStateQuery, MapWrite
-from trunkline.broker.map_redis import InvalidCursor, RedisMapBroker, decode_update, hash_tag
+from trunkline.broker.map_redis import (
+    InvalidCursor,
+    RedisMapBroker,
+    _decode_entries,
+    _parse_cursor,
+    decode_update,
+    hash_tag,
+)
 from trunkline.broker.redis import RedisUnavailable
 
 from .conftest import Recorder, RedisServer, delete_keys
@@ -315,3 +324,25 @@ def test_decode_update_never_crashes_unexpectedly(payload: bytes) -> None:
 def test_a_removal_by_expiry_decodes_with_its_position() -> None:
     pub = decode_update(b"x7:ab12:1700000000000:user:1")
     assert pub == Publication(data=b"", key="user:1", removed=True, time=1700000000000, offset=7, epoch="ab12")
+
+
+@given(st.lists(st.tuples(st.integers(0, 2**53), st.text(max_size=8), st.binary(max_size=20)), max_size=8))
+def test_a_packed_state_page_decodes_to_its_entries(items: list[tuple[int, str, bytes]]) -> None:
+    records = [Publication(data=data, key=key, offset=offset, epoch="e") for offset, key, data in items]
+    values = [b"%d:%b" % (p.offset, encode_body(msgspec.structs.replace(p, offset=0, epoch=""))) for p in records]
+    packed = b"".join(b"%d:%b" % (len(v), v) for v in values)
+    assert _decode_entries(packed, "e") == records
+
+
+@given(st.text(max_size=20), st.booleans())
+def test_parse_cursor_accepts_only_its_own_shapes(cursor: str, ordered: bool) -> None:
+    try:
+        score, key = _parse_cursor(cursor, ordered=ordered)
+    except InvalidCursor:
+        return
+    if not cursor:
+        assert (score, key) == ("", "")
+    elif ordered:
+        assert cursor == f"s{score}:{key}" and not math.isnan(float(score))
+    else:
+        assert cursor == f"k{key}" and score == ""

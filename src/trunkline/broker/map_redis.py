@@ -369,7 +369,7 @@ class RedisMapBroker:
         else:
             order = "lex"
             cursor_score, cursor_key = _parse_cursor(query.cursor, ordered=False)
-        top, epoch_bytes, flat, more, next_score, next_key = await self._feed._eval(
+        top, epoch_bytes, packed, more, next_score, next_key = await self._feed._eval(
             _STATE,
             (k["state"], k["order"], k["meta"]),
             (
@@ -383,11 +383,7 @@ class RedisMapBroker:
             ),
         )
         epoch = epoch_bytes.decode()
-        entries = []
-        for i in range(0, len(flat), 2):
-            value: bytes = flat[i + 1]
-            colon = value.index(b":")
-            entries.append(decode_body(value[colon + 1 :], int(value[:colon]), epoch))
+        entries = _decode_entries(packed, epoch)
         cursor = ""
         if int(more):
             cursor = ("s" + next_score.decode() + ":" if order != "lex" else "k") + next_key.decode()
@@ -457,6 +453,19 @@ class RedisMapBroker:
                 logger.warning("map cleanup skipped: %r", exc)
             except Exception:
                 logger.exception("map cleanup failed")
+
+
+def _decode_entries(packed: bytes, epoch: str) -> list[Publication]:
+    """The entries of ``lua/map_state.lua``'s page: ``<length>:<offset>:<record>`` each."""
+    entries = []
+    i, end = 0, len(packed)
+    while i < end:
+        colon = packed.index(b":", i)
+        stop = colon + 1 + int(packed[i:colon])
+        sep = packed.index(b":", colon + 1, stop)
+        entries.append(decode_body(packed[sep + 1 : stop], int(packed[colon + 1 : sep]), epoch))
+        i = stop
+    return entries
 
 
 def _parse_cursor(cursor: str, *, ordered: bool) -> tuple[str, str]:

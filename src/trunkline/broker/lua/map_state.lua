@@ -14,8 +14,9 @@
 -- Ordered pages follow the zset: "desc" is (score, key) descending, "asc" ascending. A cursor
 -- (score, key) resumes after that entry. Unordered pages use ZRANGEBYLEX (all scores 0). Keys
 -- compare as Redis compares members (bytes), never in Lua (whose comparison follows the locale).
--- Returns {top, epoch, {key, value, ...}, 1 if there is a next page else 0, next cursor score,
--- next cursor key}.
+-- Returns {top, epoch, entries, 1 if there is a next page else 0, next cursor score, next cursor
+-- key}; entries is one string, "<length>:<value>" for each entry in page order (the value holds
+-- the key: it is the state record).
 
 local state_key, order_key, meta_key = KEYS[1], KEYS[2], KEYS[3]
 local order = ARGV[4]
@@ -42,9 +43,9 @@ local top = tonumber(redis.call("hget", meta_key, "s") or "0")
 if order == "key" then
   local value = redis.call("hget", state_key, cursor_key)
   if value then
-    return {top, epoch, {cursor_key, value}, 0, "", ""}
+    return {top, epoch, string.len(value) .. ":" .. value, 0, "", ""}
   end
-  return {top, epoch, {}, 0, "", ""}
+  return {top, epoch, "", 0, "", ""}
 end
 
 local keys = {}
@@ -103,20 +104,23 @@ else
 end
 
 if #keys == 0 then
-  return {top, epoch, {}, 0, "", ""}
+  return {top, epoch, "", 0, "", ""}
 end
-local entries = {}
+-- One bulk string for the whole page ("<length>:<value>" each): a client parses one reply
+-- instead of thousands.
+local parts = {}
 for first = 1, #keys, 1000 do
   local last = math.min(first + 999, #keys)
   local values = redis.call("hmget", state_key, unpack(keys, first, last))
-  for i = first, last do
-    local value = values[i - first + 1]
+  for i = 1, last - first + 1 do
+    local value = values[i]
     if value then
-      entries[#entries + 1] = keys[i]
-      entries[#entries + 1] = value
+      parts[#parts + 1] = string.len(value) .. ":"
+      parts[#parts + 1] = value
     end
   end
 end
+local entries = table.concat(parts)
 if more then
   return {top, epoch, entries, 1, scores[#scores] or "", keys[#keys]}
 end
