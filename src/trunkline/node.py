@@ -53,6 +53,7 @@ from .events import (
 )
 from .hub.channels import ChannelRules
 from .hub.map_options import map_options
+from .hub.map_presence import MapPresence
 from .hub.patterns import Matcher, Patterns
 from .hub.recovery import decide, live_after
 from .hub.registry import Hub, Push, WireShape
@@ -147,6 +148,8 @@ class Node(BrokerEventHandler):
         #: the state and change stream of map channels (``map_broker``; memory unless the app passes one)
         self.map_broker: MapBroker = map_broker or MemoryMapBroker.from_settings(self.settings)
         self._map_options: dict[str, MapOptions | None] = {}  # namespace -> its map options (None: not a map)
+        #: the keys subscribers keep in map_clients / map_users channels (the presence prefixes)
+        self.map_presence = MapPresence(self.settings, lambda: self.map_broker, self.namespace_options)
         self.metrics = metrics or Metrics()
         self.metrics.track_hub(self.hub)
         self.hub.on_undeliverable = self._undeliverable
@@ -220,6 +223,8 @@ class Node(BrokerEventHandler):
         self.accepting = True
         self.spawn(self._node_info_loop())
         self.spawn(self._position_check_loop())
+        if self.map_presence.active:
+            self.spawn(self.map_presence.run())
         if not isinstance(self.presence_manager, MemoryPresence):
             self.spawn(self._presence_refresh_loop())
 
