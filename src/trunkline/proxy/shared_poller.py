@@ -314,12 +314,10 @@ class SharedPoll:
             if not change.targets:
                 continue
             items += 1
-            pub = Publication(
-                data=msgspec.Raw() if change.removed else msgspec.Raw(change.data),
-                key=change.key,
-                version=change.version,
-                removed=change.removed,
-            )
+            if change.removed:  # no data field at all (an empty Raw would be written as nothing)
+                pub = Publication(key=change.key, removed=True)
+            else:
+                pub = Publication(data=msgspec.Raw(change.data), key=change.key, version=change.version)
             frames: dict[int, bytes] = {}
             for conn in change.targets:
                 if conn.closed:
