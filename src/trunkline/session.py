@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import os
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -49,6 +49,41 @@ _UNI_CONNECT_ERRORS: dict[int, E.Disconnect] = {
     E.EXPIRED.code: E.CONNECTION_EXPIRED,
     E.PERMISSION_DENIED.code: E.PERMISSION_DENIED_DISCONNECT,
 }
+
+
+class _RandomIds:
+    """Random (version 4) UUID strings, as Centrifugo's client ids.
+
+    ``uuid.uuid4()`` makes one ``getrandom`` system call per id (about 10 µs here); this
+    draws 4 KiB at a time and cuts it into ids: the same randomness at a third of the cost.
+    """
+
+    __slots__ = ("_at", "_pool")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._at = 0
+
+    def __call__(self) -> str:
+        at = self._at
+        if at >= len(self._pool):
+            self._pool, at = os.urandom(4096), 0
+        self._at = at + 16
+        b = bytearray(self._pool[at : at + 16])
+        b[6] = b[6] & 0x0F | 0x40  # version 4
+        b[8] = b[8] & 0x3F | 0x80  # the RFC 4122 variant
+        h = b.hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+    def forget(self) -> None:
+        """Drop the drawn bytes (a forked child must not hand out its parent's ids)."""
+        self._pool = b""
+        self._at = 0
+
+
+new_client_id = _RandomIds()
+os.register_at_fork(after_in_child=new_client_id.forget)
 
 
 def unidirectional_disconnect(err: E.ClientError) -> E.Disconnect:
@@ -141,7 +176,7 @@ class Session:
         self.headers = headers or {}
         info = transport.info
         self.codec, self._shape = (FORMATS if info.bidirectional else UNIDIRECTIONAL_FORMATS)[info.protocol]
-        self.client_id = str(uuid.uuid4())
+        self.client_id = new_client_id()
         self.user = ""
         self.conn_info: bytes | None = None
         self.expire_at: int | None = None
