@@ -20,8 +20,8 @@ from redis.asyncio import Redis
 
 from trunkline.broker.base import HistoryQuery, Publication, encode_body
 from trunkline.broker.map_base import MapOptions, MapStateQuery, MapWrite
+from trunkline.broker.map_memory import InvalidCursor
 from trunkline.broker.map_redis import (
-    InvalidCursor,
     RedisMapBroker,
     _decode_entries,
     _parse_cursor,

@@ -42,6 +42,7 @@ from ..errors import StartupError
 from ..records import ClientInfo, Publication, decode_body, encode_body
 from .base import BrokerEventHandler, HistoryQuery, StreamPosition
 from .map_base import KeyMode, MapLimitExceeded, MapOptions, MapResult, MapStatePage, MapStateQuery, MapWrite
+from .map_memory import InvalidCursor
 from .memory import new_epoch
 from .redis import _HISTORY, DEFAULT_ADDRESS, RedisBroker, RedisUnavailable, _ms, _Script, make_client
 from .redis_topology import make_sentinel_client
@@ -66,10 +67,6 @@ def hash_tag(channel: str) -> str:
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
-
-
-class InvalidCursor(ValueError):
-    """A state cursor this broker did not hand out."""
 
 
 class _MapFeed(RedisBroker):
