@@ -16,8 +16,12 @@ import msgspec
 from msgspec import Raw
 
 from .. import errors as E
-from ..broker.base import StreamPosition
-from ..protocol.codec import compact_raw, encode_publication
+from ..broker.base import HistoryQuery, StreamPosition
+from ..broker.map_base import KeyMode, MapLimitExceeded, MapResult, MapStateQuery, MapWrite
+from ..config import NamespaceOptions
+from ..hub.map_options import page_limit
+from ..protocol.codec import MAX_OFFSET, compact_raw, encode_publication
+from ..records import Publication
 from . import schemas as S
 
 if TYPE_CHECKING:
@@ -187,6 +191,154 @@ async def info(node: Node, body: bytes) -> Result:
     return {"nodes": node.nodes()}
 
 
+# ---------------------------------------------------------------- map subscriptions (docs/map.md)
+
+_KEY_MODES = {mode.value: mode for mode in KeyMode}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_json_check = msgspec.json.Decoder(Raw)
+
+
+def _map_namespace(node: Node, channel: str) -> NamespaceOptions:
+    """The options of a map channel: 107 without a channel, 102 unknown, 107 when it is not a map."""
+    _required(channel=channel)
+    if len(channel) > node.rules.max_length:
+        raise E.BAD_REQUEST.with_message("bad request: channel too long")
+    opts = node.namespace_options(channel)
+    if opts is None:
+        raise E.UNKNOWN_CHANNEL()
+    if not opts.is_map:
+        raise E.BAD_REQUEST.with_message(
+            f"bad request: not a map channel (its namespace's subscription_type is {opts.subscription_type!r})"
+        )
+    return opts
+
+
+def _optional_payload(data: Raw, b64data: str, name: str) -> bytes | None:
+    if not data and not b64data:
+        return None
+    try:
+        return _payload(data, b64data)
+    except E.ClientError:
+        raise E.BAD_REQUEST.with_message(f"bad request: invalid b64{name}") from None
+
+
+def _map_result(result: MapResult) -> Result:
+    out = _position(result.position)
+    if result.suppressed:
+        out["suppressed"] = True
+        out["suppress_reason"] = result.suppressed
+    return out
+
+
+def _entry(pub: Publication) -> Result:
+    """A state or stream entry as the server API shows it (Centrifugo's MapEntry, plus ``info``)."""
+    out: Result = {"key": pub.key}
+    if pub.data:
+        try:
+            _json_check.decode(pub.data)
+            out["data"] = compact_raw(pub.data)
+        except (msgspec.DecodeError, RecursionError):  # binary data (a Protobuf client wrote it)
+            out["b64data"] = base64.b64encode(pub.data).decode()
+    if pub.removed:
+        out["removed"] = True
+    if pub.offset:
+        out["offset"] = pub.offset
+    if pub.score:
+        out["score"] = pub.score
+    if pub.tags:
+        out["tags"] = pub.tags
+    if pub.time:
+        out["time"] = pub.time
+    if pub.info is not None:
+        info = pub.info
+        out["info"] = {
+            "user": info.user,
+            "client": info.client,
+            **({"conn_info": Raw(info.conn_info)} if info.conn_info else {}),
+            **({"chan_info": Raw(info.chan_info)} if info.chan_info else {}),
+        }
+    return out
+
+
+async def map_publish(node: Node, body: bytes) -> Result:
+    req: S.MapPublishRequest = _decode(body, S.MapPublishRequest)
+    _map_namespace(node, req.channel)
+    _required(key=req.key)
+    key_mode = _KEY_MODES.get(req.key_mode)
+    if key_mode is None:
+        raise E.BAD_REQUEST.with_message("bad request: key_mode must be '', 'if_new' or 'if_exists'")
+    if req.version or req.version_epoch:
+        raise E.BAD_REQUEST.with_message("bad request: version and version_epoch are not supported by Trunkline")
+    if not INT64_MIN <= req.score <= INT64_MAX:
+        raise E.BAD_REQUEST.with_message("bad request: score must be a 64-bit signed integer")
+    write = MapWrite(
+        key=req.key,
+        data=_payload(req.data, req.b64data),
+        tags=req.tags or None,
+        key_mode=key_mode,
+        score=req.score,
+        stream_data=_optional_payload(req.stream_data, req.b64stream_data, "stream_data"),
+        idempotency_key=req.idempotency_key,
+        delta=req.delta,
+    )
+    try:
+        result = await node.map_publish(req.channel, write)
+    except MapLimitExceeded:
+        raise E.LIMIT_EXCEEDED.with_message("limit exceeded: the channel holds map.max_keys keys") from None
+    return _map_result(result)
+
+
+async def map_remove(node: Node, body: bytes) -> Result:
+    req: S.MapRemoveRequest = _decode(body, S.MapRemoveRequest)
+    _map_namespace(node, req.channel)
+    _required(key=req.key)
+    result = await node.map_remove(req.channel, req.key, tags=req.tags or None, idempotency_key=req.idempotency_key)
+    return _map_result(result)
+
+
+async def map_read_state(node: Node, body: bytes) -> Result:
+    req: S.MapReadStateRequest = _decode(body, S.MapReadStateRequest)
+    opts = _map_namespace(node, req.channel)
+    if req.revision_offset or req.revision_epoch:
+        raise E.BAD_REQUEST.with_message("bad request: revision_offset and revision_epoch are not supported")
+    if req.limit == 0 and not req.key:  # only the position, as Centrifugo
+        _, top = await node.map_read_stream(req.channel, HistoryQuery(limit=0))
+        return {"entries": [], **_position(top), "cursor": ""}
+    limit = opts.map.max_page_size if req.limit < 0 else page_limit(opts.map, req.limit)
+    query = MapStateQuery(cursor=req.cursor, limit=limit, key=req.key, asc=req.asc)
+    page = await node.map_read_state(req.channel, query)
+    return {"entries": [_entry(p) for p in page.entries], **_position(page.position), "cursor": page.cursor}
+
+
+async def map_read_stream(node: Node, body: bytes) -> Result:
+    req: S.MapReadStreamRequest = _decode(body, S.MapReadStreamRequest)
+    _map_namespace(node, req.channel)
+    since = req.since
+    if since is None and (req.since_offset or req.since_epoch):
+        since = S.Position(req.since_offset, req.since_epoch)
+    if since is not None and not 0 <= since.offset <= MAX_OFFSET:
+        raise E.BAD_REQUEST.with_message("bad request: since offset must be a 64-bit unsigned integer")
+    position = StreamPosition(since.offset, since.epoch) if since is not None else None
+    query = HistoryQuery(limit=None if req.limit < 0 else req.limit, since=position, reverse=req.reverse)
+    pubs, top = await node.map_read_stream(req.channel, query)
+    if position is not None and position.epoch and position.epoch != top.epoch:
+        raise E.UNRECOVERABLE_POSITION()
+    return {"entries": [_entry(p) for p in pubs], **_position(top)}
+
+
+async def map_stats(node: Node, body: bytes) -> Result:
+    req: S.ChannelRequest = _decode(body, S.ChannelRequest)
+    _map_namespace(node, req.channel)
+    return {"num_keys": await node.map_stats(req.channel)}
+
+
+async def map_clear(node: Node, body: bytes) -> Result:
+    req: S.ChannelRequest = _decode(body, S.ChannelRequest)
+    _map_namespace(node, req.channel)
+    await node.map_clear(req.channel)
+    return {}
+
+
 async def batch(node: Node, body: bytes) -> Result:
     req: S.BatchRequest = _decode(body, S.BatchRequest)
     if len(req.commands) > MAX_BATCH_COMMANDS:
@@ -229,6 +381,12 @@ METHODS: dict[str, Method] = {
     "history_remove": history_remove,
     "channels": channels,
     "info": info,
+    "map_publish": map_publish,
+    "map_remove": map_remove,
+    "map_read_state": map_read_state,
+    "map_read_stream": map_read_stream,
+    "map_stats": map_stats,
+    "map_clear": map_clear,
     "batch": batch,
 }
 

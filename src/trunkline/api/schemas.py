@@ -101,3 +101,51 @@ class BatchRequest(Struct):
 class LegacyCommand(Struct):
     method: str | int = ""
     params: Raw = Raw()
+
+
+# --- map subscriptions (docs/map.md "Server API") ------------------------------------------
+
+
+class MapPublishRequest(Struct):
+    channel: str = ""
+    key: str = ""
+    data: Raw = Raw()
+    b64data: str = ""
+    key_mode: str = ""  # "" (replace), "if_new" or "if_exists"
+    idempotency_key: str = ""
+    tags: dict[str, str] | None = None
+    score: int = 0
+    delta: bool = False
+    stream_data: Raw = Raw()
+    b64stream_data: str = ""
+    #: Centrifugo's per-key versioning: not supported, refused when set
+    version: int = 0
+    version_epoch: str = ""
+
+
+class MapRemoveRequest(Struct):
+    channel: str = ""
+    key: str = ""
+    idempotency_key: str = ""
+    tags: dict[str, str] | None = None
+
+
+class MapReadStateRequest(Struct):
+    channel: str = ""
+    cursor: str = ""
+    limit: int = 0  # 0: only the stream position; below 0: the largest page
+    key: str = ""
+    asc: bool = False
+    #: Centrifugo's "read at revision": not supported, refused when set
+    revision_offset: int = 0
+    revision_epoch: str = ""
+
+
+class MapReadStreamRequest(Struct):
+    channel: str = ""
+    since: Position | None = None
+    #: Centrifugo's flat form of ``since``
+    since_offset: int = 0
+    since_epoch: str = ""
+    limit: int = 0  # 0: only the stream position; below 0: the whole stream
+    reverse: bool = False
