@@ -31,6 +31,7 @@ from aiohttp import web
 from .api.http import api_legacy, api_method, api_not_allowed, api_not_found
 from .appkeys import NODE_KEY
 from .broker.base import Broker, PresenceManager
+from .broker.map_factory import make_map_broker
 from .commands import new_session
 from .config import Settings
 from .errors import StartupError
@@ -171,7 +172,7 @@ class Server:
         self.reuse_port = reuse_port  # SO_REUSEPORT on the public port: ``trunkline serve --workers N``
         if node is None:
             broker, presence = make_broker(settings)
-            node = Node(settings, broker=broker, presence=presence)
+            node = Node(settings, broker=broker, presence=presence, map_broker=make_map_broker(settings))
         if node.session_factory is None:
             node.session_factory = new_session  # the Centrifugo client protocol
         self.node = node
