@@ -3,9 +3,10 @@
 ``python tests/shared_poll/backend.py PORT``. ``POST /refresh`` answers Centrifugo's
 ``SharedPollRefreshRequest`` from an in-memory store: every tracked key the store holds, with its
 data (and version, which ``versioned`` channels need). ``/slow`` sleeps before answering,
-``/fail`` answers HTTP 500, ``/error`` answers a proxy ``error``. The tests drive it with
-``POST /set`` (``{"channel", "key", "data", "version"?, "removed"?}``), read ``GET /stats``
-(refresh calls and keys asked, per path and channel) and clear counters with ``POST /reset``.
+``/sleepy`` sleeps a little (and keeps the most calls it had in flight at once), ``/fail``
+answers HTTP 500, ``/error`` answers a proxy ``error``. The tests drive it with ``POST /set``
+(``{"channel", "key", "data", "version"?, "removed"?}``), read ``GET /stats`` (refresh calls and
+keys asked, per path and channel) and clear counters with ``POST /reset``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 from aiohttp import web
 
 SLOW_SECONDS = 2.0
+SLEEPY_SECONDS = 0.15
+in_flight = {"now": 0, "max": 0}
 store: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
 calls: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 keys_asked: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
@@ -52,6 +55,17 @@ async def slow(request: web.Request) -> web.Response:
     return web.json_response(_answer(body))
 
 
+async def sleepy(request: web.Request) -> web.Response:
+    body = await _record(request)
+    in_flight["now"] += 1
+    in_flight["max"] = max(in_flight["max"], in_flight["now"])
+    try:
+        await asyncio.sleep(SLEEPY_SECONDS)
+    finally:
+        in_flight["now"] -= 1
+    return web.json_response(_answer(body))
+
+
 async def fail(request: web.Request) -> web.Response:
     await _record(request)
     return web.Response(status=500, text="down")
@@ -70,13 +84,15 @@ async def set_value(request: web.Request) -> web.Response:
 
 
 async def stats(request: web.Request) -> web.Response:
-    return web.json_response({"calls": calls, "keys": keys_asked, "asked": {c: sorted(k) for c, k in asked.items()}})
+    listed = {c: sorted(k) for c, k in asked.items()}
+    return web.json_response({"calls": calls, "keys": keys_asked, "asked": listed, "max_in_flight": in_flight["max"]})
 
 
 async def reset(request: web.Request) -> web.Response:
     calls.clear()
     keys_asked.clear()
     asked.clear()
+    in_flight["max"] = 0
     return web.json_response({})
 
 
@@ -88,6 +104,7 @@ def app() -> web.Application:
     application = web.Application()
     application.router.add_post("/refresh", refresh)
     application.router.add_post("/slow", slow)
+    application.router.add_post("/sleepy", sleepy)
     application.router.add_post("/fail", fail)
     application.router.add_post("/error", error)
     application.router.add_post("/set", set_value)

@@ -92,6 +92,7 @@ def poll_config(url: str, **top: Any) -> dict[str, Any]:
         "proxies": [
             {"name": "slow", "endpoint": f"{url}/slow", "timeout": "300ms"},
             {"name": "fail", "endpoint": f"{url}/fail"},
+            {"name": "sleepy", "endpoint": f"{url}/sleepy"},
             {"name": "error", "endpoint": f"{url}/error"},
         ],
         "channel": {
@@ -103,6 +104,7 @@ def poll_config(url: str, **top: Any) -> dict[str, Any]:
                 ns("batch", refresh_batch_size=2),
                 ns("slow", proxy_name="slow"),
                 ns("fail", proxy_name="fail"),
+                ns("sleepy", proxy_name="sleepy"),
                 ns("error", proxy_name="error"),
             ],
         },
