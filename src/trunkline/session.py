@@ -405,6 +405,10 @@ class Session:
             log.warning(
                 "cannot remove presence of client=%s in a channel: %s", self.client_id, exc, extra=self.log_fields
             )
+        try:  # the keys of the map presence prefixes (hub/map_presence)
+            await node.map_presence.leave(channel, self.client_id, self.user)
+        except Exception as exc:
+            log.warning("cannot remove map presence of client=%s: %s", self.client_id, exc, extra=self.log_fields)
 
     # ------------------------------------------------------------------ heartbeats and timers
 

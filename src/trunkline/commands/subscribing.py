@@ -10,6 +10,7 @@ publications, and nothing is lost or duplicated between history and live data.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ import msgspec
 
 from .. import errors as E
 from ..auth import Override
-from ..broker.base import StreamPosition
+from ..broker.base import ClientInfo, StreamPosition
 from ..config import NamespaceOptions
 from ..hub import permissions
 from ..protocol.delta import DELTA_SHAPES
@@ -27,6 +28,7 @@ from ..session import State, Subscription
 if TYPE_CHECKING:
     from ..session import Session
 
+log = logging.getLogger("trunkline.commands")
 Finish = Callable[[], None]
 FLAG_REJECT_UNRECOVERED = 2
 #: the delta types Trunkline encodes (``SubscribeRequest.delta``)
@@ -162,3 +164,10 @@ async def announce(s: Session, channel: str) -> None:
     if sub.join_leave:
         with node.metrics.broker_timer("publish_join"):
             await node.broker.publish_join(channel, info)
+    if node.map_presence.targets(channel):  # the keys of the map presence prefixes (hub/map_presence)
+        try:
+            await node.map_presence.join(channel, ClientInfo(s.user, s.client_id, s.conn_info, sub.chan_info), info)
+            if s.subscriptions.get(channel) is not sub:  # released meanwhile: its leave may have run first
+                await node.map_presence.leave(channel, s.client_id, s.user)
+        except Exception as exc:
+            log.warning("cannot write map presence of client=%s: %s", s.client_id, exc)
