@@ -38,7 +38,7 @@ CONFIG: dict[str, Any] = {"channel": {"namespaces": MAP_NAMESPACES}}
 METHODS = ("map_publish", "map_remove", "map_read_state", "map_read_stream", "map_stats", "map_clear")
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "redis"])
 async def running(request: pytest.FixtureRequest, start_server: Any) -> Running:
     config = json.loads(json.dumps(CONFIG))
     if request.param == "redis":
