@@ -259,6 +259,9 @@ class Metrics:
         self.disconnects = Counter(
             "trunkline_disconnects_total", "Closed client connections by close code.", ["code"], registry=r
         )
+        # their label children, bound once (labels() costs more than inc() on every connect)
+        self._per_transport: dict[str, tuple[Gauge, Counter]] = {}
+        self._per_code: dict[int, Counter] = {}
         self.slow = Counter("trunkline_slow_consumers_total", "Connections closed for not reading (3008).", registry=r)
         self.transport_requests = Counter(
             "trunkline_transport_requests_total",
@@ -463,13 +466,28 @@ class Metrics:
 
     # intent-named recorders ------------------------------------------------
 
+    def _transport_children(self, transport: str) -> tuple[Gauge, Counter]:
+        bound = self._per_transport.get(transport)
+        if bound is None:
+            bound = self._per_transport[transport] = (
+                self.connections.labels(transport),
+                self.connects.labels(transport),
+            )
+        return bound
+
     def connection_opened(self, transport: str) -> None:
-        self.connections.labels(transport).inc()
-        self.connects.labels(transport).inc()
+        open_now, opened = self._transport_children(transport)
+        open_now.inc()
+        opened.inc()
 
     def connection_closed(self, transport: str, code: int) -> None:
-        self.connections.labels(transport).dec()
-        self.disconnects.labels(str(code)).inc()
+        self._transport_children(transport)[0].dec()
+        closed = self._per_code.get(code)
+        if closed is None:
+            closed = self.disconnects.labels(str(code))
+            if len(self._per_code) < 256:  # close codes are a small set; never grow without bound
+                self._per_code[code] = closed
+        closed.inc()
 
     def transport_request(self, transport: str, status: int) -> None:
         """One answered request of an HTTP transport (``transport`` is one of a fixed set of names)."""
