@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from trunkline.records import Publication
 
 from .map_env import map_broker  # noqa: F401  (every map broker, for test_map_contract.py)
+from .redis_procs import redis_cluster  # noqa: F401  (the session's Redis Cluster, a fixture)
 
 REDIS_SERVER = shutil.which("redis-server")
 

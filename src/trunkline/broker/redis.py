@@ -95,6 +95,7 @@ _HISTORY = _Script.load("history")
 _PRESENCE_ADD = _Script.load("presence_add")
 _PRESENCE_REMOVE = _Script.load("presence_remove")
 _PRESENCE_GET = _Script.load("presence_get")
+_PUBLISH_PLAIN = _Script.load("publish_plain")
 
 
 def _ms(seconds: float) -> int:
@@ -626,7 +627,7 @@ class RedisBroker(_RedisUser):
     async def publish(self, channel: str, pub: Publication, options: PublishOptions) -> StreamPosition | None:
         body = encode_body(pub)
         if not options.keeps_history and not options.idempotency_key:
-            await self._call("PUBLISH", self._pubsub_name(channel), b"p0::" + body)
+            await self._publish(channel, b"p0::" + body)
             return None
         stream_key, meta_key = self._stream_keys(channel)
         result_key = self._result_key(channel, options.idempotency_key)
@@ -648,10 +649,17 @@ class RedisBroker(_RedisUser):
         return StreamPosition(int(offset), epoch.decode())
 
     async def publish_join(self, channel: str, info: bytes) -> None:
-        await self._call("PUBLISH", self._pubsub_name(channel), b"j" + info)
+        await self._publish(channel, b"j" + info)
 
     async def publish_leave(self, channel: str, info: bytes) -> None:
-        await self._call("PUBLISH", self._pubsub_name(channel), b"l" + info)
+        await self._publish(channel, b"l" + info)
+
+    async def _publish(self, channel: str, message: bytes) -> None:
+        """A plain PUBLISH; in a cluster through the channel's slot node, so one channel's feed keeps its order."""
+        if self._cluster is None:
+            await self._call("PUBLISH", self._pubsub_name(channel), message)
+        else:
+            await self._eval(_PUBLISH_PLAIN, self._stream_keys(channel)[1:], (self._pubsub_name(channel), message))
 
     async def publish_control(self, data: bytes) -> None:
         await self._call("PUBLISH", self._control, data)
