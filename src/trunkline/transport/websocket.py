@@ -27,6 +27,7 @@ from ..appkeys import NODE_KEY
 from ..contracts import TransportInfo
 from .admission import connection_counter, open_connections, refuse
 from .remote import client_ip
+from .writer import FrameSink
 
 #: The open-connection count of a node (every transport counts; kept under this name for callers).
 open_websockets = open_connections
@@ -94,6 +95,20 @@ class WebSocketTransport:
                 raise
             raise ConnectionResetError("websocket write aborted") from None
 
+    def frame_sink(self) -> FrameSink | None:
+        """Frames straight to the socket (the writer's fast path), unless compression is on.
+
+        A subclass that reshapes what ``send`` writes keeps the ``send`` path.
+        """
+        ws = self._ws
+        writer = ws._writer
+        transport = self._request.transport
+        if type(self).send is not WebSocketTransport.send:
+            return None
+        if ws.compress or writer is None or writer.compress or transport is None:
+            return None
+        return _DirectSink(ws, transport, writer.protocol, 0x82 if self.info.binary else 0x81)
+
     async def close(self, code: int, reason: str) -> None:
         try:
             await self._ws.close(code=code, message=reason.encode())
@@ -106,6 +121,75 @@ class WebSocketTransport:
         transport = self._request.transport
         if transport is not None:
             transport.abort()
+
+
+class _LastFrame:
+    """The last frame built: a fan-out hands the same payload object to every subscriber's sink."""
+
+    __slots__ = ("first", "frame", "payload")
+
+    def __init__(self) -> None:
+        self.payload: bytes | None = None
+        self.first = 0
+        self.frame = b""
+
+
+_last: Final = _LastFrame()
+
+
+def _frame(payload: bytes, first: int) -> bytes:
+    """An unmasked, final WebSocket frame of ``payload`` (RFC 6455 §5.2), ``first`` = FIN | opcode."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((first, n))
+    elif n < 65536:
+        head = bytes((first, 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((first, 127)) + n.to_bytes(8, "big")
+    return head + payload
+
+
+class _DirectSink:
+    """Writes whole uncompressed frames to the transport, without aiohttp's per-frame coroutine.
+
+    A fan-out sends the same payload to thousands of sockets in one loop turn: the
+    frame (header + payload) is built once and the same bytes go to each transport.
+    Nothing is written once the response is closed (its close frame is the last one).
+    """
+
+    __slots__ = ("_first", "_protocol", "_transport", "_ws")
+
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.Transport, protocol: Any, first: int) -> None:
+        self._ws = ws
+        self._transport = transport
+        self._protocol = protocol
+        self._first = first
+
+    def write(self, payload: bytes) -> bool:
+        transport = self._transport
+        if self._ws.closed or transport.is_closing():
+            raise ConnectionResetError("websocket closing")
+        last = _last
+        if last.payload is payload and last.first == self._first:
+            frame = last.frame
+        else:
+            frame = _frame(payload, self._first)
+            last.payload, last.first, last.frame = payload, self._first, frame
+        transport.write(frame)
+        return not self._protocol.writing_paused
+
+    async def drain(self) -> None:
+        protocol = self._protocol
+        if not protocol.writing_paused:
+            return
+        if protocol.transport is None:
+            raise ConnectionResetError("websocket closed")
+        try:
+            await protocol._drain_helper()  # the future aiohttp's own writes wait on, too
+        except asyncio.CancelledError:
+            if _being_cancelled():
+                raise
+            raise ConnectionResetError("websocket write aborted") from None
 
 
 class MaskGuard:

@@ -25,12 +25,32 @@ import asyncio
 import time
 import weakref
 from collections.abc import Callable, Coroutine, Generator
-from typing import Any
+from typing import Any, Protocol
 
 from ..observe.metrics import Outbound
 
 SendFrame = Callable[[bytes], Coroutine[Any, Any, None]]
 MAX_FRAME = 64 * 1024
+
+
+class FrameSink(Protocol):
+    """A synchronous way to put a whole frame on the socket (what a WebSocket offers when uncompressed).
+
+    ``write`` frames ``payload`` and hands it to the transport at once; it returns
+    False when the socket now pushes back, and then nothing more may be written
+    until ``drain`` returns. It raises ``ConnectionError`` once the connection is closing.
+    """
+
+    def write(self, payload: bytes) -> bool: ...
+
+    async def drain(self) -> None: ...
+
+
+def _sink_of(send: SendFrame) -> FrameSink | None:
+    """The transport's :class:`FrameSink`, if the object whose ``send`` this is offers one (``frame_sink()``)."""
+    make = getattr(getattr(send, "__self__", None), "frame_sink", None)
+    sink: FrameSink | None = make() if callable(make) else None
+    return sink
 
 
 class _Flusher:
@@ -92,6 +112,7 @@ class Writer:
         "_sampled_at",
         "_send",
         "_separator",
+        "_sink",
         "_size",
         "_started",
         "bytes_sent",
@@ -110,6 +131,7 @@ class Writer:
         separator: bytes = b"\n",
     ) -> None:
         self._send = send
+        self._sink: FrameSink | None = None  # found at start(): frames then skip the coroutine of ``send``
         self._separator = separator
         self._max_size = max_size
         self._on_overflow = on_overflow
@@ -134,6 +156,7 @@ class Writer:
             self._sampled_at = entered
 
     def start(self) -> None:
+        self._sink = _sink_of(self._send)
         self._started = True
         if self._buf:
             self._mark()
@@ -160,7 +183,8 @@ class Writer:
             self._loop.call_soon(self._on_overflow)
             return
         if not self._marked and self._started and self._draining is None:
-            self._mark()
+            self._marked = True
+            self._flusher.mark(self)
 
     def _mark(self) -> None:
         self._marked = True
@@ -188,6 +212,14 @@ class Writer:
         self._marked = False
         if self._draining is not None:
             return
+        sink = self._sink
+        if sink is not None:
+            buf = self._buf
+            if len(buf) == 1:  # the common case under fan-out: one message this turn, written in place
+                self._write_one(sink, buf[0])
+            elif buf:
+                self._flush_to(sink, self._take())
+            return
         frames = self._take()
         for i, frame in enumerate(frames):
             coro = self._send(frame)
@@ -207,6 +239,63 @@ class Writer:
             self._draining = self._loop.create_task(self._drain(coro, pending, frames[i:]))
             return
         self._written()
+
+    def _write_one(self, sink: FrameSink, data: bytes) -> None:
+        """:meth:`_take` + :meth:`_flush_to` for a single message, with no list made (fewer GC runs)."""
+        self._buf.clear()
+        self._size = 0
+        out = self._out
+        out.messages += 1
+        try:
+            flowing = sink.write(data)
+        except Exception as exc:
+            self._fail(exc)
+            return
+        size = len(data)
+        self.bytes_sent += size
+        self.frames_sent += 1
+        out.bytes += size
+        out.frames += 1
+        if self._sampled_at:
+            out.observe_write(time.perf_counter() - self._sampled_at)
+            self._sampled_at = 0.0
+        if not flowing:
+            self._draining = self._loop.create_task(self._drain_sink(sink, []))
+
+    def _flush_to(self, sink: FrameSink, frames: list[bytes]) -> None:
+        """Write ``frames`` straight to the socket; once it pushes back, a task writes the rest after a drain."""
+        for i, frame in enumerate(frames):
+            try:
+                flowing = sink.write(frame)
+            except Exception as exc:
+                self._fail(exc)
+                return
+            self._account(frame)
+            if not flowing:
+                self._draining = self._loop.create_task(self._drain_sink(sink, frames[i + 1 :]))
+                return
+        self._written()
+
+    async def _drain_sink(self, sink: FrameSink, frames: list[bytes]) -> None:
+        """Wait for the socket, write what is left and what queued meanwhile, until nothing is queued."""
+        try:
+            while True:
+                await sink.drain()
+                for frame in frames:
+                    flowing = sink.write(frame)
+                    self._account(frame)
+                    if not flowing:
+                        await sink.drain()
+                self._written()
+                frames = self._take()
+                if not frames:
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._fail(exc)
+        finally:
+            self._draining = None
 
     async def _drain(self, coro: Coroutine[Any, Any, None], pending: Any, frames: list[bytes]) -> None:
         """Finish a suspended write, then keep writing until nothing is queued."""
