@@ -183,23 +183,29 @@ PROVEN: dict[str, str] = {
         f"channel.without_namespace.map.{key}": f"tests/hub/test_map_options.py::{test}"
         for key, test in (
             ("mode", "test_stream_size_and_stream_ttl_are_derived_for_durable_and_persistent"),
-            ("key_ttl", "test_key_ttl_defaults_to_60s_for_presence_maps"),
-            ("ordered", "test_max_keys_and_ordered"),
-            ("max_keys", "test_max_keys_and_ordered"),
-            ("stream_size", "test_stream_size_stream_ttl_meta_ttl_set"),
-            ("stream_ttl", "test_stream_size_stream_ttl_meta_ttl_set"),
-            ("meta_ttl", "test_stream_size_stream_ttl_meta_ttl_set"),
             ("default_page_size", "test_page_sizes_clamp_the_asked_limit"),
             ("min_page_size", "test_page_sizes_clamp_the_asked_limit"),
             ("max_page_size", "test_page_sizes_clamp_the_asked_limit"),
             ("live_transition_max_publication_limit", "test_live_transition_max_publication_limit"),
         )
     },
+    **{
+        f"channel.without_namespace.map.{key}": (
+            "tests/broker/test_map_memory.py::test_namespace_map_settings_take_effect_in_the_broker"
+        )
+        for key in ("key_ttl", "ordered", "max_keys", "stream_size", "stream_ttl", "meta_ttl")
+    },
+    "channel.without_namespace.subscription_type": (
+        "tests/broker/test_map_memory.py::test_subscription_type_decides_which_channels_are_maps"
+    ),
+    "map_broker.cleanup_interval": "tests/broker/test_map_memory.py::test_cleanup_interval_drives_the_cleanup",
+    "map_broker.cleanup_batch_size": (
+        "tests/broker/test_map_memory.py::test_cleanup_removes_at_most_cleanup_batch_size_keys_per_channel_per_run"
+    ),
 }
 
 _MAP_SESSION = "map subscriptions (issue 14): wired by the map session/commands work, not landed yet"
 GAPS: dict[str, str] = {
-    "channel.without_namespace.subscription_type": _MAP_SESSION,
     **{
         f"channel.without_namespace.map.allow_{kind}_for_{who}": _MAP_SESSION
         for kind in ("publish", "remove")
@@ -215,8 +221,6 @@ GAPS: dict[str, str] = {
         f"map_broker.redis.{key}": "the Redis map broker (issue 14) not landed yet"
         for key in ("address", "prefix", "connect_timeout", "io_timeout")
     },
-    "map_broker.cleanup_interval": "the memory map broker (issue 14) not landed yet",
-    "map_broker.cleanup_batch_size": "the memory map broker (issue 14) not landed yet",
 }
 
 #: keys accepted but (found while writing their tests) without any effect: Trunkline must implement

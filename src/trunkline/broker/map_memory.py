@@ -426,6 +426,13 @@ class MemoryMapBroker:
             if deadline > now:
                 break
             del results[key]
+        # a dict never shrinks: once empty, let the tables of a past peak go
+        if not results:
+            self._results = OrderedDict()
+        if not self._channels:
+            self._channels = {}
+        if not heap:
+            self._heap = []
         return removed
 
     def _expire_keys(self, channel: str, ch: _Channel, now: float) -> int:
