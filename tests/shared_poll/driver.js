@@ -21,6 +21,13 @@ function emit(event) {
   process.stdout.write(JSON.stringify(event) + '\n');
 }
 
+// Protobuf clients get data as bytes: the tests' payloads are JSON text.
+function decode(data) {
+  if (data === undefined || data === null) return null;
+  if (data instanceof Uint8Array) return JSON.parse(Buffer.from(data).toString('utf8'));
+  return data;
+}
+
 function sign(secret, user, channel, keys, ttl) {
   const now = Math.floor(Date.now() / 1000);
   const exp = ttl ? now + ttl : 0;
@@ -53,7 +60,7 @@ function handle(cmd) {
       sub.on('subscribed', () => emit({ ev: 'subscribed', id: cmd.id, channel: cmd.channel }));
       sub.on('update', (ctx) => emit({
         ev: 'update', id: cmd.id, channel: cmd.channel, key: ctx.key,
-        data: ctx.data === undefined ? null : ctx.data, version: ctx.version || 0, removed: !!ctx.removed,
+        data: decode(ctx.data), version: ctx.version || 0, removed: !!ctx.removed,
       }));
       sub.on('error', (ctx) => emit({ ev: 'error', id: cmd.id, channel: cmd.channel, type: ctx.type, code: ctx.error && ctx.error.code, message: String(ctx.error && ctx.error.message) }));
       sub.subscribe();

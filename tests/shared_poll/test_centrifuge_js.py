@@ -30,3 +30,25 @@ async def test_tracked_keys_update_within_one_interval(poll_server: Running, bac
     await asyncio.sleep(2 * INTERVAL)
     assert len(driver.found(ev="update", id="a", key="post_2")) == 1
     assert len(driver.found(ev="update", id="a", key="post_1")) == 2
+
+
+async def test_protobuf_client_and_a_refused_signature(poll_server: Running, backend: Backend, driver: Driver) -> None:
+    channel = "votes:pb"
+    backend.set(channel, "a", {"n": 1})
+    await driver.client("pb", poll_server, protobuf=True)
+    await driver.subscribe("pb", channel)
+    await driver.send(op="track", id="pb", channel=channel, keys=["a"])
+    got = await driver.wait(ev="update", id="pb", key="a")
+    assert got["data"] == {"n": 1} and got["version"] > 0
+    backend.set(channel, "a", {"n": 2})
+    await driver.wait(ev="update", id="pb", key="a", data={"n": 2}, timeout=3 * INTERVAL)
+    # a JSON client whose backend signs with the wrong secret: 103, the SDK drops the keys (a removal)
+    await driver.client("bad", poll_server)
+    await driver.subscribe("bad", channel, secret="wrong-secret")
+    await driver.send(op="track", id="bad", channel=channel, keys=["a"])
+    refused = await driver.wait(ev="error", id="bad", type="track")
+    assert refused["code"] == 103
+    dropped = await driver.wait(ev="update", id="bad", key="a")
+    assert dropped["removed"] is True and dropped["data"] is None
+    state = poll_server.server.node.shared_poll.channel(channel)
+    assert state is not None and len(state.by_conn) == 1  # only the Protobuf client tracks "a"
