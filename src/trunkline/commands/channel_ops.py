@@ -14,6 +14,7 @@ from ..events import PublishEvent, SubscribeEvent
 from ..hub import permissions
 from ..node import SYSTEM_PREFIX
 from ..protocol.messages import (
+    PUBLISH_MAP,
     SUB_SHARED_POLL,
     Command,
     HistoryResult,
@@ -22,11 +23,13 @@ from ..protocol.messages import (
     PublishResult,
     Reply,
     SubRefreshResult,
+    SubscribeRequest,
     UnsubscribeResult,
 )
 from ..proxy import calls as proxied
 from ..proxy.wire import PublishAnswer
-from . import shared_polling
+from . import map_subscribing, shared_polling
+from .map_subscribing import Grant
 from .subscribing import announce, join_channel, ttl_of
 
 if TYPE_CHECKING:
@@ -62,6 +65,9 @@ async def subscribe(s: Session, cmd: Command) -> None:
         await _subscribe_system(s, cmd, channel)
         return
     opts = channel_options(s, channel)
+    if opts.is_map or req.type in map_subscribing.MAP_TYPES:  # a flow of phases, authorized on its first
+        await map_subscribing.subscribe(s, cmd, opts, authorize)
+        return
     if req.type == SUB_SHARED_POLL or opts.subscription_type == "shared_poll":
         shared_polling.check_type(opts, req.type)
     elif req.type != 0:
@@ -71,6 +77,25 @@ async def subscribe(s: Session, cmd: Command) -> None:
     limit = node.settings.client.channel_limit
     if limit and len(s.subscriptions) + len(s.pending) >= limit:
         raise E.CHANNEL_LIMIT()
+    chan_info, data, override, expire_at = await authorize(s, channel, opts, req)
+    if opts.subscription_type == "shared_poll":
+        shared_polling.subscribe(s, cmd, channel, opts, chan_info=chan_info, expire_at=expire_at)
+        return
+    result, finish = await join_channel(
+        s, channel, opts, req, chan_info=chan_info, data=data, override=override, expire_at=expire_at
+    )
+    finish = proxied.sub_refresh_finish(s, channel, opts, result, finish)
+    s.reply(Reply(id=cmd.id, subscribe=result))
+    finish()
+    await announce(s, channel)
+
+
+async def authorize(s: Session, channel: str, opts: NamespaceOptions, req: SubscribeRequest) -> Grant:
+    """May this connection subscribe? Token, private and user-limited channels, proxy, hook, permissions.
+
+    Returns what the subscription is granted: ``(chan_info, data, override, expire_at)``.
+    """
+    node = s.node
     chan_info: bytes | None = None
     data: bytes | None = None
     override: Override | None = None
@@ -99,16 +124,7 @@ async def subscribe(s: Session, cmd: Command) -> None:
             chan_info, data = hook_reply.info, hook_reply.data
     elif not permissions.can_subscribe(opts, s.user, node.settings.client.insecure):
         raise E.PERMISSION_DENIED()
-    if opts.subscription_type == "shared_poll":
-        shared_polling.subscribe(s, cmd, channel, opts, chan_info=chan_info, expire_at=expire_at)
-        return
-    result, finish = await join_channel(
-        s, channel, opts, req, chan_info=chan_info, data=data, override=override, expire_at=expire_at
-    )
-    finish = proxied.sub_refresh_finish(s, channel, opts, result, finish)
-    s.reply(Reply(id=cmd.id, subscribe=result))
-    finish()
-    await announce(s, channel)
+    return chan_info, data, override, expire_at
 
 
 async def _subscribe_system(s: Session, cmd: Command, channel: str) -> None:
@@ -140,6 +156,11 @@ async def publish(s: Session, cmd: Command) -> None:
     if not channel:
         raise E.BAD_REQUEST_DISCONNECT.with_reason("bad request: empty channel")
     opts = channel_options(s, channel)
+    if req.type or opts.is_map:
+        if req.type != PUBLISH_MAP or not opts.is_map:
+            raise E.BAD_REQUEST.with_message("bad request: a map channel takes map writes (type 1) only")
+        await map_subscribing.publish(s, cmd, opts)
+        return
     if not req.data:
         raise E.BAD_REQUEST.with_message("bad request: empty data")
     data = bytes(req.data)

@@ -1,0 +1,210 @@
+"""Map subscriptions with centrifuge-js 5.8 in Node (``newMapSubscription``, ``mapPublish``, ``mapRemove``).
+
+Real sockets, the real SDK over JSON and Protobuf: the first sync equals the server's state
+(``Node.map_read_state``), updates and removals (also by TTL) arrive as ``update`` events,
+a client whose link was cut catches up on the updates it missed, one too far behind the
+stream re-syncs from a snapshot, and client writes follow the namespace's permissions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import msgspec
+import pytest
+from tests.conftest import Running, eventually
+from tests.map.js_driver import Driver, Event, run_driver, update_of
+
+from trunkline.broker.map_base import MapStateQuery, MapWrite
+from trunkline.node import Node
+
+MAP = {"allow_subscribe_for_client": True, "subscription_type": "map"}
+WRITABLE = {"allow_publish_for_client": True, "allow_remove_for_client": True}
+PAGES = {"default_page_size": 3, "min_page_size": 2, "max_page_size": 4}
+
+CONFIG: dict[str, Any] = {
+    "map_broker": {"cleanup_interval": "50ms"},
+    "channel": {
+        "namespaces": [
+            {"name": "mm", **MAP, "map": {"mode": "durable", "key_ttl": "60s", **WRITABLE, **PAGES}},
+            {"name": "small", **MAP, "map": {"mode": "durable", "key_ttl": "60s", "stream_size": 3, **PAGES}},
+            {"name": "eph", **MAP, "map": {"mode": "ephemeral", "key_ttl": "600ms", **WRITABLE, **PAGES}},
+            {"name": "ephlong", **MAP, "map": {"mode": "ephemeral", "key_ttl": "60s", **PAGES}},
+            {"name": "ro", **MAP, "map": {"mode": "durable", "key_ttl": "60s", "allow_publish_for_subscriber": True}},
+            {
+                "name": "own",
+                **MAP,
+                "map": {
+                    "mode": "durable",
+                    "key_ttl": "60s",
+                    "allow_publish_for_subscriber": True,
+                    "client_key": "client_id",
+                    "remove_client_on_unsubscribe": True,
+                },
+            },
+            {"name": "chat", "allow_subscribe_for_client": True, "allow_publish_for_client": True},
+        ]
+    },
+}
+
+Start = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture
+async def running(start_server: Start) -> Running:
+    return await start_server(CONFIG)
+
+
+@pytest.fixture
+async def driver() -> AsyncIterator[Driver]:
+    async with run_driver() as drv:
+        yield drv
+
+
+async def put(node: Node, channel: str, key: str, value: Any) -> None:
+    await node.map_publish(channel, MapWrite(key=key, data=msgspec.json.encode({"v": value})))
+
+
+async def state_of(node: Node, channel: str) -> dict[str, Any]:
+    """The whole state, read page by page: key -> data."""
+    out: dict[str, Any] = {}
+    cursor = ""
+    for _ in range(1000):
+        page = await node.map_read_state(channel, MapStateQuery(cursor=cursor, limit=100))
+        out.update({e.key: msgspec.json.decode(e.data) for e in page.entries})
+        cursor = page.cursor
+        if not cursor:
+            return out
+    raise AssertionError("state pages without end")
+
+
+def as_state(entries: list[Event]) -> dict[str, Any]:
+    return {e["key"]: e["data"] for e in entries}
+
+
+@pytest.mark.parametrize("protobuf", [False, True], ids=["json", "protobuf"])
+async def test_sync_then_updates_and_removals(running: Running, driver: Driver, protobuf: bool) -> None:
+    node = running.server.node
+    for i in range(10):  # several state pages (page size 4 at most)
+        await put(node, "mm:a", f"k{i}", i)
+    await driver.connect("a", running.ws_url, "alice", protobuf=protobuf)
+    entries = await driver.subscribe("a", "mm:a", page_size=4)
+    assert as_state(entries) == await state_of(node, "mm:a")
+    assert len(entries) == 10
+
+    mark = driver.mark()
+    await put(node, "mm:a", "k3", "changed")
+    update = await driver.wait(update_of("a", "mm:a", "k3"), since=mark)
+    assert update["data"] == {"v": "changed"}
+    await node.map_remove("mm:a", "k4")
+    removal = await driver.wait(update_of("a", "mm:a", "k4", removed=True), since=mark)
+    assert removal["data"] is None
+
+
+async def test_client_writes_reach_every_subscriber(running: Running, driver: Driver) -> None:
+    url = running.ws_url
+    await driver.connect("a", url, "alice")
+    await driver.connect("b", url, "bob", protobuf=True)
+    assert await driver.subscribe("a", "mm:w") == []
+    assert await driver.subscribe("b", "mm:w") == []
+    mark = driver.mark()
+    assert (await driver.write("b", "mm:w", "cursor", {"x": 1}))["ok"]
+    got = await driver.wait(update_of("a", "mm:w", "cursor"), since=mark)
+    assert got["data"] == {"x": 1}
+    assert (await driver.write("a", "mm:w", "cursor", remove=True))["ok"]
+    await driver.wait(update_of("b", "mm:w", "cursor", removed=True), since=mark)
+    assert await state_of(running.server.node, "mm:w") == {}
+
+
+async def test_client_writes_follow_permissions(running: Running, driver: Driver) -> None:
+    url = running.ws_url
+    await driver.connect("a", url, "alice")
+    # ro: publish only for subscribers, never remove
+    refused = await driver.write("a", "ro:1", "k", {"v": 1})
+    assert (refused["ok"], refused["code"]) == (False, 103)
+    await driver.subscribe("a", "ro:1")
+    assert (await driver.write("a", "ro:1", "k", {"v": 1}))["ok"]
+    refused = await driver.write("a", "ro:1", "k", remove=True)
+    assert (refused["ok"], refused["code"]) == (False, 103)
+    # a map write into a stream channel, a stream channel is not a map
+    wrong = await driver.write("a", "chat:1", "k", {"v": 1})
+    assert (wrong["ok"], wrong["code"]) == (False, 107)
+    assert await state_of(running.server.node, "ro:1") == {"k": {"v": 1}}
+
+
+async def test_client_key_and_remove_on_unsubscribe(running: Running, driver: Driver) -> None:
+    url = running.ws_url
+    node = running.server.node
+    await driver.connect("w", url, "watcher")
+    await driver.subscribe("w", "own:1")
+    client = await driver.connect("a", url, "alice")
+    await driver.subscribe("a", "own:1")
+    mark = driver.mark()
+    assert (await driver.write("a", "own:1", "whatever", {"here": True}))["ok"]
+    await driver.wait(update_of("w", "own:1", client), since=mark)  # keyed by the client id, not the asked key
+    assert await state_of(node, "own:1") == {client: {"here": True}}
+    driver.send(op="unsubscribe", id="a", channel="own:1")
+    await driver.wait(update_of("w", "own:1", client, removed=True), since=mark)
+    # and on disconnect
+    other = await driver.connect("b", url, "bob")
+    await driver.subscribe("b", "own:1")
+    assert (await driver.write("b", "own:1", "", {"here": 2}))["ok"]
+    await driver.wait(update_of("w", "own:1", other), since=mark)
+    driver.send(op="disconnect", id="b")
+    await driver.wait(update_of("w", "own:1", other, removed=True), since=mark)
+    assert await state_of(node, "own:1") == {}
+
+
+async def test_ephemeral_map_and_ttl_removal(running: Running, driver: Driver) -> None:
+    node = running.server.node
+    for i in range(7):
+        await put(node, "eph:1", f"k{i}", i)
+    await driver.connect("a", running.ws_url, "alice")
+    entries = await driver.subscribe("a", "eph:1", page_size=2)
+    assert as_state(entries) == {f"k{i}": {"v": i} for i in range(7)}
+    mark = driver.mark()
+    assert (await driver.write("a", "eph:1", "fresh", {"v": "new"}))["ok"]
+    await driver.wait(update_of("a", "eph:1", "fresh"), since=mark)
+    # key_ttl 600 ms: every key goes, each delivered as a removal
+    for key in [*(f"k{i}" for i in range(7)), "fresh"]:
+        await driver.wait(update_of("a", "eph:1", key, removed=True), since=mark, timeout=5)
+    assert await state_of(node, "eph:1") == {}
+
+
+async def test_updates_during_the_state_pages_are_not_lost(running: Running, driver: Driver) -> None:
+    """Writes race the paging; the client's state converges to the server's."""
+    node = running.server.node
+    for channel in ("mm:race", "ephlong:race"):
+        for i in range(40):
+            await put(node, channel, f"k{i}", i)
+
+    async def writer(channel: str) -> None:
+        for round_ in range(60):
+            await put(node, channel, f"k{round_ % 40}", f"w{round_}")
+            if round_ % 7 == 0:
+                await node.map_remove(channel, f"k{(round_ * 3) % 40}")
+            await asyncio.sleep(0)
+
+    await driver.connect("a", running.ws_url, "alice")
+    for channel in ("mm:race", "ephlong:race"):
+        mark = driver.mark()
+        task = asyncio.ensure_future(writer(channel))
+        driver.send(op="map", id="a", channel=channel, pageSize=2)
+        await task
+        sync = await driver.wait(lambda e, c=channel: e["ev"] == "sync" and e["channel"] == c, since=mark)
+        client_state = as_state(sync["entries"])
+
+        def settled(c: str = channel, m: int = mark, base: dict[str, Any] = client_state) -> dict[str, Any]:
+            state = dict(base)
+            for e in driver.events[m:]:
+                if e["ev"] == "update" and e["channel"] == c:
+                    if e.get("removed"):
+                        state.pop(e["key"], None)
+                    else:
+                        state[e["key"]] = e["data"]
+            return state
+
+        expected = await state_of(node, channel)
+        await eventually(lambda s=settled, x=expected: s() == x or None, timeout=5)
