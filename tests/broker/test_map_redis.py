@@ -20,17 +20,23 @@ from redis.asyncio import Redis
 
 from trunkline.broker.base import HistoryQuery, Publication, encode_body
 from trunkline.broker.map_base import MapOptions, MapStateQuery, MapWrite
-from trunkline.broker.map_memory import InvalidCursor
+from trunkline.broker.map_factory import make_map_broker
+from trunkline.broker.map_memory import InvalidCursor, MemoryMapBroker
 from trunkline.broker.map_redis import (
     RedisMapBroker,
     _decode_entries,
     _parse_cursor,
     decode_update,
     hash_tag,
+    keyslot,
 )
 from trunkline.broker.redis import RedisUnavailable
+from trunkline.broker.redis_topology import make_cluster_client
+from trunkline.config import settings_from_mapping
+from trunkline.errors import StartupError
 
 from .conftest import Recorder, RedisServer, delete_keys
+from .redis_procs import ClusterDeployment
 
 pytestmark = pytest.mark.redis
 
@@ -209,7 +215,7 @@ def _crc16(data: bytes) -> int:
     return crc
 
 
-def keyslot(key: str) -> int:
+def spec_keyslot(key: str) -> int:
     """The Redis Cluster slot of ``key`` (the hash-tag rule of the cluster specification)."""
     raw = key.encode()
     start = raw.find(b"{")
@@ -222,14 +228,15 @@ def keyslot(key: str) -> int:
 
 def test_crc16_matches_the_cluster_specification() -> None:
     assert _crc16(b"123456789") == 0x31C3  # the specification's test vector
-    assert keyslot("{user1000}.following") == keyslot("{user1000}.followers")
+    assert spec_keyslot("{user1000}.following") == spec_keyslot("{user1000}.followers")
 
 
 @given(st.text(max_size=30))
 def test_every_key_of_a_channel_is_in_one_slot(channel: str) -> None:
     broker = RedisMapBroker(prefix="tl")
     names = [*broker.keys(channel).values(), broker._result_key(channel, "idem}{key")]
-    assert len({keyslot(name) for name in names}) == 1
+    assert len({spec_keyslot(name) for name in names}) == 1
+    assert keyslot(names[0]) == spec_keyslot(names[0])
     tag = hash_tag(channel)
     assert tag and "}" not in tag
     assert all(f"{{{tag}}}" in name for name in names)
@@ -252,7 +259,7 @@ async def test_the_keys_hash_to_one_slot_in_redis_itself(redis_url: str, prefix:
         names = broker.keys(channel)
         expected = sorted([names["state"], names["order"], names["expire"], names["stream"], names["meta"]])
         assert found == sorted([*expected, broker._result_key(channel, "i")])
-        assert len({keyslot(k) for k in found}) == 1
+        assert len({spec_keyslot(k) for k in found}) == 1
 
 
 # --- cursors and decoding -------------------------------------------------------------------
@@ -346,3 +353,106 @@ def test_parse_cursor_accepts_only_its_own_shapes(cursor: str, ordered: bool) ->
         assert cursor == f"s{score}:{key}" and not math.isnan(float(score))
     else:
         assert cursor == f"k{key}" and score == ""
+
+
+# --- Redis Cluster -------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def cluster_node(seeds: list[str], prefix: str, **kwargs: Any) -> AsyncIterator[tuple[RedisMapBroker, Recorder]]:
+    client = make_cluster_client(seeds, io_timeout=2.0)
+    broker = RedisMapBroker(prefix=prefix, io_timeout=2.0, client=client, owns_client=True, **kwargs)
+    events = Recorder()
+    await broker.start(events)
+    try:
+        yield broker, events
+    finally:
+        await delete_keys(broker.client, prefix)
+        await broker.close()
+
+
+async def test_in_a_cluster_every_key_of_a_channel_is_in_the_slot_cluster_keyslot_names(
+    redis_cluster: ClusterDeployment, prefix: str
+) -> None:
+    async with cluster_node(redis_cluster.seeds, prefix) as (broker, _):
+        for channel in ("board", "odd}{name%", "", "chat:#42"):
+            names = [
+                *broker.keys(channel).values(),
+                broker._result_key(channel, "i"),
+                broker._registration_key(channel),
+            ]
+            slots = {redis_cluster.keyslot(name) for name in names}
+            assert slots == {keyslot(names[0])}, channel
+
+
+async def test_in_a_cluster_expiries_across_slots_are_delivered_once_with_two_nodes(
+    redis_cluster: ClusterDeployment, prefix: str
+) -> None:
+    options = MapOptions(stream_size=10, stream_ttl=60.0, key_ttl=0.3)
+    channels = [f"room{i}" for i in range(6)]
+    async with (
+        cluster_node(redis_cluster.seeds, prefix, cleanup_interval=0.02) as (a, a_events),
+        cluster_node(redis_cluster.seeds, prefix, cleanup_interval=0.02) as (b, b_events),
+    ):
+        assert len({a._slot(c) for c in channels}) == len(channels), "six slots, so several registrations"
+        for channel in channels:
+            await a.subscribe(channel)
+            await b.subscribe(channel)
+            await (a if channel[-1] in "024" else b).publish(channel, w("k"), options)
+
+        async def all_expired() -> bool:
+            return all([await a.stats(c) == 0 for c in channels])
+
+        await eventually(all_expired)
+        for events in (a_events, b_events):
+            for channel in channels:
+                pubs = await events.wait_publications(2, channel)
+                assert [(p.key, p.removed, p.offset) for p in pubs] == [("k", False, 1), ("k", True, 2)]
+        for _ in range(3):
+            assert await a.cleanup() == 0
+        assert len(a_events.publications()) == len(b_events.publications()) == 12
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+async def test_make_map_broker_follows_map_broker_type(redis_url: str) -> None:
+    assert isinstance(make_map_broker(settings_from_mapping({})), MemoryMapBroker)
+    own = make_map_broker(
+        settings_from_mapping(
+            {
+                "map_broker": {
+                    "type": "redis",
+                    "redis": {"address": redis_url, "prefix": "own"},
+                    "cleanup_interval": "3s",
+                },
+                "channel": {"idempotent_result_ttl": "7s"},
+            }
+        )
+    )
+    assert isinstance(own, RedisMapBroker)
+    assert (own._prefix, own._cleanup_interval, own._result_ttl) == ("own", 3.0, 7.0)
+    await own.ping()  # the address is used
+    await own.close()
+    engine = make_map_broker(
+        settings_from_mapping({"map_broker": {"type": "redis"}, "engine": {"redis": {"prefix": "e"}}})
+    )
+    assert isinstance(engine, RedisMapBroker)
+    assert engine._prefix == "e", "no map_broker.redis address: engine.redis"
+    await engine.close()
+
+
+async def test_sharded_addresses_are_refused_and_a_cluster_is_accepted() -> None:
+    sharded = settings_from_mapping(
+        {"map_broker": {"type": "redis", "redis": {"address": "redis://127.0.0.1:1,redis://127.0.0.1:2"}}}
+    )
+    with pytest.raises(StartupError) as raised:
+        make_map_broker(sharded)
+    assert raised.value.setting == "map_broker.redis.address"
+    cluster = make_map_broker(
+        settings_from_mapping(
+            {"map_broker": {"type": "redis"}, "engine": {"redis": {"cluster_address": ["127.0.0.1:1"]}}}
+        )
+    )
+    assert isinstance(cluster, RedisMapBroker) and cluster._cluster
+    await cluster.close()

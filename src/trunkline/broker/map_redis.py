@@ -12,7 +12,10 @@ every key of one channel carries ``{T}``, so all of them live in one Redis Clust
   or ``k`` and ``t`` the key and time of a removal by expiry), durable and persistent maps;
 - ``P.map.{T}.meta``: hash ``e`` epoch, ``s`` top offset (and the stream settings the cleanup
   needs); ``P.map.{T}.result.<idempotency key>``: ``<offset>:<epoch>`` of an idempotent write;
-- ``P.map.cleanup``: zset channel -> earliest key expiry, of every channel with expiring keys;
+- ``P.map.cleanup``: zset channel -> earliest key expiry, of every channel with expiring keys
+  (in a Redis Cluster one per slot, ``P.map.cleanup.{S}`` with a tag ``S`` of the channel's
+  slot, so the scripts touch one slot only; the set ``P.map.cleanup.slots`` names the slots
+  that have one);
 - pub/sub ``P.map.{T}.updates``: the channel's updates, ``p<offset>:<epoch>:<record>``, or
   ``x<offset>:<epoch>:<time>:<key>`` for a removal by expiry. The names differ from the engine
   broker's (``P.client.<channel>``), so a map update never arrives twice.
@@ -32,10 +35,12 @@ import asyncio
 import logging
 import math
 import time
+from binascii import crc_hqx
 from typing import Any
 
 import msgspec
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 
 from ..config import Settings
 from ..errors import StartupError
@@ -45,16 +50,20 @@ from .map_base import KeyMode, MapLimitExceeded, MapOptions, MapResult, MapState
 from .map_memory import InvalidCursor
 from .memory import new_epoch
 from .redis import _HISTORY, DEFAULT_ADDRESS, RedisBroker, RedisUnavailable, _ms, _Script, make_client
-from .redis_topology import make_sentinel_client
+from .redis_topology import make_cluster_client, make_sentinel_client
 
 logger = logging.getLogger(__name__)
 
 _PUBLISH = _Script.load("map_publish")
 _CLEANUP = _Script.load("map_cleanup")
 _STATE = _Script.load("map_state")
+_DUE = _Script.load("map_due")
 
-#: how many due channels one cleanup cycle takes from the registration
+#: how many due channels one cleanup cycle takes from a registration
 CLEANUP_CHANNELS_PER_CYCLE = 1000
+#: Redis Cluster: how long this node trusts that a slot is in the registration slot set
+SLOT_NOTE_TTL = 60.0
+SLOTS = 16384
 
 _MODES = {KeyMode.REPLACE: "", KeyMode.IF_NEW: "if_new", KeyMode.IF_EXISTS: "if_exists"}
 
@@ -63,6 +72,36 @@ def hash_tag(channel: str) -> str:
     """``channel`` as the hash tag of its keys: ``%`` and ``}`` escaped, so the tag ends where it
     should and two channels never share a key name; ``%`` alone for the empty name."""
     return channel.replace("%", "%25").replace("}", "%7D") or "%"
+
+
+def keyslot(key: str) -> int:
+    """The Redis Cluster slot of ``key``: CRC16 (XMODEM) of its hash tag, or of the whole key."""
+    raw = key.encode()
+    start = raw.find(b"{")
+    if start >= 0:
+        end = raw.find(b"}", start + 1)
+        if end > start + 1:
+            raw = raw[start + 1 : end]
+    return crc_hqx(raw, 0) % SLOTS
+
+
+_slot_tags: list[str] = []
+
+
+def slot_tag(slot: int) -> str:
+    """A short hash tag of ``slot``: ``{<tag>}`` hashes to it (the table is built once, ~0.1 s)."""
+    if not _slot_tags:
+        table = [""] * SLOTS
+        missing, n = SLOTS, 0
+        while missing:
+            text = str(n)
+            s = crc_hqx(text.encode(), 0) % SLOTS
+            if not table[s]:
+                table[s] = text
+                missing -= 1
+            n += 1
+        _slot_tags.extend(table)
+    return _slot_tags[slot]
 
 
 def _now_ms() -> int:
@@ -147,7 +186,12 @@ class RedisMapBroker:
         self._feed = _MapFeed.from_client(client, prefix, connect_timeout, io_timeout, owns_client=owns_client)
         self._feed._control = f"{prefix}.map.ready".encode()  # the reader's readiness marker (never published)
         self._prefix = prefix
+        # Redis Cluster: a registration per slot (in the slot of its channels' keys, so the
+        # scripts stay in one slot) and a set naming the slots that have one.
+        self._cluster = isinstance(client, RedisCluster)
         self._cleanup_key = f"{prefix}.map.cleanup"
+        self._slots_key = f"{prefix}.map.cleanup.slots"
+        self._noted_slots: dict[int, float] = {}  # slot -> when this node last added it to the set
         self._cleanup_interval = cleanup_interval
         self._cleanup_batch_size = max(1, cleanup_batch_size)
         self._result_ttl = idempotent_result_ttl
@@ -159,15 +203,17 @@ class RedisMapBroker:
         """The broker of ``map_broker.type = "redis"``: ``map_broker.redis`` (``engine.redis``
         when its address is empty), ``map_broker.cleanup_*``, ``channel.idempotent_result_ttl``.
 
-        One server or Sentinel; several addresses (client-side sharding) and Redis Cluster
-        are refused with a :class:`StartupError` naming the setting.
+        One server, Sentinel or a Redis Cluster; several addresses (client-side sharding) are
+        refused with a :class:`StartupError` naming the setting.
         """
         own = bool(settings.map_broker.redis.address)
         r = settings.map_broker_redis
         section = "map_broker.redis" if own else "engine.redis"
+        client: Redis | None
         if r.cluster_address:
-            raise StartupError(f"{section}.cluster_address", "map channels do not support Redis Cluster yet")
-        if r.sentinel_address:
+            client = make_cluster_client(r.cluster_address, r.connect_timeout, r.io_timeout, master_url=r.address)
+            address = ""
+        elif r.sentinel_address:
             client = make_sentinel_client(
                 r.sentinel_address,
                 r.sentinel_master_name,
@@ -214,6 +260,28 @@ class RedisMapBroker:
             "meta": f"{base}.meta",
             "updates": f"{base}.updates",
         }
+
+    def _slot(self, channel: str) -> int:
+        return keyslot(f"{self._prefix}.map.{{{hash_tag(channel)}}}")
+
+    def _registration_key(self, channel: str) -> str:
+        """The cleanup registration that holds ``channel`` (one, or one per slot in a cluster)."""
+        if not self._cluster:
+            return self._cleanup_key
+        return self._slot_registration_key(self._slot(channel))
+
+    def _slot_registration_key(self, slot: int) -> str:
+        return f"{self._cleanup_key}.{{{slot_tag(slot)}}}"
+
+    async def _note_slot(self, channel: str) -> None:
+        """Cluster: make sure the cleanup finds the registration of ``channel``'s slot (before
+        a key with a ttl is written there; trusted for ``SLOT_NOTE_TTL``, then added again)."""
+        slot = self._slot(channel)
+        now = time.monotonic()
+        if now - self._noted_slots.get(slot, -SLOT_NOTE_TTL) < SLOT_NOTE_TTL:
+            return
+        await self._feed._call("SADD", self._slots_key, slot)
+        self._noted_slots[slot] = now
 
     def _result_key(self, channel: str, idempotency_key: str) -> str:
         return f"{self._prefix}.map.{{{hash_tag(channel)}}}.result.{idempotency_key}"
@@ -316,6 +384,8 @@ class RedisMapBroker:
     ) -> MapResult:
         k = self.keys(channel)
         keeps_stream = options.keeps_stream
+        if self._cluster and options.key_ttl > 0 and mode != "remove":
+            await self._note_slot(channel)
         status, offset, epoch = await self._feed._eval(
             _PUBLISH,
             (
@@ -325,7 +395,7 @@ class RedisMapBroker:
                 k["stream"],
                 k["meta"],
                 self._result_key(channel, idempotency_key),
-                self._cleanup_key,
+                self._registration_key(channel),
             ),
             (
                 pub.key,
@@ -415,28 +485,32 @@ class RedisMapBroker:
     async def clear(self, channel: str) -> None:
         k = self.keys(channel)
         await self._feed._call("DEL", k["state"], k["order"], k["expire"], k["stream"], k["meta"])
-        await self._feed._call("ZREM", self._cleanup_key, channel)
+        await self._feed._call("ZREM", self._registration_key(channel), channel)
 
     # --- expiry -----------------------------------------------------------
 
     async def cleanup(self) -> int:
         """Remove the expired keys of every due channel (at most ``cleanup_batch_size`` each);
         the number removed. The loop calls this every ``cleanup_interval``."""
-        seconds, micros = await self._feed._call("TIME")
-        now = int(seconds) * 1000 + int(micros) // 1000
-        due = await self._feed._call(
-            "ZRANGEBYSCORE", self._cleanup_key, "-inf", now, "LIMIT", 0, CLEANUP_CHANNELS_PER_CYCLE
+        if self._cluster:
+            slots = await self._feed._call("SMEMBERS", self._slots_key)
+            registrations = [self._slot_registration_key(int(slot)) for slot in slots]
+        else:
+            registrations = [self._cleanup_key]
+        found = await asyncio.gather(
+            *(self._feed._eval(_DUE, (key,), (CLEANUP_CHANNELS_PER_CYCLE,)) for key in registrations)
         )
+        due = [name.decode() for names in found for name in names]
         if not due:
             return 0
-        counts = await asyncio.gather(*(self._cleanup_channel(name.decode()) for name in due))
+        counts = await asyncio.gather(*(self._cleanup_channel(channel) for channel in due))
         return sum(counts)
 
     async def _cleanup_channel(self, channel: str) -> int:
         k = self.keys(channel)
         removed = await self._feed._eval(
             _CLEANUP,
-            (k["state"], k["order"], k["expire"], k["stream"], k["meta"], self._cleanup_key),
+            (k["state"], k["order"], k["expire"], k["stream"], k["meta"], self._registration_key(channel)),
             (self._cleanup_batch_size, new_epoch(), k["updates"], channel, _ms(self._placeholder_ttl)),
         )
         return int(removed)
