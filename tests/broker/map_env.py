@@ -22,7 +22,7 @@ import pytest
 from trunkline.broker.map_base import MapBroker, MapOptions, MapWrite
 from trunkline.broker.map_memory import MemoryMapBroker
 
-from .map_env_redis import redis_env
+from .map_env_redis import redis_cluster_env, redis_env
 
 if TYPE_CHECKING:  # conftest imports this module for its fixture; Recorder is imported when used
     from .conftest import Recorder
@@ -100,8 +100,11 @@ async def memory_env(request: pytest.FixtureRequest) -> AsyncIterator[MapEnv]:
 MapEnvFactory = Callable[[pytest.FixtureRequest], AbstractAsyncContextManager[MapEnv]]
 
 #: every map broker the contract runs on
-MAP_BROKERS: dict[str, MapEnvFactory] = {"memory": memory_env, "redis": redis_env}
-MAP_BROKER_MARKS: dict[str, tuple[pytest.MarkDecorator, ...]] = {"redis": (pytest.mark.redis,)}
+MAP_BROKERS: dict[str, MapEnvFactory] = {"memory": memory_env, "redis": redis_env, "redis-cluster": redis_cluster_env}
+MAP_BROKER_MARKS: dict[str, tuple[pytest.MarkDecorator, ...]] = {
+    "redis": (pytest.mark.redis,),
+    "redis-cluster": (pytest.mark.redis,),
+}
 
 
 @pytest.fixture(params=[pytest.param(name, marks=MAP_BROKER_MARKS.get(name, ())) for name in MAP_BROKERS])
