@@ -62,6 +62,7 @@ class _Channel:
         "entries",
         "epoch",
         "expire_at",
+        "heaped",
         "key_heap",
         "meta_expire_at",
         "order",
@@ -84,7 +85,8 @@ class _Channel:
         self.order: list[str] = []
         self.scored: list[tuple[int, str]] = []
         self.expire_at: dict[str, float] = {}  # key -> deadline of keys with a ttl
-        self.key_heap: list[tuple[float, str]] = []  # at most one (deadline, key) per key of expire_at
+        self.key_heap: list[tuple[float, str]] = []  # (deadline, key): one entry per key of heaped
+        self.heaped: dict[str, float] = {}  # key -> the deadline of its one key_heap entry
         self.stream: deque[Publication] | None = None
         self.stream_expire_at = 0.0
         self.stream_size = 0  # the stream settings of the last write (a removal by expiry uses them)
@@ -198,7 +200,7 @@ class MemoryMapBroker:
             "entries": sum(len(c.entries) for c in channels),
             "order": sum(len(c.order) + len(c.scored) for c in channels),
             "expiring": sum(len(c.expire_at) for c in channels),
-            "key_heap": sum(len(c.key_heap) for c in channels),
+            "key_heap": sum(len(c.key_heap) + len(c.heaped) for c in channels),
             "stream": sum(len(c.stream or ()) for c in channels),
             "results": len(self._results),
             "subscribed": len(self._subscribed),
@@ -347,12 +349,13 @@ class MemoryMapBroker:
             ch.meta_expire_at = now + self._placeholder_ttl
 
     def _set_ttl(self, channel: str, ch: _Channel, key: str, deadline: float) -> None:
-        had = key in ch.expire_at
         ch.expire_at[key] = deadline
-        if not had:
+        if key not in ch.heaped:
+            ch.heaped[key] = deadline
             heapq.heappush(ch.key_heap, (deadline, key))
         # a key already in the heap keeps its (earlier) entry: when it comes due, the cleanup
         # finds the later deadline and pushes the key again, so a key has one heap entry at most
+        # (also when it was removed and written again meanwhile)
 
     # --- channels and expiry ----------------------------------------------
 
@@ -440,11 +443,13 @@ class MemoryMapBroker:
         key_heap = ch.key_heap
         while key_heap and key_heap[0][0] <= now and removed < self._cleanup_batch_size:
             _, key = heapq.heappop(key_heap)
+            del ch.heaped[key]
             deadline = ch.expire_at.get(key)
             if deadline is None:
                 continue  # removed, or rewritten without a ttl
             if deadline > now:
-                heapq.heappush(key_heap, (deadline, key))  # refreshed since: its one entry moves on
+                ch.heaped[key] = deadline  # refreshed since: its one entry moves on
+                heapq.heappush(key_heap, (deadline, key))
                 continue
             removal = Publication(data=b"", time=int(time.time() * 1000), key=key, removed=True)
             keeps = ch.stream_size > 0
