@@ -208,3 +208,54 @@ async def test_updates_during_the_state_pages_are_not_lost(running: Running, dri
 
         expected = await state_of(node, channel)
         await eventually(lambda s=settled, x=expected: s() == x or None, timeout=5)
+
+
+def cut(node: Node, client: str) -> None:
+    """Drop a client's connection server-side, without a close frame (a lost link)."""
+    session = node.hub.connection(client)
+    assert session is not None
+    session.transport.abort()
+
+
+async def test_catch_up_after_a_dropped_link(running: Running, driver: Driver) -> None:
+    node = running.server.node
+    for i in range(5):
+        await put(node, "mm:cut", f"k{i}", i)
+    client = await driver.connect("a", running.ws_url, "alice")
+    entries = await driver.subscribe("a", "mm:cut")
+    assert len(entries) == 5
+    mark = driver.mark()
+    cut(node, client)
+    await driver.wait(lambda e: e["ev"] == "disconnected" or e["ev"] == "connecting", since=mark)
+    # updates while the client is away: the stream (100 entries) still covers its position
+    await put(node, "mm:cut", "k1", "during")
+    await node.map_remove("mm:cut", "k2")
+    await put(node, "mm:cut", "k9", "new")
+    resubscribed = await driver.wait(lambda e: e["ev"] == "subscribed" and e["channel"] == "mm:cut", since=mark)
+    assert resubscribed["recovered"] is True
+    await driver.wait(update_of("a", "mm:cut", "k9"), since=mark)
+    got = [e for e in driver.events[mark:] if e["ev"] == "update"]
+    assert [(e["key"], e.get("removed", False)) for e in got] == [("k1", False), ("k2", True), ("k9", False)]
+    assert not [e for e in driver.events[mark:] if e["ev"] == "sync"], "a recovery is updates, not a new sync"
+    client_state = as_state(entries)
+    for e in got:
+        if e.get("removed"):
+            client_state.pop(e["key"])
+        else:
+            client_state[e["key"]] = e["data"]
+    assert client_state == await state_of(node, "mm:cut")
+
+
+async def test_too_far_behind_the_stream_resyncs_from_a_snapshot(running: Running, driver: Driver) -> None:
+    node = running.server.node
+    await put(node, "small:1", "a", 0)
+    client = await driver.connect("a", running.ws_url, "alice")
+    assert as_state(await driver.subscribe("a", "small:1")) == {"a": {"v": 0}}
+    mark = driver.mark()
+    cut(node, client)
+    await driver.wait(lambda e: e["ev"] in {"disconnected", "connecting"}, since=mark)
+    for i in range(10):  # stream_size 3: the client's position falls out of the stream
+        await put(node, "small:1", f"n{i}", i)
+    sync = await driver.wait(lambda e: e["ev"] == "sync" and e["channel"] == "small:1", since=mark)
+    assert as_state(sync["entries"]) == await state_of(node, "small:1")
+    assert len(sync["entries"]) == 11
