@@ -32,6 +32,7 @@ from .api.http import api_legacy, api_method, api_not_allowed, api_not_found
 from .appkeys import NODE_KEY
 from .broker.base import Broker, PresenceManager
 from .broker.map_factory import make_map_broker
+from .broker.map_redis import MapRedisUnavailable
 from .commands import new_session
 from .config import Settings
 from .errors import StartupError
@@ -206,6 +207,11 @@ class Server:
         try:
             await self.node.start()
         except ConnectionError as exc:
+            if isinstance(exc, MapRedisUnavailable):
+                key = "map_broker.redis" if settings.map_broker.redis.address else "engine.redis"
+                r = settings.map_broker_redis
+                where = r.address or ", ".join(r.cluster_address or r.sentinel_address)
+                raise StartupError(f"{key}.address", f"map channels cannot reach {where}: {exc}") from None
             if settings.engine.type == "nats":
                 raise StartupError("engine.nats.url", f"cannot reach {settings.engine.nats.url}: {exc}") from None
             if settings.engine.type != "redis":
