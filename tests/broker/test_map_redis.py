@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from trunkline.app import Server
 from trunkline.broker.base import HistoryQuery, Publication, encode_body
 from trunkline.broker.map_base import MapOptions, MapStateQuery, MapWrite
 from trunkline.broker.map_factory import make_map_broker
@@ -35,7 +36,7 @@ from trunkline.broker.redis_topology import make_cluster_client
 from trunkline.config import settings_from_mapping
 from trunkline.errors import StartupError
 
-from .conftest import Recorder, RedisServer, delete_keys
+from .conftest import Recorder, RedisServer, delete_keys, free_port
 from .redis_procs import ClusterDeployment
 
 pytestmark = pytest.mark.redis
@@ -456,3 +457,24 @@ async def test_sharded_addresses_are_refused_and_a_cluster_is_accepted() -> None
     )
     assert isinstance(cluster, RedisMapBroker) and cluster._cluster
     await cluster.close()
+
+
+async def test_an_unreachable_map_redis_stops_the_server_with_the_setting_named() -> None:
+    settings = settings_from_mapping(
+        {
+            "http_server": {"port": free_port(), "address": "127.0.0.1"},
+            "map_broker": {
+                "type": "redis",
+                "redis": {
+                    "address": f"redis://127.0.0.1:{free_port()}",
+                    "connect_timeout": "0.3s",
+                    "io_timeout": "0.3s",
+                },
+            },
+        }
+    )
+    server = Server(settings)
+    with pytest.raises(StartupError) as raised:
+        await server.start()
+    assert raised.value.setting == "map_broker.redis.address"
+    assert "map channels cannot reach" in raised.value.message

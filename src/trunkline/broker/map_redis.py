@@ -108,6 +108,10 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+class MapRedisUnavailable(RedisUnavailable):
+    """The map broker's Redis could not be reached when it started (the engine's may be fine)."""
+
+
 class _MapFeed(RedisBroker):
     """The engine broker's pub/sub reader, on the map broker's own channel names and messages."""
 
@@ -289,8 +293,11 @@ class RedisMapBroker:
     # --- lifecycle --------------------------------------------------------
 
     async def start(self, handler: BrokerEventHandler) -> None:
-        """Connect the pub/sub reader (raise :class:`RedisUnavailable` if it cannot), start the cleanup."""
-        await self._feed.start(handler)
+        """Connect the pub/sub reader (raise :class:`MapRedisUnavailable` if it cannot), start the cleanup."""
+        try:
+            await self._feed.start(handler)
+        except RedisUnavailable as exc:
+            raise MapRedisUnavailable(str(exc)) from exc
         if self._cleanup_interval > 0:
             self._cleanup_task = asyncio.create_task(self._cleanup_loop(), name="trunkline-map-cleanup")
 
