@@ -172,7 +172,9 @@ class Node(BrokerEventHandler):
         #: the proxy to the application backend (client.proxy, channel.proxy, rpc.proxy, proxies)
         self.proxies = Proxies(self.settings, self.metrics)
         #: shared-poll channels: tracked keys, their pollers (the refresh proxy), delivery of changes
-        self.shared_poll = SharedPoll(self.settings, self.proxies, self.metrics, self.rules.namespace_of)
+        self.shared_poll = SharedPoll(
+            self.settings, self.proxies, self.metrics, self.rules.namespace_of, broker=self.broker
+        )
         #: creates client sessions; the app injects the Centrifugo protocol's (``commands.new_session``)
         self.session_factory: SessionFactory | None = None
         self.uid = str(uuid.uuid4())
@@ -500,6 +502,9 @@ class Node(BrokerEventHandler):
     # ------------------------------------------------------------------ broker events
 
     def handle_publication(self, channel: str, pub: Publication) -> None:
+        if pub.key and self.shared_poll.distributes(channel):  # a direct publish of a shared-poll channel
+            self.shared_poll.handle_record(channel, pub)
+            return
         started = time.perf_counter()
         count, missed = self.hub.broadcast(channel, pub)
         if missed:

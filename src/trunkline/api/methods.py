@@ -339,6 +339,27 @@ async def map_clear(node: Node, body: bytes) -> Result:
     return {}
 
 
+async def shared_poll_publish(node: Node, body: bytes) -> Result:
+    """Centrifugo's direct publish: a new version of one key, pushed now to the clients tracking it
+    (on every node with ``publish_enabled``, else on this one)."""
+    req: S.SharedPollPublishRequest = _decode(body, S.SharedPollPublishRequest)
+    _required(channel=req.channel, key=req.key)
+    if len(req.channel) > node.rules.max_length:
+        raise E.BAD_REQUEST.with_message("bad request: channel too long")
+    opts = node.namespace_options(req.channel)
+    if opts is None:
+        raise E.UNKNOWN_CHANNEL()
+    if opts.subscription_type != "shared_poll":
+        raise E.BAD_REQUEST.with_message("bad request: not a shared poll channel")
+    if opts.shared_poll.mode != "versioned":
+        raise E.BAD_REQUEST.with_message("bad request: shared_poll_publish needs shared_poll.mode = 'versioned'")
+    if not 0 < req.version <= MAX_OFFSET:
+        raise E.BAD_REQUEST.with_message("bad request: version must be a positive 64-bit integer")
+    data = _payload(req.data, req.b64data)
+    await node.shared_poll.direct_publish(req.channel, opts, req.key, version=req.version, data=data, epoch=req.epoch)
+    return {}
+
+
 async def batch(node: Node, body: bytes) -> Result:
     req: S.BatchRequest = _decode(body, S.BatchRequest)
     if len(req.commands) > MAX_BATCH_COMMANDS:
@@ -387,6 +408,7 @@ METHODS: dict[str, Method] = {
     "map_read_stream": map_read_stream,
     "map_stats": map_stats,
     "map_clear": map_clear,
+    "shared_poll_publish": shared_poll_publish,
     "batch": batch,
 }
 

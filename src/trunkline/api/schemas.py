@@ -123,6 +123,15 @@ class MapPublishRequest(Struct):
     version_epoch: str = ""
 
 
+class SharedPollPublishRequest(Struct):
+    channel: str = ""
+    key: str = ""
+    data: Raw = Raw()
+    b64data: str = ""
+    version: int = 0
+    epoch: str = ""
+
+
 class MapRemoveRequest(Struct):
     channel: str = ""
     key: str = ""

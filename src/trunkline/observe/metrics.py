@@ -78,6 +78,7 @@ API_METHODS = frozenset(
         "history_remove",
         "channels",
         "info",
+        "shared_poll_publish",
         "batch",
         "legacy",
     }

@@ -26,11 +26,13 @@ from typing import Protocol
 
 import msgspec
 
+from ..broker.base import Broker, PublishOptions
 from ..config import NamespaceOptions, Settings
 from ..errors import ClientError, Disconnect
 from ..hub.shared_poll import Change, PollChannel, PolledItem
 from ..protocol.codec import Codec
 from ..protocol.messages import Publication, Push
+from ..records import Publication as Record
 from .endpoint import Endpoint, ProxyFailure
 from .registry import Proxies
 from .shared_poll import refresh
@@ -78,6 +80,7 @@ class PollOptions:
 
 class _Active:
     __slots__ = ("cold", "cold_task", "namespace", "opts", "state", "stop", "task")
+    #: with ``publish_enabled``: the channel is subscribed in the broker while it is active here
 
     def __init__(self, namespace: str, opts: PollOptions, state: PollChannel[Tracker]) -> None:
         self.namespace = namespace
@@ -98,7 +101,9 @@ class SharedPoll:
         proxies: Proxies,
         metrics: PollMetrics,
         namespace_of: Callable[[str], str],
+        *,
         now: Callable[[], float] = time.time,
+        broker: Broker | None = None,
     ) -> None:
         self._settings = settings
         self._proxies = proxies
@@ -108,6 +113,9 @@ class SharedPoll:
         self._limit = asyncio.Semaphore(max(1, settings.shared_poll.concurrency_limit))
         self._channels: dict[str, _Active] = {}
         self._opts: dict[int, PollOptions] = {}
+        #: carries direct publishes between nodes (``publish_enabled``): the node's broker
+        self._broker = broker
+        self._broker_ops: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------------ options
 
@@ -146,6 +154,8 @@ class SharedPoll:
             )
             active = self._channels[channel] = _Active(self._namespace_of(channel), opts, state)
             active.task = asyncio.ensure_future(self._run(channel, active))
+            if opts.publish_enabled:
+                self._broker_op(channel, subscribe=True)
         if active.stop is not None:
             active.stop.cancel()
             active.stop = None
@@ -181,6 +191,30 @@ class SharedPoll:
         for task in (active.task, active.cold_task):
             if task is not None:
                 task.cancel()
+        if active.opts.publish_enabled:
+            self._broker_op(channel, subscribe=False)
+
+    def _broker_op(self, channel: str, *, subscribe: bool) -> None:
+        broker = self._broker
+        if broker is None:
+            return
+
+        async def run() -> None:
+            try:
+                await (broker.subscribe(channel) if subscribe else broker.unsubscribe(channel))
+            except Exception as exc:  # the broker is down: direct publishes from other nodes miss this one
+                log.warning(
+                    "shared poll: broker %s of %s failed: %s", "subscribe" if subscribe else "unsubscribe", channel, exc
+                )
+
+        task = asyncio.ensure_future(run())
+        self._broker_ops.add(task)
+        task.add_done_callback(self._broker_ops.discard)
+
+    def distributes(self, channel: str) -> bool:
+        """Direct publishes of ``channel`` come through the broker (``publish_enabled``, active here)."""
+        active = self._channels.get(channel)
+        return active is not None and active.opts.publish_enabled
 
     def poll_cold(self, channel: str, keys: Iterable[str]) -> None:
         """Keys new on this node tracked from version 0: poll them now, not in an interval."""
@@ -199,7 +233,7 @@ class SharedPoll:
         self._channels.clear()
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, *self._broker_ops, return_exceptions=True)
 
     @property
     def num_channels(self) -> int:
@@ -289,6 +323,24 @@ class SharedPoll:
                 active.state.untrack(conn, key)
 
     # ------------------------------------------------------------------ direct publish and delivery
+
+    async def direct_publish(
+        self, channel: str, ns: NamespaceOptions, key: str, *, version: int, data: bytes, epoch: str = ""
+    ) -> None:
+        """``shared_poll_publish``: to every node through the broker with ``publish_enabled``, else here.
+
+        Across the broker the record carries the version as its ``score`` and the publisher's epoch
+        as the tag ``epoch`` (a shared-poll channel keeps no stream of its own).
+        """
+        if self.options(ns).publish_enabled and self._broker is not None:
+            record = Record(data=data, key=key, score=version, tags={"epoch": epoch} if epoch else None)
+            await self._broker.publish(channel, record, PublishOptions())
+            return
+        self.publish(channel, key, version, data, epoch)
+
+    def handle_record(self, channel: str, record: Record) -> None:
+        """A direct publish that came through the broker (see :meth:`direct_publish`)."""
+        self.publish(channel, record.key, record.score, record.data, (record.tags or {}).get("epoch", ""))
 
     def publish(self, channel: str, key: str, version: int, data: bytes, epoch: str = "") -> int:
         """Deliver a direct publish to this node's connections tracking ``key``; how many got it."""
