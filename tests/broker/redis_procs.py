@@ -193,10 +193,11 @@ class ClusterDeployment:
         return result
 
     def master_of_slot(self, slot: int) -> int:
+        """The port of the live master serving ``slot``; 0 while none does (during a failover)."""
         for port, ranges in self.masters().items():
             if any(low <= slot <= high for low, high in ranges):
                 return port
-        raise LookupError(slot)
+        return 0
 
     def keyslot(self, key: str) -> int:
         live = next(n for n in self.nodes if n.alive())
