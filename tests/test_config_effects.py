@@ -198,29 +198,35 @@ PROVEN: dict[str, str] = {
     "channel.without_namespace.subscription_type": (
         "tests/broker/test_map_memory.py::test_subscription_type_decides_which_channels_are_maps"
     ),
+    **{
+        f"channel.without_namespace.map.{key}": "tests/map/test_map_js.py::test_client_writes_follow_permissions"
+        for key in ("allow_publish_for_client", "allow_publish_for_subscriber", "allow_remove_for_client")
+    },
+    **{
+        f"channel.without_namespace.map.{key}": "tests/map/test_map_js.py::test_client_key_and_remove_on_unsubscribe"
+        for key in ("client_key", "remove_client_on_unsubscribe")
+    },
+    "channel.without_namespace.map_clients_presence_channel_prefix": (
+        "tests/map/test_presence_keys.py::test_a_client_key_carries_its_info_and_goes_on_leave"
+    ),
+    "channel.without_namespace.map_users_presence_channel_prefix": (
+        "tests/map/test_presence_keys.py::test_a_user_key_lives_while_one_connection_holds_it"
+    ),
+    **{
+        key: "tests/broker/test_map_redis.py::test_make_map_broker_follows_map_broker_type"
+        for key in ("map_broker.type", "map_broker.redis.address", "map_broker.redis.prefix")
+    },
     "map_broker.cleanup_interval": "tests/broker/test_map_memory.py::test_cleanup_interval_drives_the_cleanup",
     "map_broker.cleanup_batch_size": (
         "tests/broker/test_map_memory.py::test_cleanup_removes_at_most_cleanup_batch_size_keys_per_channel_per_run"
     ),
 }
 
-_MAP_SESSION = "map subscriptions (issue 14): wired by the map session/commands work, not landed yet"
+_MAP_WRITES = "map subscriptions (issue 14): no test yet writes as a subscriber-only remover or an anonymous client"
 GAPS: dict[str, str] = {
-    **{
-        f"channel.without_namespace.map.allow_{kind}_for_{who}": _MAP_SESSION
-        for kind in ("publish", "remove")
-        for who in ("client", "subscriber", "anonymous")
-    },
-    "channel.without_namespace.map.client_key": _MAP_SESSION,
-    "channel.without_namespace.map.remove_client_on_unsubscribe": _MAP_SESSION,
-    "channel.without_namespace.map.subscribe_catch_up_timeout": _MAP_SESSION,
-    "channel.without_namespace.map_clients_presence_channel_prefix": "map presence (issue 14): not landed yet",
-    "channel.without_namespace.map_users_presence_channel_prefix": "map presence (issue 14): not landed yet",
-    "map_broker.type": "map broker selection (issue 14): app wiring and the Redis map broker not landed yet",
-    **{
-        f"map_broker.redis.{key}": "the Redis map broker (issue 14) not landed yet"
-        for key in ("address", "prefix", "connect_timeout", "io_timeout")
-    },
+    "channel.without_namespace.map.allow_publish_for_anonymous": _MAP_WRITES,
+    "channel.without_namespace.map.allow_remove_for_subscriber": _MAP_WRITES,
+    "channel.without_namespace.map.allow_remove_for_anonymous": _MAP_WRITES,
 }
 
 #: keys accepted but (found while writing their tests) without any effect: Trunkline must implement
