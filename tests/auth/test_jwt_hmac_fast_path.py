@@ -13,9 +13,11 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from jwt import PyJWS
+from jwt.exceptions import DecodeError
 
 from trunkline.auth import TokenVerifier
-from trunkline.auth.jwt import HmacKey
+from trunkline.auth.jwt import HmacKey, _b64url
 from trunkline.errors import ClientError, Disconnect
 from trunkline.session import new_client_id
 
@@ -112,3 +114,18 @@ def test_header_fields_as_pyjwt_writes_them_take_the_fast_path() -> None:
 def test_the_prepared_hmac_key_signs_as_the_hmac_module(secret: bytes, message: bytes, alg: str) -> None:
     digest = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}[alg]
     assert HmacKey(secret, digest).sign(message) == hmac.new(secret, message, digest).digest()
+
+
+@settings(max_examples=500, deadline=None)
+@given(segment=st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_", max_size=12))
+def test_a_segment_the_fast_path_decodes_is_one_pyjwt_decodes_the_same(segment: str) -> None:
+    raw = segment.encode()
+    try:
+        ours: bytes | None = _b64url(raw)
+    except ValueError:
+        ours = None
+    try:
+        theirs: bytes | None = PyJWS._decode_base64url_segment(raw, "payload")
+    except DecodeError:
+        theirs = None
+    assert ours == theirs
