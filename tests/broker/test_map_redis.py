@@ -18,6 +18,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.asyncio import Redis
 
+from tests.conftest import Running
+from tests.conftest import eventually as poll
+from tests.shared_poll.wsclient import WsClient
 from trunkline.app import Server
 from trunkline.broker.base import HistoryQuery, Publication, encode_body
 from trunkline.broker.map_base import MapOptions, MapStateQuery, MapWrite
@@ -478,3 +481,67 @@ async def test_an_unreachable_map_redis_stops_the_server_with_the_setting_named(
         await server.start()
     assert raised.value.setting == "map_broker.redis.address"
     assert "map channels cannot reach" in raised.value.message
+
+
+# --- two servers on one Redis ------------------------------------------------------------------
+
+
+def _two_node_config(redis_url: str, prefix: str) -> dict[str, Any]:
+    writable = {"allow_publish_for_client": True, "allow_remove_for_client": True}
+    return {
+        "map_broker": {"type": "redis", "redis": {"address": redis_url, "prefix": prefix}, "cleanup_interval": "50ms"},
+        "channel": {
+            "namespaces": [
+                {
+                    "name": "board",
+                    "allow_subscribe_for_client": True,
+                    "subscription_type": "map",
+                    "map": {"mode": "durable", "key_ttl": "60s", **writable},
+                },
+                {
+                    "name": "live",
+                    "allow_subscribe_for_client": True,
+                    "subscription_type": "map",
+                    "map": {"mode": "ephemeral", "key_ttl": "300ms", **writable},
+                },
+            ]
+        },
+    }
+
+
+async def test_two_servers_on_one_redis_share_state_and_live_updates(
+    start_server: Callable[..., Awaitable[Running]], redis_url: str, prefix: str, raw: Redis
+) -> None:
+    config = _two_node_config(redis_url, prefix)
+    a, b = await start_server(config), await start_server(config)
+    for i in range(3):
+        await a.server.node.map_publish("board:1", w(f"k{i}", b'{"v":%d}' % i))
+    client = await WsClient.connect(b, "alice")
+    try:
+        sub = {"channel": "board:1", "type": 1, "flag": 1}
+        state = (await client.call("subscribe", {**sub, "phase": 2}))["subscribe"]
+        assert [e["key"] for e in state["state"]] == ["k0", "k1", "k2"], "server b reads what a wrote"
+        epoch, offset = state["epoch"], state["offset"]
+        live = (await client.call("subscribe", {**sub, "phase": 1, "epoch": epoch, "offset": offset}))["subscribe"]
+        assert "phase" not in live and live["epoch"] == epoch
+        await a.server.node.map_publish("board:1", w("k1", b'{"v":"new"}'))
+        await a.server.node.map_remove("board:1", "k0")
+        await poll(lambda: len(client.updates("board:1")) == 2)
+        assert [(u["key"], u.get("data"), u.get("removed", False), u["offset"]) for u in client.updates("board:1")] == [
+            ("k1", {"v": "new"}, False, 4),
+            ("k0", None, True, 5),
+        ], "a's writes reach b's subscriber live, in order"
+        # A client write on b reaches the state a reads; an expiry is delivered once though both servers clean up.
+        reply = await client.call("publish", {"channel": "board:1", "type": 1, "key": "k9", "data": {"v": 9}})
+        assert "error" not in reply, reply
+        page = await a.server.node.map_read_state("board:1", MapStateQuery())
+        assert [e.key for e in page.entries] == ["k1", "k2", "k9"]
+        eph = (await client.call("subscribe", {"channel": "live:1", "type": 1, "flag": 1, "phase": 2}))["subscribe"]
+        assert "phase" not in eph, "an ephemeral map goes live with its only page"
+        await a.server.node.map_publish("live:1", w("cursor"))
+        removals = await poll(lambda: [u for u in client.updates("live:1") if u.get("removed")], timeout=5.0)
+        for _ in range(5):  # several more cleanup rounds of both servers
+            await asyncio.sleep(0.06)
+        assert len([u for u in client.updates("live:1") if u.get("removed")]) == len(removals) == 1
+    finally:
+        await client.close()
