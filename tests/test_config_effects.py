@@ -203,6 +203,10 @@ PROVEN: dict[str, str] = {
         for key in ("allow_publish_for_client", "allow_publish_for_subscriber", "allow_remove_for_client")
     },
     **{
+        f"channel.without_namespace.map.{key}": "tests/hub/test_map_options.py::test_map_write_permissions"
+        for key in ("allow_publish_for_anonymous", "allow_remove_for_subscriber", "allow_remove_for_anonymous")
+    },
+    **{
         f"channel.without_namespace.map.{key}": "tests/map/test_map_js.py::test_client_key_and_remove_on_unsubscribe"
         for key in ("client_key", "remove_client_on_unsubscribe")
     },
@@ -222,12 +226,7 @@ PROVEN: dict[str, str] = {
     ),
 }
 
-_MAP_WRITES = "map subscriptions (issue 14): no test yet writes as a subscriber-only remover or an anonymous client"
-GAPS: dict[str, str] = {
-    "channel.without_namespace.map.allow_publish_for_anonymous": _MAP_WRITES,
-    "channel.without_namespace.map.allow_remove_for_subscriber": _MAP_WRITES,
-    "channel.without_namespace.map.allow_remove_for_anonymous": _MAP_WRITES,
-}
+GAPS: dict[str, str] = {}
 
 #: keys accepted but (found while writing their tests) without any effect: Trunkline must implement
 #: them or stop accepting them; a search hit in the suite does not count for these

@@ -66,3 +66,29 @@ def test_page_sizes_clamp_the_asked_limit() -> None:
 def test_live_transition_max_publication_limit() -> None:
     assert stream_limit(_ns(mode="durable", key_ttl="1s", live_transition_max_publication_limit=7).map) == 7
     assert stream_limit(_ns(mode="durable", key_ttl="1s", max_page_size=300).map) == 300
+
+
+def test_map_write_permissions() -> None:
+    """map.allow_publish_for_* / allow_remove_for_* as commands/map_subscribing.can_write decides them."""
+    from trunkline.commands.map_subscribing import can_write
+
+    nothing = _ns(mode="persistent").map
+    assert not any(can_write(nothing, user, sub, rm, False) for user in ("", "u") for sub in (0, 1) for rm in (0, 1))
+    assert can_write(nothing, "", False, True, insecure=True)
+    subscriber_removes = _ns(mode="persistent", allow_remove_for_subscriber=True).map
+    assert can_write(subscriber_removes, "u", subscribed=True, remove=True, insecure=False)
+    assert not can_write(subscriber_removes, "u", subscribed=False, remove=True, insecure=False)
+    assert not can_write(subscriber_removes, "u", subscribed=True, remove=False, insecure=False), "removing only"
+    assert not can_write(subscriber_removes, "", subscribed=True, remove=True, insecure=False), "not anonymous"
+    anonymous = _ns(
+        mode="persistent",
+        allow_publish_for_client=True,
+        allow_remove_for_subscriber=True,
+        allow_publish_for_anonymous=True,
+        allow_remove_for_anonymous=True,
+    ).map
+    assert can_write(anonymous, "", subscribed=False, remove=False, insecure=False)
+    assert can_write(anonymous, "", subscribed=True, remove=True, insecure=False)
+    assert not can_write(anonymous, "", subscribed=False, remove=True, insecure=False)
+    no_anonymous_remove = _ns(mode="persistent", allow_remove_for_subscriber=True, allow_publish_for_anonymous=True).map
+    assert not can_write(no_anonymous_remove, "", subscribed=True, remove=True, insecure=False)
