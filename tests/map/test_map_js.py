@@ -9,6 +9,8 @@ stream re-syncs from a snapshot, and client writes follow the namespace's permis
 from __future__ import annotations
 
 import asyncio
+import copy
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -55,6 +57,17 @@ Start = Callable[..., Awaitable[Running]]
 @pytest.fixture
 async def running(start_server: Start) -> Running:
     return await start_server(CONFIG)
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def any_broker(request: pytest.FixtureRequest, start_server: Start) -> Running:
+    """The server on the memory map broker, then on Redis (``map_broker.type = "redis"``)."""
+    config = copy.deepcopy(CONFIG)
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        prefix = f"mapjs-{uuid.uuid4().hex[:8]}"  # the redis-server is shared by the whole run
+        config["map_broker"].update({"type": "redis", "redis": {"address": url, "prefix": prefix}})
+    return await start_server(config)
 
 
 @pytest.fixture
@@ -173,27 +186,35 @@ async def test_ephemeral_map_and_ttl_removal(running: Running, driver: Driver) -
     assert await state_of(node, "eph:1") == {}
 
 
-async def test_updates_during_the_state_pages_are_not_lost(running: Running, driver: Driver) -> None:
+async def test_updates_during_the_state_pages_are_not_lost(any_broker: Running, driver: Driver) -> None:
     """Writes race the paging; the client's state converges to the server's."""
+    running = any_broker
     node = running.server.node
     for channel in ("mm:race", "ephlong:race"):
         for i in range(40):
             await put(node, channel, f"k{i}", i)
 
-    async def writer(channel: str) -> None:
-        for round_ in range(60):
+    def synced(channel: str, mark: int) -> bool:
+        return any(e["ev"] == "sync" and e["channel"] == channel for e in driver.events[mark:])
+
+    async def writer(channel: str, mark: int) -> int:
+        """Write until the client has synced (20 pages of 2 entries take a while): writes race the pages."""
+        round_ = 0
+        while not synced(channel, mark) and round_ < 5000:
             await put(node, channel, f"k{round_ % 40}", f"w{round_}")
             if round_ % 7 == 0:
                 await node.map_remove(channel, f"k{(round_ * 3) % 40}")
-            await asyncio.sleep(0)
+            round_ += 1
+            await asyncio.sleep(0.001)
+        return round_
 
     await driver.connect("a", running.ws_url, "alice")
     for channel in ("mm:race", "ephlong:race"):
         mark = driver.mark()
-        task = asyncio.ensure_future(writer(channel))
+        task = asyncio.ensure_future(writer(channel, mark))
         driver.send(op="map", id="a", channel=channel, pageSize=2)
-        await task
         sync = await driver.wait(lambda e, c=channel: e["ev"] == "sync" and e["channel"] == c, since=mark)
+        assert await task > 3, "the writes raced the state pages"
         client_state = as_state(sync["entries"])
 
         def settled(c: str = channel, m: int = mark, base: dict[str, Any] = client_state) -> dict[str, Any]:
@@ -217,7 +238,8 @@ def cut(node: Node, client: str) -> None:
     session.transport.abort()
 
 
-async def test_catch_up_after_a_dropped_link(running: Running, driver: Driver) -> None:
+async def test_catch_up_after_a_dropped_link(any_broker: Running, driver: Driver) -> None:
+    running = any_broker
     node = running.server.node
     for i in range(5):
         await put(node, "mm:cut", f"k{i}", i)
@@ -246,7 +268,8 @@ async def test_catch_up_after_a_dropped_link(running: Running, driver: Driver) -
     assert client_state == await state_of(node, "mm:cut")
 
 
-async def test_too_far_behind_the_stream_resyncs_from_a_snapshot(running: Running, driver: Driver) -> None:
+async def test_too_far_behind_the_stream_resyncs_from_a_snapshot(any_broker: Running, driver: Driver) -> None:
+    running = any_broker
     node = running.server.node
     await put(node, "small:1", "a", 0)
     client = await driver.connect("a", running.ws_url, "alice")
