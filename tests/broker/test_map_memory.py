@@ -399,3 +399,69 @@ async def test_write_cost_is_flat_in_the_number_of_keys() -> None:
         small.append(rate(100))
         big.append(rate(20000))
     assert min(big) < min(small) * 3, (small, big)
+
+
+WALK_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("page"), st.integers(1, 4)),
+        st.tuples(st.just("write"), st.integers(0, 40), st.integers(-5, 5)),
+        st.tuples(st.just("remove"), st.integers(0, 40)),
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    initial=st.dictionaries(st.integers(0, 40), st.integers(-5, 5), max_size=25),
+    ops=WALK_OPS,
+    ordered=st.booleans(),
+    asc=st.booleans(),
+)
+def test_a_walk_through_the_pages_is_stable_while_the_map_changes(
+    initial: dict[int, int], ops: list[tuple[Any, ...]], ordered: bool, asc: bool
+) -> None:
+    """Keys that nobody touches during the walk come exactly once and in order; in key order no
+    key ever comes twice."""
+    opts = MapOptions(stream_size=10, stream_ttl=60.0, meta_ttl=600.0, ordered=ordered)
+    broker = MemoryMapBroker(FakeClock(), cleanup_interval=0)
+    for k, score in initial.items():
+        broker.publish_now("m", w(f"k{k:02d}", score=score), opts)
+    touched: set[str] = set()
+    seen: list[str] = []
+    cursor = ""
+    done = False
+
+    def page(limit: int) -> bool:
+        nonlocal cursor
+        result = broker.read_state_now("m", MapStateQuery(cursor=cursor, limit=limit, asc=asc), opts)
+        assert len(result.entries) <= limit
+        seen.extend(e.key for e in result.entries)
+        cursor = result.cursor
+        return not cursor
+
+    for op in ops:
+        if done:
+            break
+        if op[0] == "page":
+            done = page(op[1])
+        elif op[0] == "write":
+            touched.add(f"k{op[1]:02d}")
+            broker.publish_now("m", w(f"k{op[1]:02d}", score=op[2]), opts)
+        else:
+            touched.add(f"k{op[1]:02d}")
+            broker.remove_now("m", f"k{op[1]:02d}", opts)
+    for _ in range(100):
+        if done:
+            break
+        done = page(3)
+    assert done
+    untouched = {f"k{k:02d}": score for k, score in initial.items() if f"k{k:02d}" not in touched}
+    stable = [key for key in seen if key in untouched]
+    assert sorted(stable) == sorted(untouched), "every untouched key exactly once"
+    if ordered:
+        expected = sorted(untouched, key=lambda key: (untouched[key], key), reverse=not asc)
+    else:
+        expected = sorted(untouched)
+        assert len(seen) == len(set(seen)), "in key order no key comes twice"
+    assert stable == expected, "in the map's order"
