@@ -167,7 +167,7 @@ class _DirectSink:
 
     def write(self, payload: bytes) -> bool:
         transport = self._transport
-        if self._ws.closed or transport.is_closing():
+        if self._ws._closed or transport.is_closing():  # closed: its close frame went out
             raise ConnectionResetError("websocket closing")
         last = _last
         if last.payload is payload and last.first == self._first:

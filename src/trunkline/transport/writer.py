@@ -71,11 +71,14 @@ class _Flusher:
     def mark(self, writer: Writer) -> None:
         self._dirty.append(writer)
         if not self._scheduled:
-            self._scheduled = True
-            if self._delay > 0:
-                self._loop.call_later(self._delay, self._run)
-            else:
-                self._loop.call_soon(self._run)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._scheduled = True
+        if self._delay > 0:
+            self._loop.call_later(self._delay, self._run)
+        else:
+            self._loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._scheduled = False
@@ -184,7 +187,10 @@ class Writer:
             return
         if not self._marked and self._started and self._draining is None:
             self._marked = True
-            self._flusher.mark(self)
+            flusher = self._flusher  # Flusher.mark, inlined: this runs once per delivery
+            flusher._dirty.append(self)
+            if not flusher._scheduled:
+                flusher._schedule()
 
     def _mark(self) -> None:
         self._marked = True
