@@ -51,6 +51,21 @@ _PROXY_SECTIONS = (
     ("rpc", "proxy"),
 )
 PROVEN: dict[str, str] = {
+    "engine.redis.cluster_address": (
+        "tests/broker/test_redis_cluster.py::test_sdk_subscriber_recovers_after_a_dropped_link_with_two_nodes_on_the_cluster"
+    ),
+    "engine.redis.sentinel_address": (
+        "tests/broker/test_redis_sentinel.py::test_trunkline_follows_the_master_through_a_failover_and_loses_nothing_silently"
+    ),
+    "engine.redis.sentinel_master_name": (
+        "tests/broker/test_redis_sentinel.py::test_trunkline_follows_the_master_through_a_failover_and_loses_nothing_silently"
+    ),
+    "engine.redis.sentinel_user": (
+        "tests/broker/test_redis_sentinel.py::test_sentinel_user_and_sentinel_password_are_what_the_sentinels_check"
+    ),
+    "engine.redis.sentinel_password": (
+        "tests/broker/test_redis_sentinel.py::test_sentinel_user_and_sentinel_password_are_what_the_sentinels_check"
+    ),
     "channel.without_namespace.allowed_delta_types": (
         "tests/delta/test_delta_session.py::test_without_allowed_delta_types_no_delta"
     ),

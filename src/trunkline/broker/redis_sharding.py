@@ -37,21 +37,22 @@ def fnv1a64(data: bytes) -> int:
     return h
 
 
-def shard_index(channel: str, shards: int) -> int:
-    """The shard of ``channel`` among ``shards`` (>= 1).
-
-    Jump consistent hash (Lamping & Veach) of the channel's FNV-1a 64 hash, with
-    the same 64-bit wrap-around and float steps as Centrifuge's ``consistentIndex``.
-    """
-    if shards < 1:
-        raise ValueError("shards must be at least 1")
-    key = fnv1a64(channel.encode())
+def jump_hash(key: int, buckets: int) -> int:
+    """Jump consistent hash (Lamping & Veach) of a 64-bit ``key`` into ``buckets`` (>= 1), with
+    the 64-bit wrap-around and float steps of the Go version Centrifuge adapted (go-jump)."""
+    if buckets < 1:
+        raise ValueError("buckets must be at least 1")
     b, j = -1, 0
-    while j < shards:
+    while j < buckets:
         b = j
         key = (key * 2862933555777941757 + 1) & _MASK64
         j = int(float(b + 1) * (float(1 << 31) / float((key >> 33) + 1)))
     return b
+
+
+def shard_index(channel: str, shards: int) -> int:
+    """The shard of ``channel`` among ``shards``: Centrifuge's ``consistentIndex`` (jump hash of FNV-1a 64)."""
+    return jump_hash(fnv1a64(channel.encode()), shards)
 
 
 class ShardedRedisBroker:
