@@ -25,6 +25,7 @@ store: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
 calls: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 keys_asked: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
 asked: dict[str, set[str]] = defaultdict(set)
+last: dict[str, dict[str, Any]] = {}  # channel -> the last request's items and headers
 
 
 def _answer(body: dict[str, Any]) -> dict[str, Any]:
@@ -42,6 +43,7 @@ async def _record(request: web.Request) -> dict[str, Any]:
     calls[request.path][body["channel"]] += 1
     keys_asked[request.path][body["channel"]] += len(body["items"])
     asked[body["channel"]].update(i["key"] for i in body["items"])
+    last[body["channel"]] = {"items": body["items"], "headers": dict(request.headers)}
     return body
 
 
@@ -85,7 +87,9 @@ async def set_value(request: web.Request) -> web.Response:
 
 async def stats(request: web.Request) -> web.Response:
     listed = {c: sorted(k) for c, k in asked.items()}
-    return web.json_response({"calls": calls, "keys": keys_asked, "asked": listed, "max_in_flight": in_flight["max"]})
+    return web.json_response(
+        {"calls": calls, "keys": keys_asked, "asked": listed, "max_in_flight": in_flight["max"], "last": last}
+    )
 
 
 async def reset(request: web.Request) -> web.Response:

@@ -33,7 +33,7 @@ async def _load(server: Running, backend: Backend, channel: str, clients: int) -
     )
     backend.reset()
     started = time.monotonic()
-    await asyncio.sleep(5 * INTERVAL)
+    await asyncio.sleep(4 * INTERVAL)
     cycles = (time.monotonic() - started) / INTERVAL
     stats = backend.stats()
     calls = stats["calls"]["/refresh"][channel] / cycles
