@@ -234,13 +234,14 @@ class MemoryMapBroker:
             info=write.info,
             tags=write.tags,
             time=int(time.time() * 1000),
+            offset=self._next_offset(ch, options, now),
+            epoch=ch.epoch,
             delta=write.delta,
             key=write.key,
             score=write.score,
         )
         update = entry if write.stream_data is None else msgspec.structs.replace(entry, data=write.stream_data)
-        update = self._append(ch, update, options, now)
-        entry = msgspec.structs.replace(entry, offset=update.offset, epoch=ch.epoch)
+        self._keep(ch, update, options, now)
         old = ch.entries.get(write.key)
         if old is None:
             ch.insert(write.key, score)
@@ -284,30 +285,46 @@ class MemoryMapBroker:
         assert ch is not None
         if key not in ch.entries:
             return MapResult(ch.position(), None, "key_not_found")
-        removal = Publication(data=b"", info=info, tags=tags, time=int(time.time() * 1000), key=key, removed=True)
-        removal = self._append(ch, removal, options, now)
+        offset = self._next_offset(ch, options, now)
+        removal = Publication(
+            data=b"",
+            info=info,
+            tags=tags,
+            time=int(time.time() * 1000),
+            offset=offset,
+            epoch=ch.epoch,
+            key=key,
+            removed=True,
+        )
+        self._keep(ch, removal, options, now)
         self._drop_key(ch, key)
         if not ch.entries and not options.keeps_stream:
             self._ephemeral_emptied(ch, now)
         self._schedule(channel, ch)
         return self._written(channel, ch, removal, idempotency_key, now)
 
-    def _append(self, ch: _Channel, pub: Publication, options: MapOptions, now: float) -> Publication:
-        """Give ``pub`` its offset (durable/persistent maps: the next one, kept in the stream) and epoch."""
-        ch.stream_size = options.stream_size if options.keeps_stream else 0
-        ch.stream_ttl = options.stream_ttl if options.keeps_stream else 0.0
-        if options.keeps_stream:
-            ch.top += 1
-            pub = msgspec.structs.replace(pub, offset=ch.top, epoch=ch.epoch)
-            stream = ch.stream
-            if stream is None or stream.maxlen != options.stream_size:
-                stream = ch.stream = deque(stream or (), maxlen=options.stream_size)
-            stream.append(pub)
-            ch.stream_expire_at = now + options.stream_ttl
-        else:
-            pub = msgspec.structs.replace(pub, epoch=ch.epoch)
+    @staticmethod
+    def _next_offset(ch: _Channel, options: MapOptions, now: float) -> int:
+        """The offset of the write being made: the next one for durable/persistent maps, else 0.
+        The write renews the channel's metadata and records its stream settings."""
         ch.meta_expire_at = now + options.meta_ttl if options.meta_ttl > 0 else 0.0
-        return pub
+        if not options.keeps_stream:
+            ch.stream_size, ch.stream_ttl = 0, 0.0
+            return 0
+        ch.stream_size, ch.stream_ttl = options.stream_size, options.stream_ttl
+        ch.top += 1
+        return ch.top
+
+    @staticmethod
+    def _keep(ch: _Channel, pub: Publication, options: MapOptions, now: float) -> None:
+        """Append the write's update to the stream (durable and persistent maps)."""
+        if not options.keeps_stream:
+            return
+        stream = ch.stream
+        if stream is None or stream.maxlen != options.stream_size:
+            stream = ch.stream = deque(stream or (), maxlen=options.stream_size)
+        stream.append(pub)
+        ch.stream_expire_at = now + options.stream_ttl
 
     def _written(self, channel: str, ch: _Channel, pub: Publication, idempotency_key: str, now: float) -> MapResult:
         position = ch.position() if pub.offset else StreamPosition(0, ch.epoch)
