@@ -1,0 +1,212 @@
+"""Map presence (issue 14 item 2) with centrifuge-js 5.8 in Node.
+
+Subscribers of ``game:*`` (a stream namespace with both presence prefixes) are keys of
+``clients:game:*`` (one per connection, ClientInfo as data and info) and ``users:game:*``
+(one per user). Watchers use ``newMapClientsSubscription`` / ``newMapUsersSubscription``:
+joins arrive at once, a client's leave at once, a user's leave when its key's TTL runs out
+after the last of its connections left (and not while one stays). Run on the memory map
+broker and on Redis (``map_broker.type = "redis"``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import Running, token
+
+DRIVER = Path(__file__).with_name("test_presence_driver.js")
+ROOT = Path(__file__).resolve().parents[2]
+USER_TTL = 1.0  # the users namespace's key_ttl: short, so a user's leave shows within the test
+
+PRESENCE_CONFIG: dict[str, Any] = {
+    "client": {"presence_update_interval": "5s"},
+    "map_broker": {"cleanup_interval": "100ms"},
+    "channel": {
+        "namespaces": [
+            {
+                "name": "game",
+                "allow_subscribe_for_client": True,
+                "map_clients_presence_channel_prefix": "clients:",
+                "map_users_presence_channel_prefix": "users:",
+            },
+            {
+                "name": "clients",
+                "subscription_type": "map_clients",
+                "map": {"mode": "durable", "key_ttl": "60s"},
+                "allow_subscribe_for_client": True,
+            },
+            {
+                "name": "users",
+                "subscription_type": "map_users",
+                "map": {"mode": "durable", "key_ttl": f"{USER_TTL}s"},
+                "allow_subscribe_for_client": True,
+            },
+        ]
+    },
+}
+
+
+class Driver:
+    """A Node process running centrifuge-js clients; JSON commands in, JSON events out."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.events: list[dict[str, Any]] = []
+        self._changed = asyncio.Event()
+        self._reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
+            self.events.append(json.loads(line))
+            self._changed.set()
+
+    def send(self, **cmd: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+
+    async def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
+        """The first event (seen so far or arriving within ``timeout``) that passes ``pred``."""
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while True:
+            for event in self.events[seen:]:
+                if pred(event):
+                    return event
+            seen = len(self.events)
+            self._changed.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no matching event within {timeout}s; events: {self.events[-20:]}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+
+    def updates(self, watcher: str, channel: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["ev"] == "update" and e["id"] == watcher and e["channel"] == channel]
+
+    async def connect(self, name: str, url: str, user: str) -> str:
+        self.send(op="connect", id=name, url=url, token=token(user, info={"name": user}))
+        event = await self.wait(lambda e: e["ev"] == "connected" and e["id"] == name)
+        client: str = event["client"]
+        return client
+
+    async def subscribe(self, name: str, channel: str) -> None:
+        self.send(op="subscribe", id=name, channel=channel)
+        await self.wait(lambda e: e["ev"] == "subscribed" and e["id"] == name and e["channel"] == channel)
+
+    async def watch(self, name: str, channel: str, kind: str) -> list[dict[str, Any]]:
+        """Subscribe a map presence watcher; the entries of its first sync."""
+        self.send(op="watch", id=name, channel=channel, kind=kind)
+        event = await self.wait(lambda e: e["ev"] == "sync" and e["id"] == name and e["channel"] == channel)
+        entries: list[dict[str, Any]] = event["entries"]
+        return entries
+
+    async def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        self._reader.cancel()
+
+
+@pytest.fixture
+async def driver() -> AsyncIterator[Driver]:
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(DRIVER), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    drv = Driver(proc)
+    yield drv
+    await drv.close()
+
+
+Start = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def running(request: pytest.FixtureRequest, start_server: Start) -> Running:
+    config = json.loads(json.dumps(PRESENCE_CONFIG))
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        prefix = f"mappres-{uuid.uuid4().hex[:8]}"  # the redis-server is shared by the whole run
+        config["map_broker"].update({"type": "redis", "redis": {"address": url, "prefix": prefix}})
+    srv = await start_server(config)
+    broker = type(srv.server.node.map_broker).__name__
+    assert broker == ("RedisMapBroker" if request.param == "redis" else "MemoryMapBroker")
+    return srv
+
+
+def _is_update(watcher: str, channel: str, key: str, *, removed: bool = False) -> Callable[[dict[str, Any]], bool]:
+    def pred(e: dict[str, Any]) -> bool:
+        return (
+            e["ev"] == "update"
+            and e["id"] == watcher
+            and e["channel"] == channel
+            and e["key"] == key
+            and bool(e.get("removed")) is removed
+        )
+
+    return pred
+
+
+async def test_clients_presence_joins_and_leaves_at_once(running: Running, driver: Driver) -> None:
+    url = running.ws_url
+    await driver.connect("w", url, "watcher")
+    assert await driver.watch("w", "clients:game:1", "clients") == []
+
+    alice = await driver.connect("a", url, "alice")
+    await driver.subscribe("a", "game:1")
+    joined = await driver.wait(_is_update("w", "clients:game:1", alice))
+    assert joined["info"]["user"] == "alice" and joined["info"]["client"] == alice
+    assert joined["info"]["connInfo"] == {"name": "alice"}
+    assert joined["data"]["user"] == "alice" and joined["data"]["client"] == alice
+
+    bob = await driver.connect("b", url, "bob")
+    await driver.subscribe("b", "game:1")
+    await driver.wait(_is_update("w", "clients:game:1", bob))
+
+    # a second watcher syncs both keys from the state
+    await driver.connect("w2", url, "watcher2")
+    entries = await driver.watch("w2", "clients:game:1", "clients")
+    assert sorted(e["key"] for e in entries) == sorted([alice, bob])
+
+    driver.send(op="unsubscribe", id="a", channel="game:1")
+    await driver.wait(_is_update("w", "clients:game:1", alice, removed=True))
+    started = time.monotonic()
+    driver.send(op="disconnect", id="b")
+    await driver.wait(_is_update("w", "clients:game:1", bob, removed=True))
+    assert time.monotonic() - started < 2.0, "a disconnect removes the client key at once, not by TTL"
+    assert running.server.node.map_presence is not None and len(running.server.node.map_presence) == 0
+
+
+async def test_users_presence_is_one_key_per_user_and_leaves_by_ttl(running: Running, driver: Driver) -> None:
+    url = running.ws_url
+    await driver.connect("w", url, "watcher")
+    assert await driver.watch("w", "users:game:2", "users") == []
+
+    await driver.connect("a1", url, "alice")
+    await driver.subscribe("a1", "game:2")
+    await driver.wait(_is_update("w", "users:game:2", "alice"))
+    await driver.connect("a2", url, "alice")
+    await driver.subscribe("a2", "game:2")
+
+    # the first connection leaves; the second keeps the key alive past two TTLs
+    driver.send(op="unsubscribe", id="a1", channel="game:2")
+    await asyncio.sleep(2 * USER_TTL)  # a span to prove nothing happens, not a synchronisation
+    assert [e["key"] for e in driver.updates("w", "users:game:2")] == ["alice"], "one key for two connections"
+
+    left = time.monotonic()
+    driver.send(op="disconnect", id="a2")
+    await driver.wait(_is_update("w", "users:game:2", "alice", removed=True), timeout=USER_TTL + 4)
+    waited = time.monotonic() - left
+    assert waited >= USER_TTL * 0.5, f"removed after {waited:.2f}s: by TTL, not at the leave"
