@@ -434,3 +434,19 @@ async def test_delivery_is_in_write_order_and_only_to_subscribed_channels(map_br
 
 async def test_ping(map_broker: MapEnv) -> None:
     await map_broker.broker.ping()
+
+
+async def test_when_the_meta_expires_the_keys_stay_under_a_new_epoch(map_broker: MapEnv) -> None:
+    b = map_broker.broker
+    persistent = MapOptions(stream_size=10, stream_ttl=60.0, meta_ttl=TTL)
+    first = await b.publish("p1", w("a"), persistent)
+
+    async def new_epoch() -> bool:
+        page = await b.read_state("p1", MapStateQuery(), persistent)
+        return page.position.epoch != first.position.epoch
+
+    await map_broker.eventually(new_epoch, after=TTL + 0.05)
+    page = await b.read_state("p1", MapStateQuery(), persistent)
+    assert keys(page.entries) == ["a"] and page.entries[0].epoch == page.position.epoch
+    stale, _ = await b.read_stream("p1", HistoryQuery(since=first.position), persistent)
+    assert stale == [], "a client of the old epoch re-reads the state"

@@ -112,7 +112,8 @@ class MapStateQuery:
 
     ``cursor`` is the opaque value a previous page returned (``""``: the first page). ``key``
     non-empty reads that key only (zero or one entry). ``asc`` orders an ordered map by
-    ascending score (default: descending); unordered maps are in key order.
+    ascending score (default: descending); unordered maps are in key order. A cursor the broker
+    did not hand out makes ``read_state`` raise ``ValueError`` (the node answers 107).
     """
 
     cursor: str = ""
