@@ -97,6 +97,9 @@ async def test_limits_and_bad_requests(poll_server: Running, backend: Backend) -
     assert (await a.call("sub_refresh", {"channel": channel, "type": 1}))["error"]["code"] == 107
     empty = {"channel": channel, "type": 1, "track": [{"signature": signed(channel, []), "items": []}]}
     assert (await a.call("sub_refresh", empty))["error"]["code"] == 107
+    # a key with a NUL hashes like two keys (["k1\0k2"] like ["k1", "k2"]): refused, not tracked
+    joined = track(channel, ["k1\x00k2"], signed(channel, ["k1", "k2"]))
+    assert (await a.call("sub_refresh", joined))["error"]["code"] == 107
     assert (await a.call("sub_refresh", {"channel": channel, "type": 2}))["error"]["code"] == 107
     # tracking in a channel the connection did not subscribe to: 103
     assert (await a.call("sub_refresh", track("votes:else", ["k"])))["error"]["code"] == 103

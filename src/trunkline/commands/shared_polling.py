@@ -105,8 +105,9 @@ async def sub_refresh(s: Session, cmd: Command) -> None:
     tracked: list[str] = []
     for batch in req.track:
         names = [item.key for item in batch.items]
-        if not names or any(not k or len(k) > MAX_KEY_LENGTH for k in names):
-            raise E.BAD_REQUEST.with_message("bad request: a track batch needs keys of 1-1024 characters")
+        # a NUL would make two key lists hash alike (the signature joins keys with NUL)
+        if not names or any(not k or len(k) > MAX_KEY_LENGTH or "\x00" in k for k in names):
+            raise E.BAD_REQUEST.with_message("bad request: a track batch needs keys of 1-1024 characters, no NUL")
         try:
             exp = verify(keys, batch.signature, user=s.user, channel=channel, items=names, now=now)
         except SignatureExpired:
