@@ -35,6 +35,11 @@ Modes (``--mode``):
   publishes ``--rate`` publications/s to random personal channels and ``--group-rate``/s
   to random groups, one HTTP request per ``--tick`` (Trunkline ``POST /api/batch``, the
   peers ``POST /publish_rooms``); every connection reads ``ts`` for latency.
+* ``publishers``: many publishers, chat-like: connection i is in room ``r<i // --group-size>``
+  and itself publishes ``--rate`` times per second into it (open loop, spread evenly over
+  the connections and over time): Trunkline a client-side ``publish`` command, the ``ws``
+  peer ``{"to":R,"data":D}``, Socket.IO ``emit("say", R, D)``. Every member of the room,
+  the publisher included, gets each publication; every connection reads ``ts``.
 
 It prints one JSON object (and writes it to ``--out`` if given).  Server CPU is read
 from ``/proc/<--server-pid>/stat`` (utime+stime) around the measured window.
@@ -356,6 +361,17 @@ class Conn(WSListener):
         self.gen.add_lat(time.perf_counter_ns() - self.sent_at)
         self.acks += 1
         self.rr_send()
+
+    # -- publishers mode: this connection publishes into its own room
+    def say(self, room: bytes, data: bytes) -> None:
+        assert self.t is not None
+        if self.proto == CENT:
+            self.next_id += 1
+            self.t.send(TEXT, b'{"id":%d,"publish":{"channel":"%s","data":%s}}' % (self.next_id, room, data))
+        elif self.proto == WS:
+            self.t.send(TEXT, b'{"to":"%s","data":%s}' % (room, data))
+        else:
+            self.t.send(TEXT, b'42["say","%s",%s]' % (room, data))
 
     # -- client-side publish (Trunkline --publish ws)
     def publish(self, channel: bytes, data: bytes) -> asyncio.Future[None]:
@@ -810,6 +826,80 @@ async def run_channels(gen: Gen) -> dict[str, Any]:
     return result
 
 
+async def speakers_loop(gen: Gen, speakers: list[Conn], rooms: dict[bytes, int], end: float) -> None:
+    """Open loop: every tick, the next connections in a fixed shuffled order publish into their rooms.
+
+    Each connection publishes ``--rate`` times per second, evenly spread; a tick more than
+    1 s late is skipped and its publications counted as missed.
+    """
+    a = gen.args
+    order = list(speakers)
+    random.Random(7).shuffle(order)
+    tick = a.tick
+    acc = 0.0
+    k = 0
+    next_t = time.monotonic()
+    while next_t < end:
+        now = time.monotonic()
+        if next_t > now:
+            await asyncio.sleep(next_t - now)
+        acc += a.rate * len(order) * tick
+        n = int(acc)
+        acc -= n
+        next_t += tick
+        if time.monotonic() - next_t > 1.0:
+            gen.missed += n
+            continue
+        for _ in range(n):
+            c = order[k]
+            k = (k + 1) % len(order)
+            if c.t is None or c.t.is_disconnected:
+                gen.pub_errors += 1
+                continue
+            gen.seq += 1
+            room = c.channels[0]
+            c.say(room, make_payload(gen.seq, time.time_ns()))
+            gen.published += 1
+            gen.expected += rooms[room]
+
+
+async def run_publishers(gen: Gen) -> dict[str, Any]:
+    a = gen.args
+    gs = max(1, a.group_size)
+    result: dict[str, Any] = {}
+    deadline = time.monotonic() + a.ramp_timeout
+
+    def factory(i: int) -> Conn:
+        return Conn(gen, sampler=True, channels=(b"r%d" % (i // gs),), idx=i)
+
+    result["connect"] = await open_conns(gen, a.conns, factory, a.ramp_concurrency, deadline)
+    if not gen.conns:
+        raise SystemExit("no client connected")
+    rooms = dict(Counter(c.channels[0] for c in gen.conns))
+    result["subscribers"] = len(gen.conns)
+    result["rooms"] = len(rooms)
+    result["offered_publications_per_s"] = round(a.rate * len(gen.conns), 1)
+    result["offered_deliveries_per_s"] = round(a.rate * sum(k * k for k in rooms.values()), 1)
+    await asyncio.sleep(0.3)
+    end = time.monotonic() + a.warmup + a.duration
+    task = asyncio.create_task(speakers_loop(gen, gen.conns, rooms, end))
+    await asyncio.sleep(a.warmup)
+    w = Window(gen, a.server_pid)
+    w.start()
+    await asyncio.sleep(a.duration)
+    result.update(w.stop())
+    await asyncio.wait_for(task, timeout=20)
+    for _ in range(100):  # bounded drain, at most 5 s
+        if gen.deliveries() >= gen.expected:
+            break
+        await asyncio.sleep(0.05)
+    result["published_total"] = gen.published
+    result["expected_deliveries_total"] = gen.expected
+    result["lost"] = max(0, gen.expected - gen.deliveries())
+    result["latency_ms"] = percentiles(gen.lat)
+    return result
+
+
 async def run_rr(gen: Gen) -> dict[str, Any]:
     a = gen.args
     result: dict[str, Any] = {}
@@ -869,6 +959,8 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
             result = await run_subscribers(gen)
         elif a.mode == "channels":
             result = await run_channels(gen)
+        elif a.mode == "publishers":
+            result = await run_publishers(gen)
         elif a.mode == "rr":
             result = await run_rr(gen)
         else:
@@ -881,7 +973,7 @@ async def amain(a: argparse.Namespace) -> dict[str, Any]:
             "mode": a.mode,
             "conns": a.conns,
             "publish": a.publish if a.mode in ("fanout", "rate") else None,
-            "rate": a.rate if a.mode in ("rate", "channels") else None,
+            "rate": a.rate if a.mode in ("rate", "channels", "publishers") else None,
             "group_rate": a.group_rate if a.mode == "channels" else None,
             "tls": bool(a.tls_ca),
             "payload_bytes": PAYLOAD_SIZE,
@@ -907,7 +999,7 @@ def raise_nofile() -> int:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--proto", choices=[CENT, WS, SIO], required=True)
-    p.add_argument("--mode", choices=["fanout", "rate", "rr", "idle", "channels"], required=True)
+    p.add_argument("--mode", choices=["fanout", "rate", "rr", "idle", "channels", "publishers"], required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--conns", type=int, default=1000, help="subscribers / rr clients / idle connections")
@@ -918,10 +1010,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--window", type=int, default=16, help="max publications ahead of the slowest sampler (0 = unbounded)"
     )
-    p.add_argument("--rate", type=float, default=20.0, help="publications/s (rate mode); personal ones (channels)")
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=20.0,
+        help="publications/s (rate mode); personal ones (channels); per connection (publishers)",
+    )
     p.add_argument("--group-rate", type=float, default=200.0, help="channels mode: group publications/s")
-    p.add_argument("--group-size", type=int, default=100, help="channels mode: connections per group channel")
-    p.add_argument("--tick", type=float, default=0.01, help="channels mode: seconds between publish requests")
+    p.add_argument(
+        "--group-size", type=int, default=100, help="channels mode: connections per group; publishers: per room"
+    )
+    p.add_argument(
+        "--tick", type=float, default=0.01, help="channels, publishers modes: seconds between publish ticks"
+    )
     p.add_argument("--tls-ca", default="", help="connect with wss:// and trust this CA file (PEM)")
     p.add_argument("--samplers", type=int, default=64, help="connections that measure latency")
     p.add_argument(

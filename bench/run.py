@@ -92,6 +92,7 @@ class Scenario:
 CPU_M = "server_cpu_s_per_million_deliveries"
 IDLE_CONNS = 19000  # the container's hard RLIMIT_NOFILE is 20000 for server and load generator alike
 CH_RATE, CH_GROUP_RATE, CH_GROUP_SIZE = 2000, 200, 100  # channels-10000: offered personal and group publications/s
+PUB_CONNS, PUB_RATE, PUB_ROOM = 1000, 2, 10  # publishers-1000: clients, publications/s each, clients per room
 TLS_CONNS = 3000
 
 
@@ -151,6 +152,30 @@ def scenarios(scale: float) -> list[Scenario]:
         Scenario("fanout-1000", "fanout", ("--mode", "fanout", "--conns", "1000", "--duration", d, *offer), estimate=9),
         Scenario(
             "fanout-10000", "fanout", ("--mode", "fanout", "--conns", "10000", "--duration", d, *offer), estimate=20
+        ),
+        Scenario(
+            "publishers-1000",
+            "channels",
+            (
+                "--mode",
+                "publishers",
+                "--conns",
+                str(PUB_CONNS),
+                "--rate",
+                str(PUB_RATE),
+                "--group-size",
+                str(PUB_ROOM),
+                "--duration",
+                d,
+                "--warmup",
+                "2",
+            ),
+            notes=(
+                f"many publishers: {PUB_CONNS} clients each publishing {PUB_RATE}/s into its room, "
+                f"{PUB_CONNS // PUB_ROOM} rooms of {PUB_ROOM}; {PUB_CONNS * PUB_RATE} publications/s = "
+                f"{PUB_CONNS * PUB_RATE * PUB_ROOM} deliveries/s offered"
+            ),
+            estimate=12 + 5 * scale,
         ),
         Scenario(
             "fanout-5000-wspub",

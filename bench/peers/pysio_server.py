@@ -10,6 +10,8 @@ A client event "pub" sent with an ack id is acknowledged with {} (request/respon
 A client event "join" with a list of rooms enters them (``sio.enter_room``) and acks {}.
 POST /publish_rooms with ``[{"room":R,"data":D},...]`` does
 ``await sio.emit("m", D, room=R)`` per item.
+A client event "say" with (room, data) does ``await sio.emit("m", data, room=room)``
+(many publishers).
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ def build_app() -> web.Application:
     @sio.on("pub")
     async def pub(sid: str, data: object) -> dict[str, object]:
         return {}
+
+    @sio.on("say")
+    async def say(sid: str, room: str, data: object) -> None:
+        await sio.emit("m", data, room=room)
 
     @sio.on("join")
     async def join(sid: str, rooms: list[str]) -> dict[str, object]:

@@ -7,6 +7,7 @@
 // A client event "pub" with an ack callback is acknowledged with {} (request/response).
 // A client event "join" with a list of rooms does socket.join(rooms) and acks {}.
 // POST /publish_rooms with [{"room":R,"data":D},...] does io.to(R).emit("m", D) per item.
+// A client event "say" with (room, data) does io.to(room).emit("m", data) (many publishers).
 'use strict';
 const http = require('http');
 const { Server } = require('socket.io');
@@ -51,6 +52,9 @@ const io = new Server(httpServer, {
 io.on('connection', (socket) => {
   socket.on('pub', (data, ack) => {
     if (typeof ack === 'function') ack({});
+  });
+  socket.on('say', (room, data) => {
+    io.to(room).emit('m', data);
   });
   socket.on('join', (rooms, ack) => {
     socket.join(rooms);

@@ -10,6 +10,8 @@
 // {"joined":N} back.
 // POST /publish_rooms with [{"room":R,"data":D},...] sends each D (serialized once) to
 // the members of room R.
+// A client message {"to":R,"data":D} (many publishers) sends D (serialized once) to the
+// members of room R, the sender included.
 //   node ws_server.js PORT CERT.pem KEY.pem   serves https/wss instead (TLS connects).
 'use strict';
 const fs = require('fs');
@@ -20,23 +22,27 @@ const { WebSocketServer, WebSocket } = require('ws');
 const port = Number(process.argv[2] || 8101);
 const rooms = new Map(); // room -> Set<ws>
 
+function sendToRoom(room, data) {
+  const members = rooms.get(room);
+  if (!members) return 0;
+  const msg = JSON.stringify(data);
+  let n = 0;
+  for (const client of members) {
+    if (client.readyState === WebSocket.OPEN) {
+      client.send(msg);
+      n++;
+    }
+  }
+  return n;
+}
+
 function handler(req, res) {
   if (req.method === 'POST' && req.url === '/publish_rooms') {
     const chunks = [];
     req.on('data', (c) => chunks.push(c));
     req.on('end', () => {
       let n = 0;
-      for (const item of JSON.parse(Buffer.concat(chunks).toString())) {
-        const members = rooms.get(item.room);
-        if (!members) continue;
-        const msg = JSON.stringify(item.data);
-        for (const client of members) {
-          if (client.readyState === WebSocket.OPEN) {
-            client.send(msg);
-            n++;
-          }
-        }
-      }
+      for (const item of JSON.parse(Buffer.concat(chunks).toString())) n += sendToRoom(item.room, item.data);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(`{"sent":${n}}`);
     });
@@ -78,7 +84,12 @@ const server = process.argv[4]
 const wss = new WebSocketServer({ server, path: '/ws', perMessageDeflate: false });
 wss.on('connection', (ws) => {
   ws.on('message', (data, isBinary) => {
-    // "j" at offset 2: {"join":[...]}; everything else is echoed
+    // "t" at offset 2: {"to":R,"data":D}; "j": {"join":[...]}; everything else is echoed
+    if (!isBinary && data[2] === 0x74 && data.toString().startsWith('{"to":')) {
+      const item = JSON.parse(data.toString());
+      sendToRoom(item.to, item.data);
+      return;
+    }
     if (!isBinary && data[2] === 0x6a && data.toString().startsWith('{"join":')) {
       const joined = JSON.parse(data.toString()).join;
       ws.rooms = joined;
