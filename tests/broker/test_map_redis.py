@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -36,11 +37,11 @@ from trunkline.broker.map_redis import (
 )
 from trunkline.broker.redis import RedisUnavailable
 from trunkline.broker.redis_topology import make_cluster_client
-from trunkline.config import settings_from_mapping
+from trunkline.config import Settings, settings_from_mapping
 from trunkline.errors import StartupError
 
 from .conftest import Recorder, RedisServer, delete_keys, free_port
-from .redis_procs import ClusterDeployment
+from .redis_procs import ClusterDeployment, SentinelDeployment, command
 
 pytestmark = pytest.mark.redis
 
@@ -545,3 +546,57 @@ async def test_two_servers_on_one_redis_share_state_and_live_updates(
         assert len([u for u in client.updates("live:1") if u.get("removed")]) == len(removals) == 1
     finally:
         await client.close()
+
+
+# --- Sentinel ----------------------------------------------------------------------------------
+
+SENTINEL_PASSWORD = "map-sentinel-secret"
+
+
+@pytest.fixture(scope="module")
+def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelDeployment]:
+    deployment = SentinelDeployment(Path(tmp_path_factory.mktemp("map-sentinel")), sentinel_password=SENTINEL_PASSWORD)
+    try:
+        yield deployment
+    finally:
+        deployment.stop()
+
+
+def _on_sentinel(sentinel: SentinelDeployment, prefix: str, **redis: Any) -> Settings:
+    section = {
+        "sentinel_address": sentinel.addresses,
+        "sentinel_master_name": sentinel.MASTER,
+        "sentinel_user": "default",
+        "sentinel_password": SENTINEL_PASSWORD,
+        "prefix": prefix,
+        "connect_timeout": "0.25s",
+        "io_timeout": "0.25s",
+        **redis,
+    }
+    return settings_from_mapping({"map_broker": {"type": "redis", "redis": section}})
+
+
+async def test_the_map_broker_finds_its_master_through_map_broker_redis_sentinels(
+    sentinel: SentinelDeployment, prefix: str
+) -> None:
+    broker = make_map_broker(_on_sentinel(sentinel, prefix))
+    events = Recorder()
+    await broker.start(events)
+    try:
+        await broker.subscribe("board")
+        result = await broker.publish("board", w("k"), DURABLE)
+        assert (await events.wait_publications(1, "board")) == [result.publication]
+        port = sentinel.master_port()
+        assert command(port, "HLEN", f"{prefix}.map.{{board}}.state") == "1", "written on the master the sentinels name"
+    finally:
+        await broker.clear("board")
+        await broker.close()
+    for wrong in (
+        {"sentinel_password": "wrong"},
+        {"sentinel_user": "nobody"},
+        {"sentinel_master_name": "nosuchmaster"},
+    ):
+        bad = make_map_broker(_on_sentinel(sentinel, prefix, **wrong))
+        with pytest.raises(RedisUnavailable):
+            await bad.start(Recorder())
+        await bad.close()

@@ -42,7 +42,7 @@ import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from ..config import Settings
+from ..config import RedisSettings, Settings
 from ..errors import StartupError
 from ..records import ClientInfo, Publication, decode_body, encode_body
 from .base import BrokerEventHandler, HistoryQuery, StreamPosition
@@ -72,6 +72,15 @@ def hash_tag(channel: str) -> str:
     """``channel`` as the hash tag of its keys: ``%`` and ``}`` escaped, so the tag ends where it
     should and two channels never share a key name; ``%`` alone for the empty name."""
     return channel.replace("%", "%25").replace("}", "%7D") or "%"
+
+
+def map_redis_settings(settings: Settings) -> tuple[str, RedisSettings]:
+    """The section the map broker's Redis comes from and its settings: ``map_broker.redis`` when
+    it names a server (``address``, ``cluster_address`` or ``sentinel_address``), else ``engine.redis``."""
+    own = settings.map_broker.redis
+    if own.address or own.cluster_address or own.sentinel_address:
+        return "map_broker.redis", own
+    return "engine.redis", settings.engine.redis
 
 
 def keyslot(key: str) -> int:
@@ -204,15 +213,13 @@ class RedisMapBroker:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisMapBroker:
-        """The broker of ``map_broker.type = "redis"``: ``map_broker.redis`` (``engine.redis``
-        when its address is empty), ``map_broker.cleanup_*``, ``channel.idempotent_result_ttl``.
+        """The broker of ``map_broker.type = "redis"``: the Redis of :func:`map_redis_settings`,
+        ``map_broker.cleanup_*``, ``channel.idempotent_result_ttl``.
 
         One server, Sentinel or a Redis Cluster; several addresses (client-side sharding) are
         refused with a :class:`StartupError` naming the setting.
         """
-        own = bool(settings.map_broker.redis.address)
-        r = settings.map_broker_redis
-        section = "map_broker.redis" if own else "engine.redis"
+        section, r = map_redis_settings(settings)
         client: Redis | None
         if r.cluster_address:
             client = make_cluster_client(r.cluster_address, r.connect_timeout, r.io_timeout, master_url=r.address)
