@@ -32,7 +32,7 @@ from .api.http import api_legacy, api_method, api_not_allowed, api_not_found
 from .appkeys import NODE_KEY
 from .broker.base import Broker, PresenceManager
 from .broker.map_factory import make_map_broker
-from .broker.map_redis import MapRedisUnavailable
+from .broker.map_redis import MapRedisUnavailable, map_redis_settings
 from .commands import new_session
 from .config import Settings
 from .errors import StartupError
@@ -208,10 +208,12 @@ class Server:
             await self.node.start()
         except ConnectionError as exc:
             if isinstance(exc, MapRedisUnavailable):
-                key = "map_broker.redis" if settings.map_broker.redis.address else "engine.redis"
-                r = settings.map_broker_redis
-                where = r.address or ", ".join(r.cluster_address or r.sentinel_address)
-                raise StartupError(f"{key}.address", f"map channels cannot reach {where}: {exc}") from None
+                section, r = map_redis_settings(settings)
+                name = "address"
+                if r.cluster_address or r.sentinel_address:
+                    name = "cluster_address" if r.cluster_address else "sentinel_address"
+                where = ", ".join(r.cluster_address or r.sentinel_address) or r.address
+                raise StartupError(f"{section}.{name}", f"map channels cannot reach {where}: {exc}") from None
             if settings.engine.type == "nats":
                 raise StartupError("engine.nats.url", f"cannot reach {settings.engine.nats.url}: {exc}") from None
             if settings.engine.type != "redis":
