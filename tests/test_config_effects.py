@@ -235,6 +235,15 @@ PROVEN: dict[str, str] = {
         key: "tests/broker/test_map_redis.py::test_make_map_broker_follows_map_broker_type"
         for key in ("map_broker.type", "map_broker.redis.address", "map_broker.redis.prefix")
     },
+    **{
+        f"map_broker.redis.{key}": (
+            "tests/broker/test_map_redis.py::test_the_map_broker_finds_its_master_through_map_broker_redis_sentinels"
+        )
+        for key in ("sentinel_address", "sentinel_master_name", "sentinel_user", "sentinel_password")
+    },
+    "map_broker.redis.cluster_address": (
+        "tests/broker/test_map_redis.py::test_sharded_addresses_are_refused_and_a_cluster_is_accepted"
+    ),
     "map_broker.cleanup_interval": "tests/broker/test_map_memory.py::test_cleanup_interval_drives_the_cleanup",
     "map_broker.cleanup_batch_size": (
         "tests/broker/test_map_memory.py::test_cleanup_removes_at_most_cleanup_batch_size_keys_per_channel_per_run"
