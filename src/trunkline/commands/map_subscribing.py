@@ -57,7 +57,7 @@ from ..protocol.messages import (
     SubscribeResult,
 )
 from ..session import State, Subscription
-from .subscribing import ttl_of
+from .subscribing import announce, ttl_of
 
 if TYPE_CHECKING:
     from ..session import Session
@@ -297,6 +297,8 @@ def _go_live(  # noqa: PLR0917
     s.subscriptions[channel] = sub
     if flow.expire_at:
         s.schedule_sub_expiry(sub)
+    if node.map_presence.targets(channel):  # the namespace's map presence prefixes (hub/map_presence)
+        node.spawn(announce(s, channel))
 
 
 async def _remove_client_key(s: Session, channel: str) -> None:
