@@ -38,6 +38,13 @@ PRESENCE_CONFIG: dict[str, Any] = {
                 "map_users_presence_channel_prefix": "users:",
             },
             {
+                "name": "board",
+                "subscription_type": "map",
+                "map": {"mode": "ephemeral", "key_ttl": "60s"},
+                "allow_subscribe_for_client": True,
+                "map_clients_presence_channel_prefix": "clients:",
+            },
+            {
                 "name": "clients",
                 "subscription_type": "map_clients",
                 "map": {"mode": "durable", "key_ttl": "60s"},
@@ -98,8 +105,8 @@ class Driver:
         client: str = event["client"]
         return client
 
-    async def subscribe(self, name: str, channel: str) -> None:
-        self.send(op="subscribe", id=name, channel=channel)
+    async def subscribe(self, name: str, channel: str, *, map_type: bool = False) -> None:
+        self.send(op="subscribe", id=name, channel=channel, map=map_type)
         await self.wait(lambda e: e["ev"] == "subscribed" and e["id"] == name and e["channel"] == channel)
 
     async def watch(self, name: str, channel: str, kind: str) -> list[dict[str, Any]]:
@@ -210,3 +217,15 @@ async def test_users_presence_is_one_key_per_user_and_leaves_by_ttl(running: Run
     await driver.wait(_is_update("w", "users:game:2", "alice", removed=True), timeout=USER_TTL + 4)
     waited = time.monotonic() - left
     assert waited >= USER_TTL * 0.5, f"removed after {waited:.2f}s: by TTL, not at the leave"
+
+
+async def test_a_map_subscription_keeps_presence_too(running: Running, driver: Driver) -> None:
+    """The prefixes work for any subscription type: here a map channel's subscribers."""
+    await driver.connect("w", running.ws_url, "watcher")
+    assert await driver.watch("w", "clients:board:1", "clients") == []
+    carol = await driver.connect("c", running.ws_url, "carol")
+    await driver.subscribe("c", "board:1", map_type=True)
+    joined = await driver.wait(_is_update("w", "clients:board:1", carol))
+    assert joined["info"]["user"] == "carol"
+    driver.send(op="unsubscribe", id="c", channel="board:1")
+    await driver.wait(_is_update("w", "clients:board:1", carol, removed=True))

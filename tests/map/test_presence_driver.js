@@ -1,7 +1,7 @@
 // Drives centrifuge-js 5.8 clients for tests/map/test_presence.py: one JSON command per stdin
 // line, one JSON event per stdout line. Commands:
 //   {"op": "connect", "id": "a", "url": "...", "token": "..."}
-//   {"op": "subscribe", "id": "a", "channel": "game:1"}                 a stream subscription
+//   {"op": "subscribe", "id": "a", "channel": "game:1", "map"?: true}   a stream (or map) subscription
 //   {"op": "watch", "id": "a", "channel": "clients:game:1", "kind": "clients" | "users"}
 //   {"op": "unsubscribe", "id": "a", "channel": "..."}
 //   {"op": "disconnect", "id": "a"}
@@ -43,7 +43,7 @@ function handle(cmd) {
       break;
     }
     case 'subscribe': {
-      const sub = c.newSubscription(cmd.channel);
+      const sub = cmd.map ? c.newMapSubscription(cmd.channel) : c.newSubscription(cmd.channel);
       sub.on('subscribed', () => emit({ ev: 'subscribed', id: cmd.id, channel: cmd.channel }));
       sub.on('error', (ctx) => emit({ ev: 'error', id: cmd.id, channel: cmd.channel, message: String(ctx.error && ctx.error.message) }));
       sub.subscribe();
