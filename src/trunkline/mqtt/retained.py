@@ -45,7 +45,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..broker.redis import DEFAULT_ADDRESS, RedisUnavailable, make_client
+from ..broker.redis import DEFAULT_ADDRESS, RedisUnavailable, connection_kwargs, make_client
 from ..clock import REAL_CLOCK, Clock
 from ..errors import TrunklineError
 from ..records import ClientInfo
@@ -482,7 +482,7 @@ class RedisRetained:
         *,
         owns_client: bool,
     ) -> None:
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if connection_kwargs(client).get("decode_responses"):  # a RedisCluster has no connection_pool
             raise ValueError("the Redis client must return bytes (decode_responses=False)")
         self._client = client
         self._owns_client = owns_client

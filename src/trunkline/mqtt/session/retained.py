@@ -19,6 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from ...broker.redis import RedisBroker, RedisUnavailable
+from ...broker.redis_sharding import ShardedRedisBroker
 from ..codec import encode
 from ..packets import MQTT_5, NO_PROPERTIES, Properties, Publish
 from ..retained import (
@@ -49,8 +50,12 @@ def store_of(s: MqttSession) -> RetainedStore | None:
         r = settings.retained
         limits = RetainedLimits(r.max_messages, r.max_bytes, r.max_payload_size or settings.max_packet_size)
         broker = node.broker
+        if isinstance(broker, ShardedRedisBroker):
+            broker = broker.shards[0]  # consistent shards: the retained store lives on the first one
         if isinstance(broker, RedisBroker):
             prefix = node.settings.engine.redis.prefix
+            if node.settings.engine.redis.cluster_address:
+                prefix = f"{{{prefix}}}"  # Redis Cluster: one hash tag puts the store's keys in one slot
             state.retained = RedisRetained.from_client(broker.client, prefix, limits=limits, clock=node.clock)
         else:
             state.retained = MemoryRetained(limits, clock=node.clock)
