@@ -18,11 +18,14 @@ from typing import Any
 import pytest
 from cent import AsyncClient, CentApiResponseError, CentTransportError, PublishRequest
 
-from tests.conftest import API_KEY, Running, eventually, token
+from tests.conftest import API_KEY, Running, deep_merge, eventually, token
+from tests.mqtt.paho_helpers import V5, V311, Paho
 from tests.sdk.helpers import ClientRecorder, Recorder, TcpProxy, new_client
 from trunkline.broker.base import Publication, PublishOptions
 from trunkline.broker.redis import RedisBroker, RedisPresence
 from trunkline.broker.redis_topology import make_cluster_client
+from trunkline.mqtt.retained import RedisRetained
+from trunkline.mqtt.session import node_state
 
 from .conftest import Recorder as BrokerRecorder
 from .redis_procs import ClusterDeployment, command, wait_for
@@ -218,3 +221,30 @@ def _rejoined(cluster: ClusterDeployment, port: int) -> bool:
         state = command(port, "CLUSTER", "INFO")
         return "role:slave" in info and "cluster_state:ok" in state
     return False
+
+
+async def test_mqtt_retained_and_wildcards_across_two_nodes_on_the_cluster(
+    redis_cluster: ClusterDeployment, prefix: str, start_server: Any
+) -> None:
+    """The retained store's keys share one hash tag (one slot); a ``#`` subscription on node two
+    (a cluster-wide PSUBSCRIBE) hears a device publishing through node one."""
+    config = deep_merge(engine(redis_cluster, prefix), {"mqtt": {"websocket": {"enabled": True}}})
+    one: Running = await start_server(config)
+    two: Running = await start_server(config)
+    device = Paho(V5, client_id="thermo")
+    watcher = Paho(V311)
+    try:
+        assert (await device.connect(one.port, username="dev", password=token("dev"))) == 0
+        info = device.client.publish("nohistory/temp", b"21.5", qos=1, retain=True)
+        await eventually(info.is_published)
+        assert (await watcher.connect(two.port, username="w", password=token("w"))) == 0
+        await watcher.subscribe("nohistory/#", 1)
+        got = await watcher.next()
+        assert (got.topic, got.payload, got.retain) == ("nohistory/temp", b"21.5", True)
+        assert isinstance(node_state(two.server.node).retained, RedisRetained)
+        device.client.publish("nohistory/hum", b"40", qos=1)
+        got = await watcher.next()
+        assert (got.topic, got.payload, got.retain) == ("nohistory/hum", b"40", False)
+    finally:
+        watcher.stop()
+        device.stop()
