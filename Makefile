@@ -14,7 +14,7 @@ CONFIG ?= examples/demo.toml
 PORT ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt example-iot example-live example-collab example-notifications example-ai-stream example-proxy clean
+.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt bench-map example-iot example-live example-collab example-notifications example-ai-stream example-proxy clean
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
@@ -103,6 +103,10 @@ bench-formats: setup
 bench-mqtt: setup system-deps
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/mqtt_vs_mosquitto.py
+
+# Issue-14 benchmark: map subscriptions with centrifuge-js (snapshot of 10 000 keys, fan-out to 1 000) (~1 min).
+bench-map: setup
+	$(PY) bench/map.py
 
 clean:
 	rm -rf $(VENV) node_modules $(VENDOR) .pytest_cache .mypy_cache .ruff_cache .hypothesis
