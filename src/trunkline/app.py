@@ -218,7 +218,15 @@ class Server:
                 raise StartupError("engine.nats.url", f"cannot reach {settings.engine.nats.url}: {exc}") from None
             if settings.engine.type != "redis":
                 raise
-            raise StartupError("engine.redis.address", f"cannot reach {settings.engine.redis.address}: {exc}") from None
+            r = settings.engine.redis
+            key, where = (
+                ("engine.redis.cluster_address", ", ".join(r.cluster_address))
+                if r.cluster_address
+                else ("engine.redis.sentinel_address", ", ".join(r.sentinel_address))
+                if r.sentinel_address
+                else ("engine.redis.address", settings.masked_dict()["engine"]["redis"]["address"])
+            )
+            raise StartupError(key, f"cannot reach {where}: {exc}") from None
         internal = hs.internal_port > 0
         # Connections that do not finish their TLS handshake or request head in time are dropped.
         guard = runner_options(settings)
