@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -229,3 +230,33 @@ async def test_a_map_subscription_keeps_presence_too(running: Running, driver: D
     assert joined["info"]["user"] == "carol"
     driver.send(op="unsubscribe", id="c", channel="board:1")
     await driver.wait(_is_update("w", "clients:board:1", carol, removed=True))
+
+
+async def test_keys_of_a_node_that_dies_go_by_ttl(
+    redis_url: str, start_server: Start, server_process: Callable[..., Any], driver: Driver
+) -> None:
+    """Two nodes on one Redis: a subscriber's node is killed (no leave runs); its client key
+    disappears by the key_ttl of the clients namespace, delivered to a watcher on the other node."""
+    ttl = 1.5
+    config = json.loads(json.dumps(PRESENCE_CONFIG))
+    prefix = f"mapdeath-{uuid.uuid4().hex[:8]}"
+    config["map_broker"].update({"type": "redis", "redis": {"address": redis_url, "prefix": prefix}})
+    for ns in config["channel"]["namespaces"]:
+        if ns["name"] == "clients":
+            ns["map"]["key_ttl"] = f"{ttl}s"
+    survivor = await start_server(config)
+    doomed = server_process(config)
+
+    await driver.connect("w", survivor.ws_url, "watcher")
+    assert await driver.watch("w", "clients:game:9", "clients") == []
+    dan = await driver.connect("d", doomed.ws_url, "dan")
+    await driver.subscribe("d", "game:9")
+    await driver.wait(_is_update("w", "clients:game:9", dan))
+    await asyncio.sleep(2 * ttl)  # a span to prove the dying node's refresh kept the key, not a synchronisation
+    assert not driver.updates("w", "clients:game:9")[1:], "kept alive while its node lives"
+
+    killed = time.monotonic()
+    doomed.stop(signal.SIGKILL)
+    await driver.wait(_is_update("w", "clients:game:9", dan, removed=True), timeout=ttl + 4)
+    waited = time.monotonic() - killed
+    assert waited <= ttl + 1.5, f"removed {waited:.2f}s after the node died"
