@@ -214,6 +214,8 @@ async def test_errors_name_the_problem(running: Running) -> None:
     assert code == 107 and "key_mode" in message
     code, message = await error(srv, "map_publish", {"channel": "feed:x", "key": "k", "data": {}, "version": 3})
     assert code == 107 and "not supported" in message
+    code, message = await error(srv, "map_publish", {"channel": "feed:x", "key": "k", "data": {}, "delta": True})
+    assert code == 107 and "delta" in message
     code, message = await error(srv, "map_read_state", {"channel": "feed:x", "revision_offset": 3})
     assert code == 107 and "not supported" in message
     assert (await error(srv, "map_publish", {"channel": "feed:x", "key": "k", "b64data": "!!"}))[0] == 107
@@ -280,6 +282,7 @@ _field_values = {
     "tags": st.dictionaries(st.text(max_size=3), st.text(max_size=3), max_size=2) | _json,
     "idempotency_key": st.text(max_size=4),
     "stream_data": _json,
+    "delta": st.booleans(),
 }
 _bodies = st.fixed_dictionaries({}, optional=_field_values) | _json
 KNOWN_CODES = {102, 106, 107, 112}

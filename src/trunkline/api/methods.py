@@ -269,6 +269,8 @@ async def map_publish(node: Node, body: bytes) -> Result:
         raise E.BAD_REQUEST.with_message("bad request: key_mode must be '', 'if_new' or 'if_exists'")
     if req.version or req.version_epoch:
         raise E.BAD_REQUEST.with_message("bad request: version and version_epoch are not supported by Trunkline")
+    if req.delta:
+        raise E.BAD_REQUEST.with_message("bad request: delta compression is not supported for map channels")
     if not INT64_MIN <= req.score <= INT64_MAX:
         raise E.BAD_REQUEST.with_message("bad request: score must be a 64-bit signed integer")
     write = MapWrite(
@@ -279,7 +281,6 @@ async def map_publish(node: Node, body: bytes) -> Result:
         score=req.score,
         stream_data=_optional_payload(req.stream_data, req.b64stream_data, "stream_data"),
         idempotency_key=req.idempotency_key,
-        delta=req.delta,
     )
     try:
         result = await node.map_publish(req.channel, write)
