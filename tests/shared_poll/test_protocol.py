@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.conftest import Running, eventually
+import aiohttp
+
+from tests.conftest import Running, eventually, token
 from trunkline.auth.track_signature import sign
 
 from .conftest import HMAC, INTERVAL, Backend, poll_config
@@ -219,3 +222,14 @@ async def test_batches_of_refresh_batch_size(poll_server: Running, backend: Back
     # refresh_batch_size = 2: three calls a cycle (2 + 2 + 1 keys), spread over the interval
     assert asked / calls < 2.01 and 9 <= calls <= 15, (calls, asked)
     await c.close()
+
+
+async def test_server_side_subscriptions_skip_shared_poll_channels(poll_server: Running) -> None:
+    # a connection token's channels: the shared-poll one is left out (logged), the connect succeeds
+    async with aiohttp.ClientSession() as http, http.ws_connect(poll_server.ws_url) as ws:
+        connect = {"id": 1, "connect": {"token": token("42", channels=["votes:server", "plain"])}}
+        await ws.send_str(json.dumps(connect))
+        first = (await ws.receive_str(timeout=5)).splitlines()[0]
+        reply = json.loads(first)["connect"]
+        assert list(reply.get("subs", {})) == ["plain"]
+    assert poll_server.server.node.shared_poll.channel("votes:server") is None

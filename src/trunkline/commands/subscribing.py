@@ -52,6 +52,8 @@ async def join_channel(
     expire_at: int | None = None,
 ) -> tuple[SubscribeResult, Finish]:
     node = s.node
+    if opts.subscription_type == "shared_poll":  # tracked keys, not a stream (commands/shared_polling)
+        raise E.BAD_REQUEST.with_message("bad request: a shared-poll channel is subscribed by the client (type 4)")
     override = override or Override()
     insecure = node.settings.client.insecure
     presence = _pick(override.presence, opts.presence)

@@ -80,7 +80,6 @@ class PollOptions:
 
 class _Active:
     __slots__ = ("cold", "cold_task", "namespace", "opts", "state", "stop", "task")
-    #: with ``publish_enabled``: the channel is subscribed in the broker while it is active here
 
     def __init__(self, namespace: str, opts: PollOptions, state: PollChannel[Tracker]) -> None:
         self.namespace = namespace
