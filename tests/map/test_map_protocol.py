@@ -196,3 +196,20 @@ async def test_max_keys_refuses_a_new_key_with_106(running: Running, ws: WsClien
     assert await running.server.node.map_stats("full:1") == 2
     state = await running.server.node.map_read_state("full:1", MapStateQuery())
     assert {e.key: msgspec.json.decode(e.data) for e in state.entries} == {"a": {"n": 2}, "b": {"n": 1}}
+
+
+async def test_a_flow_left_halfway_frees_its_join(running: Running) -> None:
+    node = running.server.node
+    for i in range(5):
+        await put(node, "ephlong:left", f"k{i}", i)
+    client = await WsClient.connect(running, "alice")
+    first = (await client.call("subscribe", sub("ephlong:left", phase=2, limit=2)))["subscribe"]
+    assert first["cursor"] and node.hub.has_subscribers("ephlong:left"), "the first page joined the channel"
+    assert "unsubscribe" in await client.call("unsubscribe", {"channel": "ephlong:left"})
+    assert not node.hub.has_subscribers("ephlong:left")
+    (session,) = node.hub.connections()
+    assert session.pending == {}
+    await client.call("subscribe", sub("ephlong:left", phase=2, limit=2))
+    assert node.hub.has_subscribers("ephlong:left")
+    await client.close()  # a disconnect halfway
+    await eventually(lambda: not node.hub.has_subscribers("ephlong:left") and not node.hub.connections())

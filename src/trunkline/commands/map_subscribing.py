@@ -137,6 +137,8 @@ async def subscribe(s: Session, cmd: Command, opts: NamespaceOptions, authorize:
     except BaseException:
         _abandon(s, channel, flow)  # centrifuge-js starts a new flow after any error
         raise
+    if s.state is State.CLOSED:  # closed while a page was read: a join made meanwhile must go too
+        _abandon(s, channel, flow)
 
 
 async def _start(
