@@ -14,7 +14,7 @@ CONFIG ?= examples/demo.toml
 PORT ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps lint typecheck bench bench-formats bench-mqtt bench-map example-iot example-live example-collab example-notifications example-ai-stream example-proxy clean
+.PHONY: run test setup system-deps lint typecheck bench bench-quick bench-formats bench-mqtt bench-map example-iot example-live example-collab example-notifications example-ai-stream example-proxy clean
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
@@ -93,6 +93,12 @@ bench: setup
 	npm ci --ignore-scripts --no-audit --no-fund --prefix bench/peers
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/run.py
+
+# Issue-18 regression guard: short runs of the key scenarios, Trunkline vs node-ws, one table of ratios (< 2 min).
+bench-quick: setup
+	npm ci --ignore-scripts --no-audit --no-fund --prefix bench/peers
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) bench/quick.py
 
 # Issue-10 benchmark: fan-out by wire format (JSON, Protobuf, half/half) and JSON before/after (~5 min).
 bench-formats: setup
