@@ -752,7 +752,10 @@ class Node(BrokerEventHandler):
         """:meth:`publish` for a channel the caller has already validated (``opts`` are its options).
 
         ``meta`` travels with the record for the publishing protocol only (see ``records.Publication``).
+        A map channel takes map writes only (:meth:`map_publish`): 107.
         """
+        if opts.is_map:
+            raise E.BAD_REQUEST.with_message("bad request: a map channel takes map writes (map_publish) only")
         if opts.publication_data_format in ("json", "json_object"):
             _check_data_format(data, opts.publication_data_format)
         pub = Publication(
