@@ -12,6 +12,7 @@ from ...auth import ConnectionClaims
 from ...config import NamespaceOptions
 from ...events import PublishEvent, SubscribeEvent
 from ...hub import permissions
+from ...records import ClientInfo
 from .. import reasons as R
 from ..filters import InvalidTopic, is_wildcard, parse_shared, validate_topic
 from ..packets import (
@@ -506,6 +507,10 @@ async def _announce(s: MqttSession, sub: MqttSubscription) -> None:
                 return
         if sub.join_leave:
             await node.broker.publish_join(channel, info)
+        if node.map_presence.targets(channel):  # the namespace's map presence prefixes (hub/map_presence)
+            await node.map_presence.join(channel, ClientInfo(s.user, s.client_id, s.conn_info, None), info)
+            if s.channels.get(channel) is not sub:
+                await node.map_presence.leave(channel, s.client_id, s.user)
     except Exception as exc:
         log.warning("cannot add presence of MQTT client=%s: %s", s.client_id, exc)
 
@@ -538,6 +543,7 @@ async def release(s: MqttSession, sub: MqttSubscription) -> None:
             await node.presence_manager.remove_presence(channel, s.client_id)
         if sub.join_leave:
             await node.broker.publish_leave(channel, info)
+        await node.map_presence.leave(channel, s.client_id, s.user)
     except Exception as exc:
         log.warning("cannot remove presence of MQTT client=%s: %s", s.client_id, exc)
 
