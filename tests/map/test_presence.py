@@ -22,12 +22,14 @@ from typing import Any
 
 import pytest
 from tests.conftest import Running, token
+from tests.mqtt.paho_helpers import V5, Paho
 
 DRIVER = Path(__file__).with_name("test_presence_driver.js")
 ROOT = Path(__file__).resolve().parents[2]
 USER_TTL = 1.0  # the users namespace's key_ttl: short, so a user's leave shows within the test
 
 PRESENCE_CONFIG: dict[str, Any] = {
+    "mqtt": {"websocket": {"enabled": True}},
     "client": {"presence_update_interval": "5s"},
     "map_broker": {"cleanup_interval": "100ms"},
     "channel": {
@@ -260,3 +262,18 @@ async def test_keys_of_a_node_that_dies_go_by_ttl(
     await driver.wait(_is_update("w", "clients:game:9", dan, removed=True), timeout=ttl + 4)
     waited = time.monotonic() - killed
     assert waited <= ttl + 1.5, f"removed {waited:.2f}s after the node died"
+
+
+async def test_mqtt_subscribers_keep_presence_too(running: Running, driver: Driver) -> None:
+    """An MQTT client's subscription to ``game/5`` (channel ``game:5``) is a key of ``clients:game:5``."""
+    await driver.connect("w", running.ws_url, "watcher")
+    assert await driver.watch("w", "clients:game:5", "clients") == []
+    device = Paho(V5, client_id="meter-1")
+    assert (await device.connect(running.port, username="meter", password=token("meter"))) == 0
+    try:
+        await device.subscribe("game/5", 1)
+        joined = await driver.wait(_is_update("w", "clients:game:5", "meter-1"))
+        assert joined["info"]["user"] == "meter"
+    finally:
+        device.stop()
+    await driver.wait(_is_update("w", "clients:game:5", "meter-1", removed=True))
