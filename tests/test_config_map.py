@@ -54,6 +54,18 @@ def test_environment_sets_map_keys() -> None:
     assert s.masked_dict()["map_broker"]["redis"]["address"] == "redis://u:***@127.0.0.1:6390/1"
 
 
+def test_map_broker_redis_names_its_own_server_by_address_cluster_or_sentinels() -> None:
+    engine = {"engine": {"redis": {"address": "redis://127.0.0.1:6390"}}}
+    s = settings_from_mapping(engine)
+    assert s.map_broker_redis is s.engine.redis
+    own = settings_from_mapping({**engine, "map_broker": {"redis": {"cluster_address": ["127.0.0.1:7000"]}}})
+    assert own.map_broker_redis is own.map_broker.redis
+    sentinel = {"sentinel_address": ["127.0.0.1:26379"], "sentinel_master_name": "m", "sentinel_password": "pw"}
+    own = settings_from_mapping({**engine, "map_broker": {"redis": sentinel}})
+    assert own.map_broker_redis.sentinel_master_name == "m"
+    assert own.masked_dict()["map_broker"]["redis"]["sentinel_password"] == "***"
+
+
 def test_stream_namespaces_are_the_default() -> None:
     ns = settings_from_mapping({}).channel.without_namespace
     assert ns.subscription_type == "stream" and not ns.is_map

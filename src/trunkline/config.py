@@ -504,10 +504,21 @@ class Channel:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RedisSettings:
+    # one URL, or several (a TOML/JSON list or comma-separated): consistent sharding over them
     address: str = "redis://127.0.0.1:6379"
     prefix: str = "trunkline"
     connect_timeout: float = 5.0
     io_timeout: float = 4.0
+    cluster_address: tuple[str, ...] = ()  # Redis Cluster seed nodes, host:port (address: credentials)
+    sentinel_address: tuple[str, ...] = ()  # sentinels, host:port (address: the master's credentials, db)
+    sentinel_master_name: str = ""
+    sentinel_user: str = ""
+    sentinel_password: str = ""
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        """The URLs of ``address``: one server, or the consistent shards."""
+        return tuple(part.strip() for part in self.address.split(",") if part.strip())
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -671,8 +682,10 @@ class Settings:
 
     @property
     def map_broker_redis(self) -> RedisSettings:
-        """The Redis of the map broker: ``map_broker.redis`` when it has an address, else ``engine.redis``."""
-        return self.map_broker.redis if self.map_broker.redis.address else self.engine.redis
+        """The Redis of the map broker: ``map_broker.redis`` when it names a server (an address, a
+        cluster or sentinels), else ``engine.redis``."""
+        own = self.map_broker.redis
+        return own if own.address or own.cluster_address or own.sentinel_address else self.engine.redis
 
     def masked_dict(self) -> dict[str, Any]:
         """The effective settings as plain JSON-ready data, secrets replaced by ``"***"``."""
@@ -699,6 +712,8 @@ _SECRETS: Final = frozenset(
         "http_api.key",
         "admin.password",
         "admin.secret",
+        "engine.redis.sentinel_password",
+        "map_broker.redis.sentinel_password",
     }
 )
 _URLS_WITH_PASSWORD: Final = frozenset({"engine.redis.address", "map_broker.redis.address"})
@@ -831,6 +846,7 @@ def _apply_aliases(raw: dict[str, Any], where: _Sources) -> dict[str, Any]:
     """A top-level ``tls`` section is ``http_server.tls``; Centrifugo's ``broker`` section (NATS) is ``engine.nats``."""
     if "broker" in raw:
         _broker_alias(raw, where)
+    _redis_address_list(raw)
     if "tls" not in raw:
         return raw
     tls = raw.pop("tls")
@@ -841,6 +857,15 @@ def _apply_aliases(raw: dict[str, Any], where: _Sources) -> dict[str, Any]:
         raise ConfigError("tls", "set both as top-level tls and as http_server.tls; keep one", where("tls"))
     http["tls"] = tls
     return raw
+
+
+def _redis_address_list(raw: dict[str, Any]) -> None:
+    """Centrifugo's ``engine.redis.address`` may be a list (consistent shards): kept comma-separated."""
+    engine = raw.get("engine")
+    redis = engine.get("redis") if isinstance(engine, dict) else None
+    address = redis.get("address") if isinstance(redis, dict) else None
+    if isinstance(redis, dict) and isinstance(address, list) and all(isinstance(item, str) for item in address):
+        redis["address"] = ",".join(address)
 
 
 _BROKER_NATS_KEYS: Final = ("url", "prefix", "dial_timeout", "write_timeout")
@@ -1207,13 +1232,7 @@ def _validate(s: Settings, where: Callable[[str], str]) -> None:
         fail(f"{key}.single_connection", "needs presence enabled in the personal channel's namespace")
 
     choice("engine.type", s.engine.type, _ENGINES)
-    address = s.engine.redis.address
-    try:
-        scheme = urlsplit(address).scheme
-    except ValueError as exc:
-        fail("engine.redis.address", f"is not a valid URL: {exc}")
-    if scheme not in _REDIS_SCHEMES:
-        fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL")
+    _validate_redis(s, fail)
     _validate_map_broker(s, fail)
     nats_url = s.engine.nats.url
     try:
@@ -1292,6 +1311,37 @@ def _address(text: str) -> tuple[str, int] | None:
     if not sep or not host or not port.isdigit() or int(port) > 65535:
         return None
     return host.strip("[]"), int(port)
+
+
+def _validate_redis(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
+    """One server, consistent shards (several addresses), a cluster or Sentinel: one of them."""
+    r = s.engine.redis
+    urls = r.addresses
+    if not urls:
+        fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL")
+    for address in urls:
+        try:
+            scheme = urlsplit(address).scheme
+        except ValueError as exc:
+            fail("engine.redis.address", f"is not a valid URL: {exc}")
+        if scheme not in _REDIS_SCHEMES:
+            fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL (or a list of them: shards)")
+    for key, nodes in (("cluster_address", r.cluster_address), ("sentinel_address", r.sentinel_address)):
+        for node in nodes:
+            if not _REDIS_NODE.fullmatch(node):
+                fail(f"engine.redis.{key}", f"entries are host:port (or redis://host:port), got {node!r}")
+    if r.cluster_address and r.sentinel_address:
+        fail("engine.redis.sentinel_address", "set either cluster_address or sentinel_address, not both")
+    if (r.cluster_address or r.sentinel_address) and len(urls) > 1:
+        fail("engine.redis.address", "several addresses (shards) cannot go with cluster_address or sentinel_address")
+    if r.sentinel_address and not r.sentinel_master_name:
+        fail("engine.redis.sentinel_master_name", "is required with sentinel_address")
+    uses_redis = s.engine.type == "redis" or (s.engine.type == "nats" and s.engine.nats.history == "redis")
+    if s.engine.type == "nats" and uses_redis and (len(urls) > 1 or r.cluster_address or r.sentinel_address):
+        fail("engine.nats.history", "keeps history in one Redis server: engine.redis.address must be one URL")
+
+
+_REDIS_NODE: Final = re.compile(r"(rediss?://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}/?")
 
 
 def _validate_mqtt(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> None:
@@ -1610,7 +1660,7 @@ def _to_plain(value: object, key: str) -> object:
         if key in _SECRETS:
             return _MASK
         if key in _URLS_WITH_PASSWORD:
-            return _mask_url_password(value)
+            return ",".join(_mask_url_password(part) for part in value.split(","))
     return value
 
 
