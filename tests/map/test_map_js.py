@@ -282,3 +282,21 @@ async def test_too_far_behind_the_stream_resyncs_from_a_snapshot(any_broker: Run
     sync = await driver.wait(lambda e: e["ev"] == "sync" and e["channel"] == "small:1", since=mark)
     assert as_state(sync["entries"]) == await state_of(node, "small:1")
     assert len(sync["entries"]) == 11
+
+
+async def test_two_nodes_share_a_map_through_redis(start_server: Start, redis_url: str, driver: Driver) -> None:
+    config = copy.deepcopy(CONFIG)
+    prefix = f"mapjs2-{uuid.uuid4().hex[:8]}"
+    config["map_broker"].update({"type": "redis", "redis": {"address": redis_url, "prefix": prefix}})
+    one, two = await start_server(config), await start_server(config)
+    await put(one.server.node, "mm:shared", "from-one", 1)
+    await driver.connect("a", one.ws_url, "alice")
+    await driver.connect("b", two.ws_url, "bob", protobuf=True)
+    assert as_state(await driver.subscribe("a", "mm:shared")) == {"from-one": {"v": 1}}
+    assert as_state(await driver.subscribe("b", "mm:shared")) == {"from-one": {"v": 1}}
+    mark = driver.mark()
+    assert (await driver.write("b", "mm:shared", "from-two", {"v": 2}))["ok"]
+    got = await driver.wait(update_of("a", "mm:shared", "from-two"), since=mark)
+    assert got["data"] == {"v": 2}
+    await driver.wait(update_of("b", "mm:shared", "from-two"), since=mark)
+    assert await state_of(one.server.node, "mm:shared") == await state_of(two.server.node, "mm:shared")
