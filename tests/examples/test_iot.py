@@ -1,8 +1,9 @@
 """The IoT dashboard example (examples/iot): the runner and the devices as subprocesses, the page in Chromium.
 
 Readings from paho-mqtt devices (one over MQTT/TCP, one over MQTT/WebSocket) reach the chart,
-presence lists the devices, and a command reaches a device whose acknowledgement the page shows:
-first with centrifuge-js, then with the page's mqtt.js toggle.
+the map channel fleet:devices:fleet (map presence) lists the devices, and a command reaches a
+device whose acknowledgement the page shows: first with centrifuge-js, then with the page's
+mqtt.js toggle.
 """
 
 from __future__ import annotations
@@ -140,9 +141,11 @@ async def test_iot_dashboard(procs: Procs, chromium: Callable[..., Any], tmp_pat
     try:
         await page.goto(f"{base}/?user=tester")
 
-        # centrifuge-js: presence of devices:fleet lists both devices, readings reach the chart
+        # centrifuge-js: the map fleet:devices:fleet (map presence of devices:fleet) lists both devices,
+        # readings reach the chart
         await page.wait_for_function(f"window.iot.online().length === {len(DEVICES)}", timeout=WAIT_MS)
         assert await online(page) == DEVICES
+        assert await page.inner_text("#device-source") == "map fleet:devices:fleet"
         assert "connected as dash-tester" in await page.inner_text("#status")
         await page.wait_for_function("window.iot.points() >= 8", timeout=WAIT_MS)
         await page.wait_for_function(EVERY_DEVICE_READ, timeout=WAIT_MS)

@@ -1,6 +1,6 @@
 // The IoT dashboard: one page, two client protocols on the same Trunkline channels.
 //
-// centrifuge-js: devices online = presence of `devices:fleet` (+ join/leave), readings from
+// centrifuge-js: devices online = the map presence channel `fleet:devices:fleet`, readings from
 //   `sensors:<device>/telemetry` (the last minute from history first), acks from
 //   `devices:<device>/acks`, commands published to `devices:<device>/commands`.
 // mqtt.js: devices online = retained `devices/+/status` (and the devices' last wills),
@@ -282,29 +282,39 @@
       }
     }
 
-    const fleet = c.newSubscription("devices:fleet", { joinLeave: true });
-    fleet.on("join", (ctx) => seen(ctx.info, true));
-    fleet.on("leave", (ctx) => seen(ctx.info, false));
-    fleet.on("subscribed", async () => {
-      try {
-        const p = await fleet.presence();
-        for (const d of state.devices.values()) d.clients.clear();
-        const here = new Set();
-        for (const info of Object.values(p.clients)) {
-          seen(info, true);
-          if (info.connInfo && info.connInfo.device) here.add(info.connInfo.device);
-        }
-        for (const d of state.devices.values()) if (!here.has(d.name)) offline(d.name);
-      } catch (err) {
-        console.warn("presence", err);
+    // The fleet is a map channel: every device's subscription to devices:fleet is a key of
+    // fleet:devices:fleet (key = the device's MQTT client id, info = its connection info), gone
+    // when the device leaves, or by the key's TTL when its Trunkline node dies.
+    const fleet = c.newMapClientsSubscription("fleet:devices:fleet");
+    const names = new Map(); // key (client id) -> device name, for removals (they carry no info)
+    function entry(key, info) {
+      const name = info && info.connInfo && info.connInfo.device;
+      if (typeof name !== "string") return; // a dashboard, not a device
+      names.set(key, name);
+      seen(info, true);
+    }
+    fleet.on("sync", (ctx) => {
+      for (const d of state.devices.values()) d.clients.clear();
+      names.clear();
+      for (const e of ctx.entries) entry(e.key, e.info);
+      const here = new Set(names.values());
+      for (const d of state.devices.values()) if (!here.has(d.name)) offline(d.name);
+    });
+    fleet.on("update", (ctx) => {
+      if (!ctx.removed) {
+        entry(ctx.key, ctx.info);
+        return;
       }
+      const name = names.get(ctx.key);
+      names.delete(ctx.key);
+      if (name !== undefined) offline(name, ctx.key);
     });
     c.on("connecting", (ctx) => setStatus(`centrifuge-js: connecting (${ctx.reason})`, "idle"));
     c.on("connected", () => setStatus(`centrifuge-js: connected as ${state.user}`, "connected"));
     c.on("disconnected", (ctx) => setStatus(`centrifuge-js: disconnected (${ctx.reason})`, "error"));
     fleet.subscribe();
     c.connect();
-    $("#device-source").textContent = "presence of devices:fleet";
+    $("#device-source").textContent = "map fleet:devices:fleet";
     return {
       command: (name, msg) => c.publish(`devices:${name}/commands`, msg),
       stop: () => c.disconnect(),
