@@ -6,7 +6,8 @@ centrifuge-js clients (``bench/map_clients.js``):
 1. **snapshot**: a map channel of 10 000 keys (~100-byte values, written with ``mapPublish``);
    a new client subscribes with ``mapPageSize`` 1000 and the time from ``subscribe()`` to its
    ``sync`` event is taken (10 state pages, then the live reply). JSON and Protobuf clients
-   alternate, several rounds after a warm-up one; the median of each and their paired ratio.
+   alternate, several rounds after a warm-up one; the median of each (and the server's CPU
+   time over the snapshot) and their paired ratio.
 2. **fan-out**: 1 000 map subscribers of one channel and 1 000 stream subscribers of another
    (same Node process); a publisher client sends map updates (``mapPublish`` of 50 hot keys)
    or stream publications, 16 in flight, alternating map and stream rounds. Deliveries/s are
@@ -130,21 +131,25 @@ def main(argv: list[str] | None = None) -> int:
             print(f"populated {done['keys']} keys in {done['ms'] / 1000:.1f} s\n")
 
             times: dict[str, list[float]] = {"json": [], "protobuf": []}
+            cpus: dict[str, list[float]] = {"json": [], "protobuf": []}
             for round_ in range(args.rounds + 1):  # the first round warms up (imports, caches): not counted
                 for kind in ("json", "protobuf"):
                     protobuf = kind == "protobuf"
+                    cpu0 = cpu_seconds(server.pid)
                     got = clients.call(
                         "snapshot", op="snapshot", channel="maps:snap", pageSize=args.page, protobuf=protobuf, **common
                     )
                     assert got["entries"] == args.keys, got
                     if round_:
                         times[kind].append(got["ms"])
+                        cpus[kind].append(cpu_seconds(server.pid) - cpu0)
             print(f"## snapshot of {args.keys} keys, page {args.page} (median of {args.rounds}, alternating)\n")
-            print("| client | ms to sync | keys/s |")
-            print("|---|---|---|")
+            print("| client | ms to sync | keys/s | server CPU ms per snapshot |")
+            print("|---|---|---|---|")
             for kind, values in times.items():
                 med = statistics.median(values)
-                print(f"| centrifuge-js {kind} | {med:.0f} | {args.keys / med * 1000:,.0f} |")
+                cpu_ms = statistics.median(cpus[kind]) * 1000
+                print(f"| centrifuge-js {kind} | {med:.0f} | {args.keys / med * 1000:,.0f} | {cpu_ms:.0f} |")
             ratio = statistics.median(j / b for j, b in zip(times["json"], times["protobuf"], strict=True))
             print(f"\njson / protobuf, paired: {ratio:.2f}\n")
 
