@@ -127,8 +127,9 @@ async def subscribe(s: Session, cmd: Command, opts: NamespaceOptions, authorize:
         if not _starts_flow(req):  # its flow timed out (or never was): the client starts over
             raise E.UNRECOVERABLE_POSITION.with_message("unrecoverable position: the map subscribe timed out")
         flow = await _start(s, channel, opts, req, authorize)
-    elif _starts_flow(req):
-        _leave(s, channel, flow)  # the client starts over (a new epoch): a fresh ephemeral join
+    elif _starts_flow(req):  # the client starts over (a new epoch): a fresh ephemeral join, a fresh timeout
+        _leave(s, channel, flow)
+        _arm(s, channel, opts, flow)
     try:
         if req.phase == PHASE_STATE:
             await _state(s, cmd, req, opts, flow)
@@ -152,10 +153,18 @@ async def _start(
         raise E.ALREADY_SUBSCRIBED()
     flow = MapFlow(chan_info=chan_info, data=data, expire_at=expire_at)
     s.pending[channel] = flow
+    _arm(s, channel, opts, flow)
+    return flow
+
+
+def _arm(s: Session, channel: str, opts: NamespaceOptions, flow: MapFlow) -> None:
+    """``map.subscribe_catch_up_timeout``: the flow must be live by then, else it is dropped."""
+    if flow.timer is not None:
+        flow.timer.cancel()
+        flow.timer = None
     timeout = opts.map.subscribe_catch_up_timeout
     if timeout > 0:
         flow.timer = s.node.clock.call_later(timeout, lambda: _abandon(s, channel, flow))
-    return flow
 
 
 def _leave(s: Session, channel: str, flow: MapFlow) -> None:
