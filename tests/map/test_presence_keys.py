@@ -47,7 +47,7 @@ class Env:
     async def keys(self, channel: str) -> dict[str, Any]:
         options = self.presence.options(channel)
         assert options is not None
-        page = await self.broker.read_state(channel, MapStateQuery(limit=100), options)
+        page = await self.broker.read_state(channel, MapStateQuery(limit=1000), options)
         return {p.key: p for p in page.entries}
 
     def updates(self, channel: str) -> list[tuple[str, bool]]:
@@ -137,3 +137,30 @@ def test_refresh_interval_fits_the_shortest_key_ttl() -> None:
     assert presence.interval == pytest.approx(USERS_TTL / 3), "3 refreshes per users key_ttl (10s), not 25s"
     quiet = MapPresence(settings_from_mapping({}, source="<test>"), MemoryMapBroker, lambda ch: None)
     assert not quiet.active
+
+
+async def test_a_refresh_renews_every_key_in_batches(env: Env) -> None:
+    clients = [f"c{i}" for i in range(150)]  # more than one REFRESH_BATCH
+    for client in clients:
+        await env.presence.join("lobby:1", *info(client, f"u{client}"))
+    await env.broker.clear("clients:lobby:1")
+    await env.presence.refresh()
+    assert sorted(await env.keys("clients:lobby:1")) == sorted(clients)
+
+
+async def test_a_broker_error_ends_the_round_and_the_next_one_retries(
+    env: Env, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    await env.presence.join("lobby:1", *info("c1", "ann"))
+    await env.broker.clear("clients:lobby:1")
+
+    async def down(*args: Any, **kwargs: Any) -> Any:
+        raise ConnectionError("map broker down")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(env.broker, "publish", down)
+        await env.presence.refresh()
+    assert "cannot refresh map presence: map broker down" in caplog.text
+    assert await env.keys("clients:lobby:1") == {}
+    await env.presence.refresh()
+    assert list(await env.keys("clients:lobby:1")) == ["c1"]

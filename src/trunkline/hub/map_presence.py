@@ -36,6 +36,8 @@ USER_DATA = b"{}"
 REFRESHES_PER_TTL = 3
 #: the refresh loop never spins faster than this
 MIN_INTERVAL = 0.05
+#: keys renewed concurrently by a refresh round
+REFRESH_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,17 +183,24 @@ class MapPresence:
     # ------------------------------------------------------------------ refresh
 
     async def refresh(self) -> None:
-        """Renew every key this node holds (re-create those that were lost)."""
-        for (channel, name), key in list(self._keys.items()):
-            if self._keys.get((channel, name)) is not key:
-                continue  # left meanwhile
-            try:
-                created = await self._write(channel, key.write)
-            except Exception as exc:  # the broker is away: try again next round
-                log.warning("cannot refresh map presence: %s", exc)
+        """Renew every key this node holds (re-create those that were lost), :data:`REFRESH_BATCH`
+        writes in flight at a time; a round stops at the first broker error (the next one retries)."""
+        keys = list(self._keys.items())
+        for i in range(0, len(keys), REFRESH_BATCH):
+            outcomes = await asyncio.gather(
+                *(self._renew(c, n, k) for (c, n), k in keys[i : i + REFRESH_BATCH]), return_exceptions=True
+            )
+            failed = next((o for o in outcomes if isinstance(o, Exception)), None)
+            if failed is not None:
+                log.warning("cannot refresh map presence: %s", failed)
                 return
-            if created and key.write.info is not None and self._keys.get((channel, name)) is not key:
-                await self._remove(channel, name)  # the client left while its key was re-created
+
+    async def _renew(self, channel: str, name: str, key: _Key) -> None:
+        if self._keys.get((channel, name)) is not key:
+            return  # left meanwhile
+        created = await self._write(channel, key.write)
+        if created and key.write.info is not None and self._keys.get((channel, name)) is not key:
+            await self._remove(channel, name)  # the client left while its key was re-created
 
     async def run(self) -> None:
         """Refresh every :attr:`interval` until cancelled."""
