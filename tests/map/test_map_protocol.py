@@ -13,11 +13,14 @@ from typing import Any
 
 import msgspec
 import pytest
-from tests.conftest import Running, eventually
+from tests.conftest import Running, eventually, make_settings
 from tests.map.test_map_js import CONFIG, MAP, PAGES, WRITABLE, put
 from tests.shared_poll.wsclient import WsClient
 
-from trunkline.broker.map_base import MapStateQuery
+from trunkline.broker.base import HistoryQuery
+from trunkline.broker.map_base import MapOptions, MapStateQuery, MapWrite
+from trunkline.broker.map_memory import MemoryMapBroker
+from trunkline.node import Node
 
 PROTOCOL_CONFIG = copy.deepcopy(CONFIG)
 PROTOCOL_CONFIG["channel"]["namespaces"] += [
@@ -213,3 +216,41 @@ async def test_a_flow_left_halfway_frees_its_join(running: Running) -> None:
     assert node.hub.has_subscribers("ephlong:left")
     await client.close()  # a disconnect halfway
     await eventually(lambda: not node.hub.has_subscribers("ephlong:left") and not node.hub.connections())
+
+
+class RacingBroker(MemoryMapBroker):
+    """Writes a key just before a stream read with ``since`` returns: it lands in the join's buffer."""
+
+    race: list[tuple[str, str]] = []
+
+    async def read_stream(self, channel: str, query: HistoryQuery, options: MapOptions) -> Any:
+        if query.since is not None and self.race:
+            race_channel, key = self.race.pop()
+            self.publish_now(race_channel, MapWrite(key=key, data=b'{"raced":true}'), options)
+            before = await super().read_stream(channel, query, options)
+            self.publish_now(race_channel, MapWrite(key=key + "-after", data=b'{"raced":2}'), options)
+            return before
+        return await super().read_stream(channel, query, options)
+
+
+async def test_writes_during_the_live_transition_arrive_once(start_server: Start) -> None:
+    settings = make_settings(PROTOCOL_CONFIG)
+    broker = RacingBroker.from_settings(settings)
+    node = Node(settings, map_broker=broker)
+    running = await start_server(PROTOCOL_CONFIG, node=node)
+    await put(node, "mm:t", "a", 0)
+    client = await WsClient.connect(running, "alice")
+    try:
+        first = (await client.call("subscribe", sub("mm:t", phase=2)))["subscribe"]
+        broker.race.append(("mm:t", "raced"))
+        live = (await client.call("subscribe", sub("mm:t", phase=1, epoch=first["epoch"], offset=first["offset"])))[
+            "subscribe"
+        ]
+        in_reply = [p["key"] for p in live.get("publications", [])]
+        await eventually(lambda: client.updates("mm:t", "raced-after"))
+        pushed = [p["key"] for p in client.updates("mm:t")]
+        assert in_reply + pushed == ["raced", "raced-after"], (in_reply, pushed)
+        offsets = [p["offset"] for p in live.get("publications", [])] + [p["offset"] for p in client.updates("mm:t")]
+        assert offsets == [2, 3]
+    finally:
+        await client.close()
