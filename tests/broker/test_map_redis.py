@@ -34,6 +34,7 @@ from trunkline.broker.map_redis import (
     decode_update,
     hash_tag,
     keyslot,
+    slot_tag,
 )
 from trunkline.broker.redis import RedisUnavailable
 from trunkline.broker.redis_topology import make_cluster_client
@@ -245,6 +246,11 @@ def test_every_key_of_a_channel_is_in_one_slot(channel: str) -> None:
     tag = hash_tag(channel)
     assert tag and "}" not in tag
     assert all(f"{{{tag}}}" in name for name in names)
+
+
+def test_every_slot_has_a_tag_that_hashes_to_it() -> None:
+    assert all(spec_keyslot(f"P.map.cleanup.{{{slot_tag(slot)}}}") == slot for slot in range(0, 16384, 7))
+    assert keyslot("{" + slot_tag(16383) + "}") == 16383
 
 
 @given(st.text(max_size=12), st.text(max_size=12))

@@ -205,6 +205,8 @@ class RedisMapBroker:
         self._cleanup_key = f"{prefix}.map.cleanup"
         self._slots_key = f"{prefix}.map.cleanup.slots"
         self._noted_slots: dict[int, float] = {}  # slot -> when this node last added it to the set
+        if self._cluster:
+            slot_tag(0)  # build the table now, not in the middle of a write
         self._cleanup_interval = cleanup_interval
         self._cleanup_batch_size = max(1, cleanup_batch_size)
         self._result_ttl = idempotent_result_ttl
