@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from tests.conftest import Running
+from tests.conftest import Running, eventually
+from trunkline import errors as E
 
 from .conftest import INTERVAL, Backend, Driver
 
@@ -52,3 +53,26 @@ async def test_protobuf_client_and_a_refused_signature(poll_server: Running, bac
     assert dropped["removed"] is True and dropped["data"] is None
     state = poll_server.server.node.shared_poll.channel(channel)
     assert state is not None and len(state.by_conn) == 1  # only the Protobuf client tracks "a"
+
+
+async def test_reconnect_replays_tracking_without_duplicates(
+    poll_server: Running, backend: Backend, driver: Driver
+) -> None:
+    channel = "votes:reconnect"
+    backend.set(channel, "a", {"n": 1})
+    await driver.client("r", poll_server)
+    await driver.subscribe("r", channel)
+    await driver.send(op="track", id="r", channel=channel, keys=["a"])
+    await driver.wait(ev="update", id="r", key="a")
+    node = poll_server.server.node
+    for session in node.hub.connections():  # the server drops the link; the SDK reconnects
+        await session.close(E.FORCE_RECONNECT)
+    await eventually(lambda: len(driver.found(ev="subscribed", id="r")) == 2)
+    state = node.shared_poll.channel(channel)
+    await eventually(lambda: state is not None and state.keys() == ["a"])  # the SDK tracked "a" again
+    await asyncio.sleep(2 * INTERVAL)
+    # it held the current version: nothing delivered twice
+    assert len(driver.found(ev="update", id="r", key="a")) == 1
+    backend.set(channel, "a", {"n": 2})
+    await driver.wait(ev="update", id="r", key="a", data={"n": 2}, timeout=3 * INTERVAL)
+    assert len(driver.found(ev="update", id="r", key="a")) == 2

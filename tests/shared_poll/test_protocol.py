@@ -27,8 +27,10 @@ def track(channel: str, keys: list[str], signature: str | None = None, **version
     return {"channel": channel, "type": 1, "track": [{"signature": signature or signed(channel, keys), "items": items}]}
 
 
-async def subscribed(server: Running, channel: str, user: str = "42") -> WsClient:
-    client = await WsClient.connect(server, user)
+async def subscribed(
+    server: Running, channel: str, user: str = "42", shared: aiohttp.ClientSession | None = None
+) -> WsClient:
+    client = await WsClient.connect(server, user, shared)
     reply = await client.call("subscribe", {"channel": channel, "type": 4})
     assert "subscribe" in reply, reply
     return client

@@ -76,7 +76,7 @@ _answer = st.one_of(
 
 
 @given(st.one_of(_answer.map(lambda v: json.dumps(v).encode()), st.binary(max_size=64)))
-@settings(max_examples=300)
+@settings(max_examples=150)
 def test_parse_refresh_answers_anything_with_items_or_a_documented_error(body: bytes) -> None:
     try:
         items, epoch = parse_refresh(body)
@@ -183,3 +183,22 @@ def test_the_indexes_agree_whatever_happens(ops: list[tuple[str, str, str, int]]
         assert ch.by_conn == model
         assert sorted(ch.keys()) == sorted(set().union(*model.values())) if model else ch.keys() == []
         assert all(k in model.get(c, set()) for c, exp in ch._expiry.items() for k in exp)
+
+
+def test_keys_nobody_tracks_are_kept_for_a_while_and_not_polled() -> None:
+    ch: PollChannel[str] = PollChannel(versioned=False, max_keys=2, max_keys_per_connection=5, keep=1.0)
+    ch.track("c1", "a", 0)
+    ch.apply([PolledItem("a", b"1")])
+    ch.untrack("c1", "a", now=10.0)
+    assert ch.keys() == [] and len(ch) == 1 and ch.poll_items() == []
+    assert ch.track("c2", "a", 1) is False  # kept with its data: not cold, and c2 holds the version
+    assert ch.apply([PolledItem("a", b"1")]) == ([], False)
+    ch.untrack("c2", "a", now=20.0)
+    assert ch.sweep(20.5) == 0 and ch.sweep(21.0) == 1 and len(ch) == 0
+    # kept keys make room for tracked ones: max_keys_per_channel counts only what must stay
+    for key in ("a", "b"):
+        ch.track("c1", key, 0)
+        ch.apply([PolledItem(key, b"x")])
+        ch.untrack("c1", key, now=30.0)
+    ch.check_room("c3", ["c", "d"])
+    assert len(ch) == 0

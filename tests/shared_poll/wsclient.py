@@ -13,9 +13,9 @@ from tests.conftest import Running, token
 
 
 class WsClient:
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession) -> None:
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse, session: aiohttp.ClientSession | None) -> None:
         self.ws = ws
-        self._session = session
+        self._session = session  # closed with the client when it is the client's own
         self._next = 0
         self.replies: dict[int, dict[str, Any]] = {}
         self.pushes: list[dict[str, Any]] = []
@@ -23,10 +23,10 @@ class WsClient:
         self._reader = asyncio.ensure_future(self._read())
 
     @classmethod
-    async def connect(cls, server: Running, user: str = "42") -> WsClient:
-        session = aiohttp.ClientSession()
+    async def connect(cls, server: Running, user: str = "42", shared: aiohttp.ClientSession | None = None) -> WsClient:
+        session = shared or aiohttp.ClientSession()
         ws = await session.ws_connect(server.ws_url)
-        client = cls(ws, session)
+        client = cls(ws, None if shared else session)
         reply = await client.call("connect", {"token": token(user)})
         assert "connect" in reply, reply
         return client
@@ -71,4 +71,5 @@ class WsClient:
     async def close(self) -> None:
         await self.ws.close()
         await self._reader
-        await self._session.close()
+        if self._session is not None:
+            await self._session.close()

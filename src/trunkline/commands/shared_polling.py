@@ -127,8 +127,7 @@ async def sub_refresh(s: Session, cmd: Command) -> None:
             if state.track(s, item.key, item.version) and item.version == 0:
                 cold.append(item.key)
         state.set_expiry(s, (item.key for item in batch.items), exp)
-    for key in untrack:
-        state.untrack(s, key)
+    poll.untrack(channel, s, untrack)
     cached = state.cached(s, dict.fromkeys(k for k in tracked if k not in untrack))
     result = SubRefreshResult()
     if cached:

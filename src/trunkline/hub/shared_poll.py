@@ -11,8 +11,11 @@ Change detection: in ``versioned`` mode by the backend's ``version`` (an item wi
 above the one held is unchanged); in ``versionless`` mode by content (the item's bytes against the
 held ones), the node then numbering changes itself (synthetic versions, valid for this channel
 state's ``epoch`` only). ``removed: true`` removes the key for everyone. Keys nobody tracks are
-dropped at once and never polled. Everything is bounded: keys per connection
-(``max_keys_per_connection``) and keys per channel (``max_keys_per_channel``).
+never polled; their version and data are *kept* for ``keep`` seconds (the namespace's
+``channel_shutdown_delay``), so a client that reconnects, or scrolls back, within that time tracks
+them again from the version it holds and gets no duplicate. Everything is bounded: keys per
+connection (``max_keys_per_connection``) and keys per channel (``max_keys_per_channel``, kept keys
+included: the oldest kept ones make room first).
 """
 
 from __future__ import annotations
@@ -69,16 +72,19 @@ class PollChannel(Generic[K]):
         "_counter",
         "_expiry",
         "_keys",
+        "_left",
         "by_conn",
         "epoch",
+        "keep",
         "max_keys",
         "max_keys_per_connection",
         "members",
         "versioned",
     )
 
-    def __init__(self, *, versioned: bool, max_keys: int, max_keys_per_connection: int) -> None:
+    def __init__(self, *, versioned: bool, max_keys: int, max_keys_per_connection: int, keep: float = 0.0) -> None:
         self.versioned = versioned
+        self.keep = keep
         self.max_keys = max_keys
         self.max_keys_per_connection = max_keys_per_connection
         #: versionless: names this state's synthetic versions (a new state, a new epoch);
@@ -86,6 +92,8 @@ class PollChannel(Generic[K]):
         self.epoch = "" if versioned else secrets.token_hex(6)
         self._counter = 0
         self._keys: dict[str, _Key[K]] = {}
+        #: keys nobody tracks any more, kept until ``keep`` seconds after this time (insertion order: oldest first)
+        self._left: dict[str, float] = {}
         self.by_conn: dict[K, set[str]] = {}
         #: the connections subscribed to the channel (tracking keys or not)
         self.members: set[K] = set()
@@ -95,10 +103,12 @@ class PollChannel(Generic[K]):
     # ------------------------------------------------------------------ tracking
 
     def __len__(self) -> int:
+        """Keys held, tracked or kept (what ``max_keys_per_channel`` bounds)."""
         return len(self._keys)
 
     def keys(self) -> list[str]:
-        return list(self._keys)
+        """The tracked keys."""
+        return [k for k, entry in self._keys.items() if entry.holders]
 
     def tracked_by(self, conn: K) -> set[str]:
         return self.by_conn.get(conn, set())
@@ -110,15 +120,25 @@ class PollChannel(Generic[K]):
         if len(mine) + len(new_for_conn) > self.max_keys_per_connection:
             raise LimitExceeded("max_keys_per_connection")
         new_for_channel = sum(1 for k in new_for_conn if k not in self._keys)
-        if self.max_keys and len(self._keys) + new_for_channel > self.max_keys:
+        if not self.max_keys or len(self._keys) + new_for_channel <= self.max_keys:
+            return
+        if len(self._keys) - len(self._left) + new_for_channel > self.max_keys:
             raise LimitExceeded("max_keys_per_channel")
+        while self._left and len(self._keys) + new_for_channel > self.max_keys:  # the oldest kept keys go
+            key = next(iter(self._left))
+            del self._left[key]
+            del self._keys[key]
 
     def track(self, conn: K, key: str, version: int) -> bool:
         """``conn`` holds ``version`` of ``key``; True when the key is new on this node (cold)."""
         entry = self._keys.get(key)
-        cold = entry is None
         if entry is None:
             entry = self._keys[key] = _Key()
+        elif self._left.pop(key, None) is not None and entry.data is not None:
+            entry.holders[conn] = version  # kept: the node has its data, no need to poll it now
+            self.by_conn.setdefault(conn, set()).add(key)
+            return False
+        cold = not entry.holders and entry.data is None
         entry.holders[conn] = version
         self.by_conn.setdefault(conn, set()).add(key)
         return cold
@@ -141,7 +161,8 @@ class PollChannel(Generic[K]):
                 out.append((conn, gone))
         return out
 
-    def untrack(self, conn: K, key: str) -> None:
+    def untrack(self, conn: K, key: str, now: float = 0.0) -> None:
+        """``conn`` stops tracking ``key`` (at ``now``, for the time a key nobody tracks is kept)."""
         exp = self._expiry.get(conn)
         if exp is not None:
             exp.pop(key, None)
@@ -153,21 +174,30 @@ class PollChannel(Generic[K]):
             if not mine:
                 del self.by_conn[conn]
         entry = self._keys.get(key)
-        if entry is not None:
-            entry.holders.pop(conn, None)
-            if not entry.holders:
+        if entry is not None and entry.holders.pop(conn, None) is not None and not entry.holders:
+            if self.keep > 0 and entry.data is not None:
+                self._left[key] = now
+            else:
                 del self._keys[key]
 
-    def drop(self, conn: K) -> None:
+    def drop(self, conn: K, now: float = 0.0) -> None:
         """``conn`` left the channel (unsubscribe, disconnect): untrack all its keys."""
         self.members.discard(conn)
         for key in list(self.by_conn.get(conn, ())):
-            self.untrack(conn, key)
+            self.untrack(conn, key, now)
+
+    def sweep(self, now: float) -> int:
+        """Forget the keys nobody has tracked for ``keep`` seconds; how many went."""
+        gone = [key for key, left in self._left.items() if now - left >= self.keep]
+        for key in gone:
+            del self._left[key]
+            del self._keys[key]
+        return len(gone)
 
     @property
     def idle(self) -> bool:
         """No connection is subscribed: the state may go (after ``channel_shutdown_delay``)."""
-        return not self.members and not self._keys
+        return not self.members
 
     def cached(self, conn: K, keys: Iterable[str]) -> list[Change[K]]:
         """Items the node holds newer than ``conn`` does (the track reply carries them)."""
@@ -187,6 +217,8 @@ class PollChannel(Generic[K]):
         """(key, version held) of every tracked key, sorted; keys fresh from a publish skip one cycle."""
         out: list[tuple[str, int]] = []
         for key, entry in self._keys.items():
+            if not entry.holders:  # kept, not tracked: not polled
+                continue
             if entry.fresh:
                 entry.fresh = False
                 continue
@@ -196,7 +228,7 @@ class PollChannel(Generic[K]):
 
     def versions(self, keys: Iterable[str]) -> list[tuple[str, int]]:
         """(key, version held) of those of ``keys`` still tracked (a cold-key poll)."""
-        return [(k, self._keys[k].version) for k in keys if k in self._keys]
+        return [(k, self._keys[k].version) for k in keys if k in self._keys and self._keys[k].holders]
 
     def apply(self, items: Iterable[PolledItem], epoch: str = "") -> tuple[list[Change[K]], bool]:
         """The changes of a backend answer, and whether the backend's epoch changed (a reset).
@@ -216,7 +248,7 @@ class PollChannel(Generic[K]):
         changes: list[Change[K]] = []
         for item in items:
             found = self._keys.get(item.key)
-            if found is None:  # untracked meanwhile, or a key nobody asked for
+            if found is None or not found.holders:  # untracked meanwhile, or a key nobody asked for
                 continue
             entry = found
             if item.removed:
@@ -240,7 +272,7 @@ class PollChannel(Generic[K]):
     def publish(self, key: str, version: int, data: bytes) -> Change[K] | None:
         """A direct publish (versioned mode): the change, or None when stale or untracked here."""
         entry = self._keys.get(key)
-        if entry is None or version <= entry.version:
+        if entry is None or not entry.holders or version <= entry.version:
             return None
         entry.fresh = True
         return self._set(key, entry, version, data)

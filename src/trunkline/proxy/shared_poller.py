@@ -150,6 +150,7 @@ class SharedPoll:
                 versioned=opts.versioned,
                 max_keys=opts.max_keys_per_channel,
                 max_keys_per_connection=opts.max_keys_per_connection,
+                keep=opts.shutdown_delay,
             )
             active = self._channels[channel] = _Active(self._namespace_of(channel), opts, state)
             active.task = asyncio.ensure_future(self._run(channel, active))
@@ -166,15 +167,16 @@ class SharedPoll:
         active = self._channels.get(channel)
         if active is None:
             return
-        active.state.drop(conn)
+        active.state.drop(conn, asyncio.get_running_loop().time())
         self._maybe_stop(channel, active)
 
     def untrack(self, channel: str, conn: Tracker, keys: Iterable[str]) -> None:
         active = self._channels.get(channel)
         if active is None:
             return
+        now = asyncio.get_running_loop().time()
         for key in keys:
-            active.state.untrack(conn, key)
+            active.state.untrack(conn, key, now)
 
     def _maybe_stop(self, channel: str, active: _Active) -> None:
         if not active.state.idle or active.stop is not None:
@@ -250,6 +252,7 @@ class SharedPoll:
         while self._channels.get(channel) is active:
             started = loop.time()
             self._expire(channel, active)
+            active.state.sweep(started)
             if opts.endpoint is not None:
                 await self._cycle(channel, active, opts.endpoint)
             await asyncio.sleep(max(0.0, opts.interval - (loop.time() - started)))
@@ -318,8 +321,7 @@ class SharedPoll:
     def _expire(self, channel: str, active: _Active) -> None:
         """Silently untrack keys whose signature expired ``track_expired_extra_delay`` ago."""
         for conn, keys in active.state.expired(self._now(), active.opts.track_expired_extra_delay):
-            for key in keys:
-                active.state.untrack(conn, key)
+            self.untrack(channel, conn, keys)
 
     # ------------------------------------------------------------------ direct publish and delivery
 
