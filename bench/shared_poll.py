@@ -261,9 +261,7 @@ def main(argv: list[str] | None = None) -> int:
             row = run_one(clients, args.keys, args.changes, args.seconds)
             rows[clients].append(row)
             print(json.dumps({"round": r, **{k: round(v, 3) for k, v in row.items()}}), flush=True)
-    print(
-        f"\n{args.keys} keys tracked by every client, {args.changes} changed a second, refresh_interval {INTERVAL:g}s"
-    )
+    print(f"\n{args.keys} keys tracked by every client, {args.changes} changed a second, interval {INTERVAL:g}s")
     print("| clients | backend requests/s | keys asked/s | pushes/s | server CPU ms/cycle | CPU us/push |")
     print("|---|---|---|---|---|---|")
     for clients in counts:
