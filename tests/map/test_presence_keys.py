@@ -28,6 +28,7 @@ CONFIG: dict[str, Any] = {
             },
             {"name": "lobby", "map_clients_presence_channel_prefix": "clients:"},
             {"name": "plain"},
+            {"name": "odd", "map_clients_presence_channel_prefix": "nowhere"},  # no boundary: not checked
             {"name": "clients", "subscription_type": "map_clients", "map": {"mode": "durable"}},
             {"name": "users", "subscription_type": "map_users", "map": {"mode": "durable", "key_ttl": "10s"}},
         ]
@@ -164,3 +165,12 @@ async def test_a_broker_error_ends_the_round_and_the_next_one_retries(
     assert await env.keys("clients:lobby:1") == {}
     await env.presence.refresh()
     assert list(await env.keys("clients:lobby:1")) == ["c1"]
+
+
+async def test_a_prefix_that_names_no_map_channel_writes_nothing(env: Env, caplog: pytest.LogCaptureFixture) -> None:
+    """``nowhere`` + ``odd:1`` is ``nowhereodd:1``, of no namespace: one warning, no key, nothing held."""
+    for client in ("c1", "c2"):
+        assert not env.presence.targets("odd:1")
+        await env.presence.join("odd:1", *info(client, "ann"))
+    assert len(env.presence) == 0 and env.events.events == []
+    assert caplog.text.count("map presence prefix 'nowhere'") == 1

@@ -86,6 +86,7 @@ class MapPresence:
         self._namespace = namespace
         #: (presence channel, key) -> the write that keeps it and who holds it on this node
         self._keys: dict[tuple[str, str], _Key] = {}
+        self._warned: set[str] = set()  # prefixes that name no map channel (bounded by the config)
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -122,9 +123,31 @@ class MapPresence:
         )
 
     def targets(self, channel: str) -> Targets:
-        """Where a subscription to ``channel`` keeps its presence (none for an unknown channel)."""
+        """Where a subscription to ``channel`` keeps its presence (none for an unknown channel).
+
+        A presence channel outside a map namespace (a prefix without a namespace boundary, which
+        the configuration cannot check) is left out, with one warning per prefix."""
         ns = self._namespace(channel)
-        return targets(ns, channel) if ns is not None else Targets()
+        if ns is None:
+            return Targets()
+        where = targets(ns, channel)
+        if not where:
+            return where
+        clients = (
+            where.clients
+            if where.clients and self._usable(where.clients, ns.map_clients_presence_channel_prefix)
+            else ""
+        )
+        users = where.users if where.users and self._usable(where.users, ns.map_users_presence_channel_prefix) else ""
+        return Targets(clients, users)
+
+    def _usable(self, channel: str, prefix: str) -> bool:
+        if self.options(channel) is not None:
+            return True
+        if prefix not in self._warned:
+            self._warned.add(prefix)
+            log.warning("map presence prefix %r makes %r, which is not a map channel: nothing written", prefix, channel)
+        return False
 
     async def join(self, channel: str, info: ClientInfo, info_json: bytes) -> None:
         """A subscription to ``channel`` went live: write its client key and its user key."""
@@ -169,8 +192,7 @@ class MapPresence:
     async def _write(self, channel: str, write: MapWrite) -> bool:
         """Write a key; True when it was new (its join was delivered)."""
         options = self.options(channel)
-        if options is None:
-            log.warning("presence channel %r is not in a map namespace; nothing written", channel)
+        if options is None:  # the configuration changed under a held key: nothing to keep
             return False
         result = await self._broker().publish(channel, write, options)
         return result.publication is not None
