@@ -3,9 +3,12 @@ subscription keeps, when they go, and how the refresh keeps them alive or brings
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tests.broker.conftest import Recorder
 
 from trunkline.broker.map_base import MapStateQuery
@@ -174,3 +177,35 @@ async def test_a_prefix_that_names_no_map_channel_writes_nothing(env: Env, caplo
         await env.presence.join("odd:1", *info(client, "ann"))
     assert len(env.presence) == 0 and env.events.events == []
     assert caplog.text.count("map presence prefix 'nowhere'") == 1
+
+
+_ops = st.lists(
+    st.tuples(st.sampled_from(["join", "leave", "refresh"]), st.integers(0, 5), st.integers(0, 2)), max_size=40
+)
+
+
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+@given(ops=_ops)
+def test_keys_follow_any_sequence_of_joins_and_leaves(ops: list[tuple[str, int, int]]) -> None:
+    """After any sequence, the client keys are exactly the live subscriptions, every live user has
+    its key, and a user key is only removed by its TTL."""
+
+    async def run() -> None:
+        env = Env(settings_from_mapping(CONFIG, source="<test>"))
+        await env.broker.start(env.events)
+        live: dict[str, str] = {}  # client -> user
+        for op, c, u in ops:
+            client, user = f"c{c}", f"u{u}"
+            if op == "join" and client not in live:
+                live[client] = user
+                await env.presence.join("game:1", *info(client, user))
+            elif op == "leave" and client in live:
+                await env.presence.leave("game:1", client, live.pop(client))
+            elif op == "refresh":
+                await env.presence.refresh()
+        assert set(await env.keys("clients:game:1")) == set(live)
+        assert set(live.values()) <= set(await env.keys("users:game:1"))
+        assert not [p for p in env.events.publications("users:game:1") if p.removed], "users go by TTL only"
+        await env.broker.close()
+
+    asyncio.run(run())
