@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
-from tests.conftest import Running, token
+from tests.conftest import API_KEY, Running, token
 from tests.mqtt.paho_helpers import V5, Paho
 
 DRIVER = Path(__file__).with_name("test_presence_driver.js")
@@ -184,6 +185,20 @@ async def test_clients_presence_joins_and_leaves_at_once(running: Running, drive
     bob = await driver.connect("b", url, "bob")
     await driver.subscribe("b", "game:1")
     await driver.wait(_is_update("w", "clients:game:1", bob))
+
+    # the server API reads the same keys, with their ClientInfo
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{running.api_url}/map_read_state",
+            json={"channel": "clients:game:1", "limit": 10},
+            headers={"X-API-Key": API_KEY},
+        ) as resp,
+    ):
+        state = (await resp.json())["result"]
+    infos = {e["key"]: e["info"] for e in state["entries"]}
+    assert infos[alice] == {"user": "alice", "client": alice, "conn_info": {"name": "alice"}}
+    assert infos[bob]["user"] == "bob"
 
     # a second watcher syncs both keys from the state
     await driver.connect("w2", url, "watcher2")
