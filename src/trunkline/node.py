@@ -148,6 +148,8 @@ class Node(BrokerEventHandler):
         #: the state and change stream of map channels (``map_broker``; memory unless the app passes one)
         self.map_broker: MapBroker = map_broker or MemoryMapBroker.from_settings(self.settings)
         self._map_options: dict[str, MapOptions | None] = {}  # namespace -> its map options (None: not a map)
+        #: id(namespace options) -> (those options, the settings, their PublishOptions without an idempotency key)
+        self._publish_options_of: dict[int, tuple[NamespaceOptions, Settings, PublishOptions]] = {}
         #: the keys subscribers keep in map_clients / map_users channels (the presence prefixes)
         self.map_presence = MapPresence(self.settings, lambda: self.map_broker, self.namespace_options)
         self.metrics = metrics or Metrics()
@@ -275,6 +277,14 @@ class Node(BrokerEventHandler):
         return self.settings.namespace(self.rules.namespace_of(channel))
 
     def publish_options(self, opts: NamespaceOptions, idempotency_key: str = "") -> PublishOptions:
+        if not idempotency_key:  # the common case: one PublishOptions per namespace, made once
+            cached = self._publish_options_of.get(id(opts))
+            if cached is None or cached[0] is not opts or cached[1] is not self.settings:
+                cached = self._publish_options_of[id(opts)] = (opts, self.settings, self._publish_options(opts, ""))
+            return cached[2]
+        return self._publish_options(opts, idempotency_key)
+
+    def _publish_options(self, opts: NamespaceOptions, idempotency_key: str) -> PublishOptions:
         channel = self.settings.channel
         return PublishOptions(
             history_size=opts.history_size,
