@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from .. import errors as E
 from ..auth import Override
@@ -34,6 +34,11 @@ from .subscribing import announce, join_channel, ttl_of
 
 if TYPE_CHECKING:
     from ..session import Session
+
+
+#: what a publish without a proxy goes on with, and its (empty) result: shared, never changed
+_NO_ANSWER: Final = PublishAnswer()
+_PUBLISHED: Final = PublishResult()
 
 
 @lru_cache(maxsize=256)
@@ -165,7 +170,7 @@ async def publish(s: Session, cmd: Command) -> None:
         raise E.BAD_REQUEST.with_message("bad request: empty data")
     data = bytes(req.data)
     sub = s.subscriptions.get(channel)
-    answer = PublishAnswer()
+    answer = _NO_ANSWER
     if (proxy := node.proxies.publish(opts)) is not None:  # the backend decides (may rewrite), then the hook
         data, answer = await proxied.publish(s, proxy, channel, data)
     elif node.hooks.publish is not None:
@@ -184,7 +189,7 @@ async def publish(s: Session, cmd: Command) -> None:
         skip_history=answer.skip_history,
         idempotency_key=answer.idempotency_key,
     )
-    s.reply(Reply(id=cmd.id, publish=PublishResult()))
+    s.reply(Reply(id=cmd.id, publish=_PUBLISHED))
 
 
 def _check_presence(s: Session, channel: str) -> None:
