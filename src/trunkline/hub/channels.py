@@ -17,8 +17,10 @@ class ChannelRules:
 
     def namespace_of(self, channel: str) -> str:
         """The namespace name: text before the first boundary, after any private prefix."""
-        name = channel[len(self.private_prefix) :] if self.is_private(channel) else channel
-        head, sep, _ = name.partition(self.namespace_boundary)
+        prefix = self.private_prefix  # is_private, inlined: this runs more than once per publication
+        if prefix and channel.startswith(prefix):
+            channel = channel[len(prefix) :]
+        head, sep, _ = channel.partition(self.namespace_boundary)
         return head if sep else ""
 
     def is_private(self, channel: str) -> bool:
