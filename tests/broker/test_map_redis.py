@@ -163,6 +163,24 @@ async def test_republishing_a_key_postpones_its_expiry(redis_url: str, prefix: s
         assert await broker.stats("live") == 0
 
 
+async def test_writes_of_one_key_apply_in_the_order_they_were_made(redis_url: str, prefix: str, raw: Redis) -> None:
+    """Writes made in different loop turns go out on different connections; those of one key
+    must still apply in order (a presence leave must not overtake its join)."""
+    async with node(redis_url, prefix) as (broker, _):
+        for round_ in range(20):
+            key = f"client{round_}"
+            join = asyncio.ensure_future(broker.publish("presence", w(key), DURABLE))
+            await asyncio.sleep(0)  # the next loop turn: another pipeline
+            leave = asyncio.ensure_future(broker.remove("presence", key, DURABLE))
+            await asyncio.sleep(0)
+            again = asyncio.ensure_future(broker.publish("presence", w(key, b'{"back":1}'), DURABLE))
+            results = await asyncio.gather(join, leave, again)
+            assert [r.suppressed for r in results] == ["", "", ""], "each write saw the one before it"
+            assert [r.position.offset for r in results] == [3 * round_ + 1, 3 * round_ + 2, 3 * round_ + 3]
+        assert await broker.stats("presence") == 20
+        assert broker._tails == {}, "nothing left waiting"
+
+
 # --- outages ---------------------------------------------------------------------------
 
 

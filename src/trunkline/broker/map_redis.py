@@ -32,10 +32,12 @@ reconnect backoff, resubscribe, then ``handler.handle_resync``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
 from binascii import crc_hqx
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -212,6 +214,8 @@ class RedisMapBroker:
         self._result_ttl = idempotent_result_ttl
         self._placeholder_ttl = placeholder_ttl
         self._cleanup_task: asyncio.Task[None] | None = None
+        # (channel, key) -> the write of that key this node issued last, until it is done
+        self._tails: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RedisMapBroker:
@@ -400,38 +404,39 @@ class RedisMapBroker:
     ) -> MapResult:
         k = self.keys(channel)
         keeps_stream = options.keeps_stream
-        if self._cluster and options.key_ttl > 0 and mode != "remove":
-            await self._note_slot(channel)
-        status, offset, epoch = await self._feed._eval(
-            _PUBLISH,
-            (
-                k["state"],
-                k["order"],
-                k["expire"],
-                k["stream"],
-                k["meta"],
-                self._result_key(channel, idempotency_key),
-                self._registration_key(channel),
-            ),
-            (
-                pub.key,
-                state_record,
-                stream_record,
-                mode,
-                pub.score if options.ordered else 0,
-                _ms(options.key_ttl),
-                options.stream_size if keeps_stream else 0,
-                _ms(options.stream_ttl) if keeps_stream else 0,
-                _ms(options.meta_ttl),
-                new_epoch(),
-                k["updates"],
-                _ms(self._result_ttl) if idempotency_key else 0,
-                max(0, options.max_keys),
-                1 if refresh else 0,
-                channel,
-                _ms(self._placeholder_ttl),
-            ),
-        )
+        async with self._in_order(channel, pub.key):
+            if self._cluster and options.key_ttl > 0 and mode != "remove":
+                await self._note_slot(channel)
+            status, offset, epoch = await self._feed._eval(
+                _PUBLISH,
+                (
+                    k["state"],
+                    k["order"],
+                    k["expire"],
+                    k["stream"],
+                    k["meta"],
+                    self._result_key(channel, idempotency_key),
+                    self._registration_key(channel),
+                ),
+                (
+                    pub.key,
+                    state_record,
+                    stream_record,
+                    mode,
+                    pub.score if options.ordered else 0,
+                    _ms(options.key_ttl),
+                    options.stream_size if keeps_stream else 0,
+                    _ms(options.stream_ttl) if keeps_stream else 0,
+                    _ms(options.meta_ttl),
+                    new_epoch(),
+                    k["updates"],
+                    _ms(self._result_ttl) if idempotency_key else 0,
+                    max(0, options.max_keys),
+                    1 if refresh else 0,
+                    channel,
+                    _ms(self._placeholder_ttl),
+                ),
+            )
         position = StreamPosition(int(offset), epoch.decode())
         result = status.decode()
         if result == "ok":
@@ -439,6 +444,28 @@ class RedisMapBroker:
         if result == "limit":
             raise MapLimitExceeded(f"channel {channel!r} holds {options.max_keys} keys")
         return MapResult(position, None, result)
+
+    @contextlib.asynccontextmanager
+    async def _in_order(self, channel: str, key: str) -> AsyncIterator[None]:
+        """Run after the previous write of the same key from this node has finished.
+
+        Writes made in different loop turns travel in different pipelines on different
+        connections, so a remove could overtake the write before it (a presence leave
+        overtaking its join would leave a ghost key until its ttl); chaining the writes of
+        one key keeps the order they were made in. Writes of other keys still pipeline.
+        """
+        tail = (channel, key)
+        previous = self._tails.get(tail)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tails[tail] = done
+        try:
+            if previous is not None:
+                await asyncio.wait([previous])
+            yield
+        finally:
+            done.set_result(None)
+            if self._tails.get(tail) is done:
+                del self._tails[tail]
 
     # --- reads ------------------------------------------------------------
 
