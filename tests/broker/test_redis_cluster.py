@@ -178,6 +178,8 @@ async def test_a_killed_master_is_replaced_by_its_replica_and_clients_are_told_h
             wait_for(redis_cluster._replicas_in_sync, 5, "replicas in sync")
             killed_at = time.monotonic()
             proc.kill()
+            broker = server.server.node.broker
+            await eventually(lambda: _ping_fails(broker), timeout=10)  # /ready: not ready meanwhile
             await asyncio.to_thread(
                 wait_for, lambda: redis_cluster.master_of_slot(slot) not in (0, victim), 20, "the replica promoted"
             )
@@ -196,6 +198,7 @@ async def test_a_killed_master_is_replaced_by_its_replica_and_clients_are_told_h
                 acked.append(i)
                 i += 1
             await eventually(lambda: _told_or_complete(rec, acked), timeout=20)
+            await eventually(lambda: _ping_works(broker), timeout=10)  # ready again
         data = [d["i"] for _, d in rec.publications]
         assert data == sorted(set(data)), "never a duplicate or a reordering"
         assert promoted_after < 15
@@ -205,6 +208,18 @@ async def test_a_killed_master_is_replaced_by_its_replica_and_clients_are_told_h
             proc.start()
             await asyncio.to_thread(wait_for, lambda: command(victim, "PING") == "PONG", 10, "restarted node")
             await asyncio.to_thread(wait_for, lambda: _rejoined(redis_cluster, victim), 30, "rejoined as a replica")
+
+
+async def _ping_fails(broker: Any) -> bool:
+    return not await _ping_works(broker)
+
+
+async def _ping_works(broker: Any) -> bool:
+    try:
+        await broker.ping()
+    except ConnectionError:
+        return False
+    return True
 
 
 def _told_or_complete(rec: Recorder, acked: list[int]) -> bool:

@@ -52,7 +52,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import (
@@ -372,10 +372,20 @@ class RedisBroker(_RedisUser):
         self._ready.clear()
 
     async def ping(self) -> None:
-        """Raise if Redis is unreachable or, once started, the pub/sub feed is down."""
+        """Raise if Redis is unreachable or, once started, the pub/sub feed is down.
+
+        In a cluster every master is asked: a master that is down makes its slots unavailable.
+        """
         if self._reader is not None and not self._ready.is_set():
             raise RedisUnavailable(f"redis pub/sub is reconnecting: {self._last_error!r}")
-        await self._call("PING")
+        if self._cluster is None:
+            await self._call("PING")
+            return
+        try:
+            async with asyncio.timeout(self._deadline):
+                await self._cluster.execute_command("PING", target_nodes=RedisCluster.PRIMARIES)
+        except (*_UNAVAILABLE, RedisError) as exc:
+            raise RedisUnavailable(f"redis cluster PING failed: {exc!r}") from exc
 
     # --- pub/sub ----------------------------------------------------------
 
