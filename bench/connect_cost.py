@@ -61,12 +61,33 @@ def _config(d: Path, jwt: bool) -> str:
     return str(path)
 
 
-def server_argv(name: str, port: int, d: Path) -> tuple[list[str], str]:
-    """(argv, load generator protocol) of one server."""
+def checkout(rev: str, d: Path) -> Path:
+    """The ``src`` directory of a detached git worktree of ``rev`` (made once, removed at exit)."""
+    tree = d / f"wt-{rev}"
+    if not tree.exists():
+        subprocess.run(
+            ["git", "worktree", "add", "--detach", str(tree), rev], cwd=ROOT, check=True, capture_output=True
+        )
+    return tree / "src"
+
+
+def remove_checkouts(d: Path) -> None:
+    for tree in d.glob("wt-*"):
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False, capture_output=True)
+
+
+def server_argv(name: str, port: int, d: Path) -> tuple[list[str], str, dict[str, str]]:
+    """(argv, load generator protocol, extra environment) of one server.
+
+    ``trunkline@REV`` / ``trunkline-jwt@REV`` run the code of git revision ``REV``
+    (a worktree first on ``PYTHONPATH``): before/after pairs in one run.
+    """
     if name == "node-ws":
-        return [runner.NODE, str(BENCH / "peers" / "ws_server.js"), str(port)], "ws"
-    cfg = _config(d, jwt=name == "trunkline-jwt")
-    return [PY, "-m", "trunkline", "serve", "--config", cfg, "--port", str(port)], "centrifugo"
+        return [runner.NODE, str(BENCH / "peers" / "ws_server.js"), str(port)], "ws", {}
+    base, _, rev = name.partition("@")
+    env = {"PYTHONPATH": str(checkout(rev, d))} if rev else {}
+    cfg = _config(d, jwt=base == "trunkline-jwt")
+    return [PY, "-m", "trunkline", "serve", "--config", cfg, "--port", str(port)], "centrifugo", env
 
 
 # --------------------------------------------------------------------------- client (core 1)
@@ -147,14 +168,15 @@ def client_main(a: argparse.Namespace) -> int:
 def run_one(name: str, a: argparse.Namespace, d: Path) -> dict[str, Any]:
     busy = runner.wait_quiet(a.quiet_wait)
     port = runner.free_port()
-    argv, proto = server_argv(name, port, d)
-    log = open(d / f"{name}.log", "ab")  # noqa: SIM115 - closed in finally
+    argv, proto, env = server_argv(name, port, d)
+    log = open(d / f"{name.replace('/', '_')}.log", "ab")  # noqa: SIM115 - closed in finally
     srv = subprocess.Popen(
         ["taskset", "-c", runner.SERVER_CORE, *argv],
         cwd=ROOT,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, **env},
     )
     gen: subprocess.Popen[bytes] | None = None
     try:
@@ -165,7 +187,7 @@ def run_one(name: str, a: argparse.Namespace, d: Path) -> dict[str, Any]:
             *("taskset", "-c", runner.LOADGEN_CORE, PY, __file__, "_client"),
             *("--proto", proto, "--port", str(port), "--server-pid", str(srv.pid)),
             *("--conns", str(a.conns), "--warmup", str(a.warmup), "--settle", str(a.settle)),
-            *(("--jwt",) if name == "trunkline-jwt" else ()),
+            *(("--jwt",) if name.startswith("trunkline-jwt") else ()),
         ]
         gen = subprocess.Popen(
             gen_argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
@@ -203,6 +225,11 @@ def traced_server_main(a: argparse.Namespace) -> int:
 
         gc.collect()
         path = Path(a.snap_dir) / f"snap{count[0]}.bin"
+        types: dict[str, int] = {}
+        for obj in gc.get_objects():
+            name = type(obj).__qualname__
+            types[name] = types.get(name, 0) + 1
+        (Path(a.snap_dir) / f"types{count[0]}.json").write_text(json.dumps(types))
         tracemalloc.take_snapshot().dump(str(path) + ".tmp")
         os.replace(str(path) + ".tmp", path)
 
@@ -220,6 +247,7 @@ def tracemalloc_main(a: argparse.Namespace, d: Path) -> None:
     cfg = _config(d, jwt=False)
     argv = [PY, __file__, "_traced", "--config", cfg, "--port", str(port), "--snap-dir", str(d)]
     argv += ["--frames", str(a.frames)]
+    env = {**os.environ, "PYTHONPATH": str(checkout(a.rev, d))} if a.rev else None
     log = open(d / "traced.log", "ab")  # noqa: SIM115 - closed in finally
     srv = subprocess.Popen(
         ["taskset", "-c", runner.SERVER_CORE, *argv],
@@ -227,6 +255,7 @@ def tracemalloc_main(a: argparse.Namespace, d: Path) -> None:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env=env,
     )
     gen: subprocess.Popen[bytes] | None = None
     try:
@@ -252,6 +281,17 @@ def tracemalloc_main(a: argparse.Namespace, d: Path) -> None:
     n = second - first
     stats = s2.compare_to(s1, "traceback" if a.frames > 1 else "lineno")
     total = sum(s.size_diff for s in stats)
+    t1 = json.loads((d / "types1.json").read_text())
+    t2 = json.loads((d / "types2.json").read_text())
+    diff = sorted(((t2.get(k, 0) - t1.get(k, 0), k) for k in t2), reverse=True)
+    tracked = sum(v for v, _ in diff)
+    print(f"\nGC-tracked objects per idle connection: {tracked / n:.1f}\n")
+    print("| objects / connection | type |")
+    print("|---:|---|")
+    for v, k in diff[: a.top]:
+        if v / n < 0.1:
+            break
+        print(f"| {v / n:.2f} | {k} |")
     print(f"\nPython heap kept per idle connection: {total / n:.0f} B ({n} connections, tracemalloc)\n")
     print("| bytes / connection | blocks / connection | allocation site |")
     print("|---:|---:|---|")
@@ -320,15 +360,18 @@ def report(rounds: list[dict[str, dict[str, Any]]], names: list[str]) -> str:
         med[name] = {k: _median([f(r) for r in ok]) for k, f in keys}
         per = ", ".join(f"{f(r):g}" for r in ok for k, f in keys if k == "cpu")
         lines.append(f"| {name} | {med[name]['cps']} | {med[name]['cpu']} ({per}) | {med[name]['rss']} | {len(ok)} |")
-    if "node-ws" in names:
-        lines += ["", "Paired ratios (median over rounds of Trunkline ÷ node-ws in the same round):", ""]
+    refs = ["node-ws"] if "node-ws" in names else []
+    if names and names[0] != "node-ws":
+        refs.append(names[0])
+    for ref in refs:
+        lines += ["", f"Paired ratios (median over rounds of each server ÷ {ref} in the same round):", ""]
         lines += ["| server | CPU per connect | RSS per connection | connects/s |", "|---|--:|--:|--:|"]
         for name in names:
-            if name == "node-ws":
+            if name == ref:
                 continue
             ratios: dict[str, list[float]] = {k: [] for k, _ in keys}
             for r in rounds:
-                a, b = r.get(name, {}), r.get("node-ws", {})
+                a, b = r.get(name, {}), r.get(ref, {})
                 if "error" in a or "error" in b or not a or not b:
                     continue
                 for k, f in keys:
@@ -361,6 +404,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--tracemalloc", action="store_true")
     p.add_argument("--frames", type=int, default=1, help="tracemalloc: frames per allocation site")
     p.add_argument("--top", type=int, default=25)
+    p.add_argument("--rev", default="", help="tracemalloc: run the server code of this git revision")
     p.add_argument("--out", default="")
     # internal (the client, the traced server)
     for name in ("--proto", "--config", "--snap-dir"):
@@ -387,27 +431,37 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="trunkline-connect-cost-") as tmp:
         d = Path(tmp)
         if a.tracemalloc:
-            tracemalloc_main(a, d)
+            try:
+                tracemalloc_main(a, d)
+            finally:
+                remove_checkouts(d)
             return 0
-        names = [n.strip() for n in a.servers.split(",") if n.strip()]
-        rounds: list[dict[str, dict[str, Any]]] = []
-        for k in range(a.rounds):
-            order = names if k % 2 == 0 else names[::-1]
-            this: dict[str, dict[str, Any]] = {}
-            for name in order:
-                this[name] = run_one(name, a, d)
-                r = this[name]
-                brief = r.get("error") or (
-                    f"{r['ramp']['connects_per_s']} conn/s, {r['server_cpu_us_per_connect']} µs/connect, "
-                    f"{r['rss_kib_per_conn']} KiB/conn, open {r['still_open']}, errors {r['errors']}"
-                )
-                print(f"  round {k + 1} {name:<14} {brief}", file=sys.stderr, flush=True)
-            rounds.append(this)
-        text = report(rounds, names)
-        print(text)
-        if a.out:
-            Path(a.out).write_text(json.dumps({"rounds": rounds, "table": text}, indent=1, sort_keys=True) + "\n")
+        try:
+            bench(a, d)
+        finally:
+            remove_checkouts(d)
     return 0
+
+
+def bench(a: argparse.Namespace, d: Path) -> None:
+    names = [n.strip() for n in a.servers.split(",") if n.strip()]
+    rounds: list[dict[str, dict[str, Any]]] = []
+    for k in range(a.rounds):
+        order = names if k % 2 == 0 else names[::-1]
+        this: dict[str, dict[str, Any]] = {}
+        for name in order:
+            this[name] = run_one(name, a, d)
+            r = this[name]
+            brief = r.get("error") or (
+                f"{r['ramp']['connects_per_s']} conn/s, {r['server_cpu_us_per_connect']} µs/connect, "
+                f"{r['rss_kib_per_conn']} KiB/conn, open {r['still_open']}, errors {r['errors']}"
+            )
+            print(f"  round {k + 1} {name:<14} {brief}", file=sys.stderr, flush=True)
+        rounds.append(this)
+    text = report(rounds, names)
+    print(text)
+    if a.out:
+        Path(a.out).write_text(json.dumps({"rounds": rounds, "table": text}, indent=1, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":
