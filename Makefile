@@ -14,7 +14,7 @@ CONFIG ?= examples/demo.toml
 PORT ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test setup system-deps lint typecheck bench bench-quick bench-formats bench-mqtt bench-map example-iot example-live example-collab example-notifications example-ai-stream example-proxy clean
+.PHONY: run test setup system-deps lint typecheck bench bench-quick bench-formats bench-mqtt bench-map bench-connect example-iot example-live example-collab example-notifications example-ai-stream example-proxy clean
 
 setup: $(VENV)/.installed $(VENDOR)/.installed
 
@@ -99,6 +99,13 @@ bench-quick: setup
 	npm ci --ignore-scripts --no-audit --no-fund --prefix bench/peers
 	$(PY) -m pip install -q -r bench/requirements.txt
 	$(PY) bench/quick.py
+
+# Issue-18 benchmark: server CPU per connect and RSS per idle connection (19 000), Trunkline
+# insecure and with HS256 JWTs next to node-ws, 3 paired rounds (~5 min); --tracemalloc: by site.
+bench-connect: setup
+	npm ci --ignore-scripts --no-audit --no-fund --prefix bench/peers
+	$(PY) -m pip install -q -r bench/requirements.txt
+	$(PY) bench/connect_cost.py
 
 # Issue-10 benchmark: fan-out by wire format (JSON, Protobuf, half/half) and JSON before/after (~5 min).
 bench-formats: setup
