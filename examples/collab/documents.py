@@ -7,8 +7,6 @@ the wire and return clean values or raise ``ValueError`` with a message fit for 
 Wire format (JSON, the page's centrifuge-js speaks the JSON protocol):
 
 - a publication on ``doc:<room>``: ``{"u": "<base64 Yjs update>"}``
-- a publication on ``cursor:<room>``: ``{"a": <Yjs relative position JSON>, "h": <same>}`` or ``{}``
-  (anchor and head of the selection; ``{}`` when the editor loses focus)
 - the RPC ``sync``: ``{"room": "<room>", "sv": "<base64 state vector>"}``, answered with
   ``{"update": "<base64 diff>", "sv": "<base64 of the server's state vector>"}``
 """
@@ -28,7 +26,6 @@ ROOM = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 MAX_UPDATE = 32 * 1024  # bytes of one decoded update (a paste of a few pages)
 MAX_DOCUMENT = 2 * 1024 * 1024  # bytes of a room's encoded state
 MAX_ROOMS = 1000
-MAX_CURSOR = 1024
 
 
 def _object(data: bytes | None, what: str, limit: int) -> dict[str, object]:
@@ -96,13 +93,6 @@ def parse_sync(data: bytes | None) -> tuple[str, bytes]:
     if not isinstance(room, str) or not ROOM.fullmatch(room):
         raise ValueError('sync: expected {"room": "<a-z, 0-9, ->", "sv": "<base64>"}')
     return room, _b64(body.get("sv", ""), "sync: sv", 32 * 1024)
-
-
-def parse_cursor(data: bytes | None) -> None:
-    """A cursor publication: ``{}`` or ``{"a": {...}, "h": {...}}``; only its shape is checked."""
-    body = _object(data, "cursor", MAX_CURSOR)
-    if body and not (set(body) <= {"a", "h"} and all(isinstance(body[k], dict) for k in body)):
-        raise ValueError('cursor: expected {} or {"a": <relative position>, "h": <relative position>}')
 
 
 def b64(data: bytes) -> str:

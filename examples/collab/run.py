@@ -7,8 +7,9 @@ Centrifugo relays publications and leaves CRDTs to the application. Here the app
 two Python hooks on an embedded Trunkline node (``trunkline.toml`` beside this file, port 8000):
 
 - ``on_publish`` merges every Yjs update published on ``doc:<room>`` into the room's pycrdt
-  document before Trunkline publishes it (an update that is not Yjs is refused with 107), and
-  checks cursor publications on ``cursor:<room>``;
+  document before Trunkline publishes it (an update that is not Yjs is refused with 107);
+  cursors are not publications but writes into the map channel ``cursor:<room>``, which
+  Trunkline keeps by itself (see ``trunkline.toml``);
 - ``on_rpc`` answers ``sync``: the part of the document a tab lacks (from its state vector),
   which is how a late joiner gets the whole document and how any tab catches up whatever
   recovery could not replay.
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import jwt
 from aiohttp import web
-from documents import Rooms, b64, parse_cursor, parse_sync, parse_update, room_of  # beside this file
+from documents import Rooms, b64, parse_sync, parse_update, room_of  # beside this file
 
 import trunkline
 from trunkline.app import Server
@@ -56,17 +57,15 @@ log = logging.getLogger("collab")
 def add_hooks(node: Node, rooms: Rooms) -> None:
     @node.on_publish
     async def publish(event: PublishEvent) -> PublishReply | None:
-        """Replaces allow_publish_*: Yjs updates (merged here first) and cursors, from signed-in users."""
+        """Replaces allow_publish_* for stream channels: Yjs updates (merged here first), from signed-in users.
+
+        Cursors are map writes into cursor:<room>: the map block of trunkline.toml decides them."""
         if not event.client.user:
             raise PERMISSION_DENIED()
         try:
             if event.channel.startswith("doc:"):
                 rooms.apply(room_of(event.channel, "doc"), parse_update(event.data))
                 return None  # published as sent: every tab applies the same update
-            if event.channel.startswith("cursor:"):
-                room_of(event.channel, "cursor")
-                parse_cursor(event.data)
-                return None
         except ValueError as exc:
             raise BAD_REQUEST.with_message(str(exc)) from None
         except OverflowError as exc:

@@ -1,10 +1,13 @@
 """The collaborative editing example (examples/collab): the runner as a subprocess, tabs in Chromium.
 
-Two tabs type at the same time and converge; each shows the other's cursor and who is here; a
-tab that drops its connection catches up (recovery) and sends what it typed offline; a late
-joiner gets the whole document through the ``sync`` RPC; with a snapshot directory the
-document survives a restart, and an open tab shows that it is reconnecting meanwhile.
-Hypothesis runs against the server's parsers and its document store (examples/collab/documents.py).
+Two tabs type at the same time and converge; each shows the other's cursor (the map channel
+``cursor:<room>``, key = the tab's client id) and who is here (its map presence channel); a late
+joiner gets every cursor in its first sync, and a closed tab's cursor goes from the others at
+once (remove_client_on_unsubscribe, well before its key's 30 s TTL); a tab that drops its
+connection catches up (recovery) and sends what it typed offline; a late joiner gets the whole
+document through the ``sync`` RPC; with a snapshot directory the document survives a restart,
+and an open tab shows that it is reconnecting meanwhile. Hypothesis runs against the server's
+parsers and its document store (examples/collab/documents.py).
 """
 
 from __future__ import annotations
@@ -55,7 +58,7 @@ documents = load("collab_documents", EXAMPLE / "documents.py")
 
 @given(st.binary(max_size=300))
 def test_parsers_never_crash_on_bytes(data: bytes) -> None:
-    for parse in (documents.parse_update, documents.parse_sync, documents.parse_cursor):
+    for parse in (documents.parse_update, documents.parse_sync):
         try:
             parse(data)
         except ValueError as exc:
@@ -72,7 +75,7 @@ JSONISH = st.recursive(
 @given(JSONISH)
 def test_parsers_on_any_json(value: Any) -> None:
     data = json.dumps(value).encode()
-    for parse in (documents.parse_update, documents.parse_sync, documents.parse_cursor):
+    for parse in (documents.parse_update, documents.parse_sync):
         try:
             parse(data)
         except ValueError as exc:
@@ -268,6 +271,11 @@ async def test_collaborative_editing(procs: Procs, chromium: Callable[..., Any],
         await ada.wait_for_selector("#mirror mark", timeout=WAIT_MS)
         await ada.screenshot(path=str(screenshot))
         await bob.keyboard.press("End")
+        # the cursors are map entries keyed by the writer's client id (chosen by the server)
+        ada_id = await ada.evaluate("window.collab.state.client")
+        bob_id = await bob.evaluate("window.collab.state.client")
+        assert await ada.evaluate(f"window.collab.state.cursors.has({json.dumps(bob_id)})")
+        assert await bob.evaluate(f"window.collab.state.cursors.has({json.dumps(ada_id)})")
 
         # Bob drops his connection; Ada keeps typing; Bob types offline; both end up with everything
         await bob.evaluate("window.collab.client.disconnect()")
@@ -295,7 +303,30 @@ async def test_collaborative_editing(procs: Procs, chromium: Callable[..., Any],
         print(f"late joiner after {EDITS} edits: {joined * 1000:.0f} ms from a new tab to the full document")
         print(f"  (navigation start to document applied {loaded:.0f} ms; sync RPC {sync})")
         assert sync["bytes"] > EDITS  # the whole document came in the sync answer
+
+        # the late joiner got Ada's and Bob's cursors in the first sync of the cursor map, and draws
+        # them; Bob's key from before his reconnect went with that connection (a new client id now)
+        old_bob_id, bob_id = bob_id, await bob.evaluate("window.collab.state.client")
+        assert bob_id != old_bob_id
+        first_sync = (await carol.evaluate("window.collab.state.cursorSyncs"))[0]
+        assert set(first_sync) == {ada_id, bob_id}, first_sync
+        await carol.wait_for_function("document.querySelectorAll('.caret').length === 2", timeout=WAIT_MS)
+        for page in (ada, bob):
+            await page.wait_for_function("document.querySelectorAll('#people-list li').length === 3", timeout=WAIT_MS)
+        carol_id = await carol.evaluate("window.collab.state.client")
+        await ada.wait_for_function(f"window.collab.state.cursors.has({json.dumps(carol_id)})", timeout=WAIT_MS)
+
+        # Carol closes her tab: her cursor and her row go from the others at once (the map's key_ttl is 30 s)
+        closed = time.perf_counter()
         await carol.context.close()
+        gone = f"!window.collab.state.cursors.has({json.dumps(carol_id)})"
+        for page in (ada, bob):
+            await page.wait_for_function(gone, timeout=5_000)
+            await page.wait_for_function("document.querySelectorAll('#people-list li').length === 2", timeout=5_000)
+        removal = time.perf_counter() - closed
+        print(f"a closed tab's cursor left the other tabs in {removal * 1000:.0f} ms")
+        assert removal < 10  # the unsubscribe removal, not the TTL
+        assert await ada.locator(".caret").count() == 1 and await bob.locator(".caret").count() == 1
 
         # every tab closed, the server restarted: the snapshot brings the document back
         await ada.context.close()

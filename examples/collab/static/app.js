@@ -7,7 +7,11 @@
 // answer is exactly what this tab lacks (the whole document for a late joiner), and the
 // server's state vector tells the page what to send back (edits made while offline).
 // Recovery (force_recovery in trunkline.toml) replays the updates a reconnecting tab missed.
-// Cursors: Yjs relative positions on cursor:<room> (no history); its presence = who is here.
+// Cursors: a map subscription to cursor:<room>, one key per tab (the server keys each tab's
+// write by its client id), value = the selection as Yjs relative positions. A new tab gets every
+// cursor in its first sync; a tab that leaves is removed at once (remove_client_on_unsubscribe),
+// one that vanishes with its node by the key's TTL. Who is here: the map presence channel
+// here:cursor:<room> (map_clients), one key per subscribed tab with its ClientInfo.
 import * as Y from "yjs";
 
 const $ = (sel) => document.querySelector(sel);
@@ -38,8 +42,10 @@ const state = {
   received: 0,
   syncs: [], // {ms, bytes, pushed}
   recoveries: [], // subscribed contexts of doc:<room>
-  people: new Map(), // client -> {user, name, color}
-  cursors: new Map(), // client -> {name, color, a, h}
+  people: new Map(), // client -> {user, name, color}  (the here:cursor:<room> map)
+  cursors: new Map(), // client -> {name, color, a, h}  (the cursor:<room> map, without this tab)
+  cursorSyncs: [], // keys of each sync of the cursor map
+  cursorWrites: 0,
   errors: [],
   loadedAt: null, // ms after navigation start when the first sync was applied
 };
@@ -178,6 +184,7 @@ function setSync(kind, text) {
 
 let cursorSub = null;
 let cursorTimer = null;
+const CURSOR_REFRESH_MS = 10_000; // the map's key_ttl is 30 s: an idle tab rewrites its key
 function sendCursor() {
   if (cursorTimer) return;
   cursorTimer = setTimeout(() => {
@@ -190,11 +197,24 @@ function sendCursor() {
             h: Y.relativePositionToJSON(Y.createRelativePositionFromTypeIndex(ytext, ta.selectionEnd)),
           }
         : {};
-    cursorSub.publish(body).catch((e) => state.errors.push(`cursor: ${e.code} ${e.message}`));
+    // the key is the server's choice (map.client_key = "client_id"): this tab's client id
+    cursorSub
+      .publish(state.client, body)
+      .then(() => state.cursorWrites++)
+      .catch((e) => state.errors.push(`cursor: ${e.code} ${e.message}`));
   }, 80);
 }
 for (const ev of ["keyup", "mouseup", "select", "focus", "blur"]) ta.addEventListener(ev, sendCursor);
 document.addEventListener("selectionchange", () => document.activeElement === ta && sendCursor());
+setInterval(sendCursor, CURSOR_REFRESH_MS);
+
+// An entry of the cursor map: key = the writer's client id, info = its connection's ClientInfo.
+function setCursor(key, info, data) {
+  if (key === state.client) return; // this tab draws its own selection natively
+  const p = info ? person(info) : state.cursors.get(key) || { name: "?", color: "#888" };
+  const body = data && typeof data === "object" ? data : {};
+  state.cursors.set(key, { name: p.name, color: p.color, a: body.a, h: body.h });
+}
 
 function absolute(json) {
   try {
@@ -379,37 +399,41 @@ async function start() {
     if (state.synced) setSync("pending", "Reconnecting: edits are kept here");
   });
 
-  cursorSub = client.newSubscription(`cursor:${room}`);
-  cursorSub.on("publication", (ctx) => {
-    if (!ctx.info || ctx.info.client === state.client) return;
-    const p = person(ctx.info);
-    state.cursors.set(ctx.info.client, { name: p.name, color: p.color, a: ctx.data.a, h: ctx.data.h });
+  // cursors: the state first (every tab's latest selection), then one update per change
+  cursorSub = client.newMapSubscription(`cursor:${room}`);
+  cursorSub.on("sync", (ctx) => {
+    state.cursors.clear();
+    state.cursorSyncs.push(ctx.entries.map((e) => e.key));
+    for (const e of ctx.entries) setCursor(e.key, e.info, e.data);
     renderOverlay();
   });
-  cursorSub.on("subscribed", async () => {
-    try {
-      const presence = await cursorSub.presence();
-      state.people.clear();
-      for (const [clientId, info] of Object.entries(presence.clients)) state.people.set(clientId, person(info));
-      renderPeople();
-    } catch (e) {
-      state.errors.push(`presence: ${e.message}`);
-    }
-    sendCursor();
-  });
-  cursorSub.on("join", (ctx) => {
-    state.people.set(ctx.info.client, person(ctx.info));
-    renderPeople();
-  });
-  cursorSub.on("leave", (ctx) => {
-    state.people.delete(ctx.info.client);
-    state.cursors.delete(ctx.info.client);
-    renderPeople();
+  cursorSub.on("update", (ctx) => {
+    if (ctx.removed) state.cursors.delete(ctx.key);
+    else setCursor(ctx.key, ctx.info, ctx.data);
     renderOverlay();
+  });
+  cursorSub.on("subscribed", () => sendCursor());
+  cursorSub.on("error", (ctx) => state.errors.push(`cursor map: ${ctx.error && ctx.error.message}`));
+
+  // who is here: each tab's subscription to cursor:<room> is a key of here:cursor:<room>
+  const hereSub = client.newMapClientsSubscription(`here:cursor:${room}`);
+  hereSub.on("sync", (ctx) => {
+    state.people.clear();
+    for (const e of ctx.entries) if (e.info) state.people.set(e.key, person(e.info));
+    renderPeople();
+  });
+  hereSub.on("update", (ctx) => {
+    if (ctx.removed) {
+      state.people.delete(ctx.key);
+      state.cursors.delete(ctx.key);
+      renderOverlay();
+    } else if (ctx.info) state.people.set(ctx.key, person(ctx.info));
+    renderPeople();
   });
 
   docSub.subscribe();
   cursorSub.subscribe();
+  hereSub.subscribe();
   client.connect();
   window.collab.client = client;
 }
