@@ -181,6 +181,26 @@ async def test_writes_of_one_key_apply_in_the_order_they_were_made(redis_url: st
         assert broker._tails == {}, "nothing left waiting"
 
 
+async def test_a_position_check_never_shortens_the_epoch_of_a_map_with_keys(
+    redis_url: str, prefix: str, raw: Redis
+) -> None:
+    """An ephemeral map's top stays 0; reading its position must not give its epoch a
+    placeholder's life (its subscribers would be told to re-sync for nothing)."""
+    async with node(redis_url, prefix) as (broker, _):
+        ephemeral = MapOptions()
+        first = await broker.publish("eph", w("k"), ephemeral)
+        meta = broker.keys("eph")["meta"]
+        assert await raw.pttl(meta) == -1
+        query = HistoryQuery(limit=0, placeholder_ttl=0.2)
+        _, top = await broker.read_stream("eph", query, ephemeral)
+        assert top == first.position
+        assert await raw.pttl(meta) == -1, "the epoch of a channel with keys is kept"
+        # a channel nobody wrote: its epoch lives a placeholder's time only
+        _, empty = await broker.read_stream("nobody", query, ephemeral)
+        assert empty.offset == 0 and empty.epoch
+        assert 0 < await raw.pttl(broker.keys("nobody")["meta"]) <= 200
+
+
 # --- outages ---------------------------------------------------------------------------
 
 

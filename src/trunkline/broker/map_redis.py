@@ -51,7 +51,7 @@ from .base import BrokerEventHandler, HistoryQuery, StreamPosition
 from .map_base import KeyMode, MapLimitExceeded, MapOptions, MapResult, MapStatePage, MapStateQuery, MapWrite
 from .map_memory import InvalidCursor
 from .memory import new_epoch
-from .redis import _HISTORY, DEFAULT_ADDRESS, RedisBroker, RedisUnavailable, _ms, _Script, make_client
+from .redis import DEFAULT_ADDRESS, RedisBroker, RedisUnavailable, _ms, _Script, make_client
 from .redis_topology import make_cluster_client, make_sentinel_client
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ _PUBLISH = _Script.load("map_publish")
 _CLEANUP = _Script.load("map_cleanup")
 _STATE = _Script.load("map_state")
 _DUE = _Script.load("map_due")
+_STREAM = _Script.load("map_stream")
 
 #: how many due channels one cleanup cycle takes from a registration
 CLEANUP_CHANNELS_PER_CYCLE = 1000
@@ -506,15 +507,15 @@ class RedisMapBroker:
         limit = -1 if query.limit is None or query.limit < 0 else query.limit
         since = -1 if query.since is None else query.since.offset
         top, epoch_bytes, entries = await self._feed._eval(
-            _HISTORY,
-            (k["stream"], k["meta"]),
+            _STREAM,
+            (k["stream"], k["meta"], k["state"]),
             (
                 new_epoch(),
                 _ms(query.history_meta_ttl or options.meta_ttl),
                 limit,
                 str(since),
                 1 if query.reverse else 0,
-                _ms(query.placeholder_ttl),
+                _ms(query.placeholder_ttl or self._placeholder_ttl),
             ),
         )
         epoch = epoch_bytes.decode()
