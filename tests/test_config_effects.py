@@ -182,6 +182,9 @@ PROVEN: dict[str, str] = {
     "mqtt.session_expiry_max": "tests/test_option_effects_mqtt.py::test_session_expiry_max",
     "mqtt.retained.enabled": "tests/test_option_effects_mqtt.py::test_retained_enabled",
     "mqtt.retained.max_messages": "tests/test_option_effects_mqtt.py::test_retained_max_messages",
+    "mqtt.retained.map_channel_prefix": (
+        "tests/mqtt/test_retained_map.py::test_retained_topics_are_keys_of_the_namespaces_map"
+    ),
     "mqtt.max_queued_messages": "tests/test_option_effects_mqtt.py::test_max_queued_messages",
     "client.subscribe_to_user_personal_channel.personal_channel_namespace": (
         "tests/test_option_effects_channels.py::test_personal_channel_namespace"

@@ -617,6 +617,7 @@ class MqttRetained:
     max_messages: int = 100000  # retained topics kept on this node (memory) or cluster (Redis); 0: unlimited
     max_bytes: int = 67108864  # payload bytes of every retained message together; 0: unlimited
     max_payload_size: int = 262144  # bytes of one retained payload; 0: mqtt.max_packet_size
+    map_channel_prefix: str = ""  # "": off; "retained:": namespace N's retained topics are keys of map retained:N
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -1373,6 +1374,16 @@ def _validate_mqtt(s: Settings, fail: Callable[[str, str], typing.NoReturn]) -> 
         fail("mqtt.topic_mapping.mode", f"must be one of {', '.join(repr(a) for a in _MQTT_MODES)}, got {choice!r}")
     if choice == "prefix" and s.namespace(m.topic_mapping.prefix) is None:
         fail("mqtt.topic_mapping.prefix", f"no namespace named {m.topic_mapping.prefix!r}")
+    if m.retained.map_channel_prefix:
+        value = m.retained.map_channel_prefix
+        ns_name, sep, _ = value.partition(s.channel.namespace_boundary)
+        target = s.namespace(ns_name) if sep and ns_name else None
+        if target is None or target.subscription_type != "map":
+            fail(
+                "mqtt.retained.map_channel_prefix",
+                f"must start with the name of a namespace of subscription_type 'map' and"
+                f" {s.channel.namespace_boundary!r} (like 'retained{s.channel.namespace_boundary}'), got {value!r}",
+            )
     if m.websocket.enabled or m.tcp.enabled or m.tls.enabled:
         # The topic <-> channel mapping (trunkline.mqtt.topics) needs one punctuation character for each
         # boundary, distinct from '/' (MQTT levels) and from the escape and wildcard characters.

@@ -31,6 +31,7 @@ from ..retained import (
     RetainedStore,
     expiry_deadline,
 )
+from .retained_map import mirror
 
 if TYPE_CHECKING:
     from .core import MqttSession
@@ -89,6 +90,8 @@ async def store(s: MqttSession, topic: str, payload: bytes, qos: int, props: Pro
     except RedisUnavailable as exc:
         log.warning("retained message of client=%s not kept: %s", s.client_id, exc)
         return False
+    if s.node.settings.mqtt.retained.map_channel_prefix:
+        await mirror(s, topic, message)  # a copy in the namespace's map channel
     return True
 
 
