@@ -80,10 +80,8 @@ def hash_tag(channel: str) -> str:
 def map_redis_settings(settings: Settings) -> tuple[str, RedisSettings]:
     """The section the map broker's Redis comes from and its settings: ``map_broker.redis`` when
     it names a server (``address``, ``cluster_address`` or ``sentinel_address``), else ``engine.redis``."""
-    own = settings.map_broker.redis
-    if own.address or own.cluster_address or own.sentinel_address:
-        return "map_broker.redis", own
-    return "engine.redis", settings.engine.redis
+    r = settings.map_broker_redis
+    return ("map_broker.redis" if r is settings.map_broker.redis else "engine.redis"), r
 
 
 def keyslot(key: str) -> int:
