@@ -63,6 +63,10 @@ def subscribe(
     expire_at: int | None = None,
 ) -> None:
     """Join the shared-poll channel and reply (the caller has checked the permissions)."""
+    if s.closed:  # closed while the subscription was being authorized: nothing to join
+        return
+    if channel in s.subscriptions:  # another subscribe of the channel finished meanwhile
+        raise E.ALREADY_SUBSCRIBED()
     state = s.node.shared_poll.join(channel, opts, s)
     sub = Subscription(channel=channel, chan_info=chan_info, expire_at=expire_at)
     sub.on_release = lambda: s.node.shared_poll.leave(channel, s)
