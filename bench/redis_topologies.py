@@ -7,11 +7,13 @@ persistence, stopped by pid at the end):
 * ``cluster``: 3 masters, no replicas (``redis-cli --cluster create``);
 * ``shards2``: two independent redis-servers, ``engine.redis.address`` as a list.
 
-Two measurements per topology, with history on (size 100, ttl 60 s) over 1000 channels:
+Three measurements per topology, over 1000 channels, with history on (size 100, ttl 60 s)
+unless said otherwise:
 
 * ``broker``: this process publishes through :class:`RedisBroker` / :class:`ShardedRedisBroker`
   directly (``make_redis_engine``), 64 publications in flight, for the window: publications/s,
   the CPU of this process (the client side: Python, redis-py) and of the redis-servers summed.
+* ``plain``: the same without history (a bare PUBLISH per publication);
 * ``http``: a ``trunkline serve`` process on the topology; this process sends ``POST /api/publish``
   (32 in flight on keep-alive connections): publications/s, Trunkline's CPU, Redis's CPU.
 
@@ -79,7 +81,7 @@ class Topology:
 
     def engine(self, prefix: str) -> dict[str, Any]:
         if self.cluster is not None:
-            return {"cluster_address": self.cluster.seeds, "prefix": prefix}
+            return {"cluster_address": [",".join(self.cluster.seeds)], "prefix": prefix}
         urls = [f"redis://127.0.0.1:{p.port}/0" for p in self.procs]
         return {"address": urls if len(urls) > 1 else urls[0], "prefix": prefix}
 
@@ -116,7 +118,7 @@ async def closed_loop(send: Callable[[int], Awaitable[None]], in_flight: int, se
     return done
 
 
-async def measure_broker(topology: Topology, seconds: float) -> dict[str, Any]:
+async def measure_broker(topology: Topology, seconds: float, options: PublishOptions = HISTORY) -> dict[str, Any]:
     broker, _ = make_redis_engine(topology.settings(f"bench-{time.monotonic_ns()}"))
 
     class Quiet:
@@ -131,7 +133,7 @@ async def measure_broker(topology: Topology, seconds: float) -> dict[str, Any]:
     body = Publication(data=b'{"n":1,"pad":"' + b"x" * 64 + b'"}')
 
     async def send(n: int) -> None:
-        await broker.publish(f"c{n % CHANNELS}", body, HISTORY)
+        await broker.publish(f"c{n % CHANNELS}", body, options)
 
     await closed_loop(send, 64, 0.5)  # warm-up: connections, scripts loaded
     me = os.getpid()
@@ -253,6 +255,7 @@ async def main(argv: list[str] | None = None) -> int:
                 for name in TOPOLOGIES:
                     result[name] = {
                         "broker": await measure_broker(topologies[name], seconds),
+                        "plain": await measure_broker(topologies[name], seconds, PublishOptions()),
                         "http": await measure_http(topologies[name], directory, seconds),
                     }
                     print(f"round {i + 1} {name}: {json.dumps(result[name])}", flush=True)
@@ -276,6 +279,8 @@ async def main(argv: list[str] | None = None) -> int:
     report = (
         "**broker level** (RedisBroker.publish with history, 64 in flight; median (rounds))\n\n"
         + table(rounds, "broker", broker_cols)
+        + "\n\n**broker level without history** (one PUBLISH; a cluster: through the slot's node)\n\n"
+        + table(rounds, "plain", broker_cols)
         + "\n\n**through Trunkline** (POST /api/publish with history, 32 in flight)\n\n"
         + table(rounds, "http", http_cols)
         + "\n"

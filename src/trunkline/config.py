@@ -509,8 +509,10 @@ class RedisSettings:
     prefix: str = "trunkline"
     connect_timeout: float = 5.0
     io_timeout: float = 4.0
-    cluster_address: tuple[str, ...] = ()  # Redis Cluster seed nodes, host:port (address: credentials)
-    sentinel_address: tuple[str, ...] = ()  # sentinels, host:port (address: the master's credentials, db)
+    # one entry per shard (a cluster's seeds / a master's sentinels, host:port comma-separated), as in Centrifugo;
+    # several entries: consistent sharding over them. Credentials (and the master's db) come from address.
+    cluster_address: tuple[str, ...] = ()
+    sentinel_address: tuple[str, ...] = ()
     sentinel_master_name: str = ""
     sentinel_user: str = ""
     sentinel_password: str = ""
@@ -1327,10 +1329,11 @@ def _validate_redis(s: Settings, fail: Callable[[str, str], typing.NoReturn]) ->
             fail("engine.redis.address", f"is not a valid URL: {exc}")
         if scheme not in _REDIS_SCHEMES:
             fail("engine.redis.address", "must be a redis://, rediss:// or unix:// URL (or a list of them: shards)")
-    for key, nodes in (("cluster_address", r.cluster_address), ("sentinel_address", r.sentinel_address)):
-        for node in nodes:
-            if not _REDIS_NODE.fullmatch(node):
-                fail(f"engine.redis.{key}", f"entries are host:port (or redis://host:port), got {node!r}")
+    for key, shards in (("cluster_address", r.cluster_address), ("sentinel_address", r.sentinel_address)):
+        for shard in shards:  # one shard per entry (Centrifugo): its nodes comma-separated
+            for node in shard.split(","):
+                if not _REDIS_NODE.fullmatch(node.strip()):
+                    fail(f"engine.redis.{key}", f"entries are host:port lists (comma-separated), got {shard!r}")
     if r.cluster_address and r.sentinel_address:
         fail("engine.redis.sentinel_address", "set either cluster_address or sentinel_address, not both")
     if (r.cluster_address or r.sentinel_address) and len(urls) > 1:

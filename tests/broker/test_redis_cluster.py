@@ -17,18 +17,22 @@ from typing import Any
 
 import pytest
 from cent import AsyncClient, CentApiResponseError, CentTransportError, PublishRequest
+from redis.asyncio.cluster import RedisCluster
 
 from tests.conftest import API_KEY, Running, deep_merge, eventually, token
 from tests.mqtt.paho_helpers import V5, V311, Paho
 from tests.sdk.helpers import ClientRecorder, Recorder, TcpProxy, new_client
-from trunkline.broker.base import Publication, PublishOptions
+from trunkline.broker.base import HistoryQuery, Publication, PublishOptions
 from trunkline.broker.redis import RedisBroker, RedisPresence
-from trunkline.broker.redis_topology import make_cluster_client
+from trunkline.broker.redis_sharding import ShardedRedisBroker, ShardedRedisPresence
+from trunkline.broker.redis_topology import make_cluster_client, make_redis_engine
+from trunkline.config import RedisSettings
 from trunkline.mqtt.retained import RedisRetained
 from trunkline.mqtt.session import node_state
 
 from .conftest import Recorder as BrokerRecorder
 from .redis_procs import ClusterDeployment, command, wait_for
+from .test_redis_sharding import channels_per_shard
 
 pytestmark = pytest.mark.redis
 
@@ -36,7 +40,8 @@ HISTORY = PublishOptions(history_size=100, history_ttl=60.0, idempotency_key="k"
 
 
 def engine(cluster: ClusterDeployment, prefix: str) -> dict[str, Any]:
-    return {"engine": {"type": "redis", "redis": {"cluster_address": cluster.seeds, "prefix": prefix}}}
+    # one entry: one cluster, its seeds comma-separated (several entries would be shards, as in Centrifugo)
+    return {"engine": {"type": "redis", "redis": {"cluster_address": [",".join(cluster.seeds)], "prefix": prefix}}}
 
 
 def channel_keys(prefix: str, channel: str) -> list[str]:
@@ -263,3 +268,31 @@ async def test_mqtt_retained_and_wildcards_across_two_nodes_on_the_cluster(
     finally:
         watcher.stop()
         device.stop()
+
+
+async def test_several_cluster_address_entries_are_consistent_shards(
+    redis_cluster: ClusterDeployment, prefix: str
+) -> None:
+    """Centrifugo's meaning: each entry is a cluster; two entries shard channels over two clusters
+    (here both name the same cluster, which keeps every channel's keys whole either way)."""
+    seeds = ",".join(redis_cluster.seeds)
+    settings = RedisSettings(cluster_address=(seeds, seeds), prefix=prefix, io_timeout=2.0)
+    broker, presence = make_redis_engine(settings)
+    assert isinstance(broker, ShardedRedisBroker) and isinstance(presence, ShardedRedisPresence)
+    assert len(broker.shards) == 2
+    assert all(isinstance(shard.client, RedisCluster) for shard in broker.shards)
+    events = BrokerRecorder()
+    await broker.start(events)
+    try:
+        channels = channels_per_shard(2)
+        for channel in channels:
+            await broker.subscribe(channel)
+            position = await broker.publish(
+                channel, Publication(data=b"{}"), PublishOptions(history_size=5, history_ttl=60)
+            )
+            assert position is not None and position.offset == 1
+            await events.wait(1, "pub", channel)
+            publications, top = await broker.history(channel, HistoryQuery())
+            assert top == position and len(publications) == 1
+    finally:
+        await broker.close()

@@ -43,7 +43,7 @@ def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelDeplo
 
 def engine(sentinel: SentinelDeployment, prefix: str, **extra: Any) -> dict[str, Any]:
     redis = {
-        "sentinel_address": sentinel.addresses,
+        "sentinel_address": [",".join(sentinel.addresses)],  # one entry: one master's sentinels
         "sentinel_master_name": sentinel.MASTER,
         "sentinel_user": "default",
         "sentinel_password": PASSWORD,
@@ -60,7 +60,7 @@ async def test_sentinel_user_and_sentinel_password_are_what_the_sentinels_check(
     sentinel: SentinelDeployment, prefix: str, user: str, password: str
 ) -> None:
     good = RedisSettings(
-        sentinel_address=tuple(sentinel.addresses),
+        sentinel_address=(",".join(sentinel.addresses),),
         sentinel_master_name=sentinel.MASTER,
         sentinel_user="default",
         sentinel_password=PASSWORD,

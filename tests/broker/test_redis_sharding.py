@@ -83,6 +83,7 @@ def test_address_as_a_list_or_comma_separated_means_shards(tmp_path: Path) -> No
     [
         ('[engine.redis]\naddress = ["redis://a:1", "http://b:2"]\n', "engine.redis.address", "redis://"),
         ('[engine.redis]\ncluster_address = ["a b"]\n', "engine.redis.cluster_address", "host:port"),
+        ('[engine.redis]\ncluster_address = ["a:1,b:2", "c:3,"]\n', "engine.redis.cluster_address", "host:port"),
         ('[engine.redis]\nsentinel_address = ["a:1"]\n', "engine.redis.sentinel_master_name", "required"),
         (
             '[engine.redis]\ncluster_address = ["a:1"]\nsentinel_address = ["b:2"]\nsentinel_master_name = "m"\n',

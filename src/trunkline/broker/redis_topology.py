@@ -8,11 +8,15 @@ Four topologies, named by Centrifugo's options under ``engine.redis``:
   FNV-1a 64 of the channel name, so a mixed deployment maps every channel to the same
   shard), each shard with its own pub/sub connection; control messages are listened
   to on every shard and sent through one of them in turn (see :mod:`.redis_sharding`);
-- a Redis Cluster: ``cluster_address`` lists seed nodes; every key of one channel
+- a Redis Cluster: ``cluster_address`` names seed nodes; every key of one channel
   carries the hash tag ``{channel}`` so the Lua scripts run on the channel's slot;
   pub/sub is Redis' classic pub/sub, which a cluster delivers on every node;
-- Sentinel: ``sentinel_address`` lists sentinels, ``sentinel_master_name`` the
+- Sentinel: ``sentinel_address`` names sentinels, ``sentinel_master_name`` the
   master they watch; every new connection asks the sentinels for the current master.
+
+As in Centrifugo, each entry of these lists is one shard (several nodes of one cluster,
+or several sentinels of one master, go comma-separated in one entry), and several
+entries are consistent shards over several clusters or Sentinel-managed masters.
 
 The clients are redis-py's own (``redis.asyncio``: :class:`RedisCluster`,
 :class:`Sentinel`), configured as :func:`~trunkline.broker.redis.make_client` is:
@@ -130,27 +134,45 @@ def make_sentinel_client(
     return client
 
 
+def shard_nodes(entry: str) -> list[str]:
+    """The nodes of one ``cluster_address`` / ``sentinel_address`` entry (comma-separated)."""
+    return [node.strip() for node in entry.split(",") if node.strip()]
+
+
 def make_redis_engine(settings: RedisSettings) -> tuple[Broker, PresenceManager]:
-    """The broker and presence for ``engine.redis``: one server, shards, a cluster or Sentinel."""
+    """The broker and presence for ``engine.redis``: one server, shards, a cluster or Sentinel.
+
+    As in Centrifugo, every entry of ``address``, ``cluster_address`` or ``sentinel_address``
+    is one shard (a cluster's seeds, or one master's sentinels, comma-separated within the
+    entry); several entries are consistent shards (:mod:`.redis_sharding`).
+    """
     r = settings
+    clients: list[Redis]
     if r.cluster_address:
-        client = make_cluster_client(r.cluster_address, r.connect_timeout, r.io_timeout, master_url=r.address)
+        clients = [
+            make_cluster_client(shard_nodes(entry), r.connect_timeout, r.io_timeout, master_url=r.address)
+            for entry in r.cluster_address
+        ]
     elif r.sentinel_address:
-        client = make_sentinel_client(
-            r.sentinel_address,
-            r.sentinel_master_name,
-            r.connect_timeout,
-            r.io_timeout,
-            sentinel_user=r.sentinel_user,
-            sentinel_password=r.sentinel_password,
-            master_url=r.address,
-        )
+        clients = [
+            make_sentinel_client(
+                shard_nodes(entry),
+                r.sentinel_master_name,
+                r.connect_timeout,
+                r.io_timeout,
+                sentinel_user=r.sentinel_user,
+                sentinel_password=r.sentinel_password,
+                master_url=r.address,
+            )
+            for entry in r.sentinel_address
+        ]
     else:
-        urls = r.addresses
-        if len(urls) > 1:
-            shards = [RedisBroker(url, r.prefix, r.connect_timeout, r.io_timeout) for url in urls]
-            presence = [RedisPresence.from_client(s.client, r.prefix, r.connect_timeout, r.io_timeout) for s in shards]
-            return ShardedRedisBroker(shards), ShardedRedisPresence(presence)
-        client = make_client(urls[0], r.connect_timeout, r.io_timeout)
-    broker = RedisBroker.from_client(client, r.prefix, r.connect_timeout, r.io_timeout, owns_client=True)
-    return broker, RedisPresence.from_client(client, r.prefix, r.connect_timeout, r.io_timeout)
+        clients = [make_client(url, r.connect_timeout, r.io_timeout) for url in r.addresses]
+    brokers = [
+        RedisBroker.from_client(client, r.prefix, r.connect_timeout, r.io_timeout, owns_client=True)
+        for client in clients
+    ]
+    presences = [RedisPresence.from_client(client, r.prefix, r.connect_timeout, r.io_timeout) for client in clients]
+    if len(brokers) == 1:
+        return brokers[0], presences[0]
+    return ShardedRedisBroker(brokers), ShardedRedisPresence(presences)
