@@ -177,6 +177,7 @@ class Node(BrokerEventHandler):
         self.shared_poll = SharedPoll(
             self.settings, self.proxies, self.metrics, self.rules.namespace_of, broker=self.broker
         )
+        self.metrics.track_shared_poll(self.shared_poll)
         #: creates client sessions; the app injects the Centrifugo protocol's (``commands.new_session``)
         self.session_factory: SessionFactory | None = None
         self.uid = str(uuid.uuid4())

@@ -75,3 +75,21 @@ async def test_concurrency_limit_bounds_calls_in_flight(start_server: Callable[.
     assert await _max_in_flight(free, backend) >= 2
     limited = await start_server(poll_config(backend.url, concurrency_limit=1))
     assert await _max_in_flight(limited, backend) == 1
+
+
+async def _gauge(server: Running, name: str) -> float:
+    async with aiohttp.ClientSession() as http, http.get(f"{server.http_url}/metrics") as resp:
+        text = await resp.text()
+    found = [float(line.split()[1]) for line in text.splitlines() if line.startswith(f"{name} ")]
+    assert len(found) == 1, f"{name} is not exported"
+    return found[0]
+
+
+async def test_channels_and_keys_gauges(poll_server: Running, backend: Backend) -> None:
+    assert await _gauge(poll_server, "trunkline_shared_poll_channels") == 0
+    assert await _gauge(poll_server, "trunkline_shared_poll_keys") == 0
+    c = await subscribed(poll_server, "votes:gauges")
+    await c.call("sub_refresh", track("votes:gauges", ["a", "b"]))
+    assert await _gauge(poll_server, "trunkline_shared_poll_channels") == 1
+    assert await _gauge(poll_server, "trunkline_shared_poll_keys") == 2
+    await c.close()

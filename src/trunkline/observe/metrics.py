@@ -95,6 +95,16 @@ class _Connection(Protocol):
     def writer(self) -> _Writer: ...
 
 
+class SharedPollView(Protocol):
+    """What the scrape-time shared-poll gauges read from the node's shared-poll channels."""
+
+    @property
+    def num_channels(self) -> int: ...
+
+    @property
+    def num_keys(self) -> int: ...
+
+
 class HubView(Protocol):
     """What the scrape-time gauges read from the node's hub."""
 
@@ -437,12 +447,30 @@ class Metrics:
             "Bytes waiting in the fullest outbound buffer.",
             self._buffered_max,
         )
+        self._shared_poll: SharedPollView | None = None
+        self.gauge_from(
+            "trunkline_shared_poll_channels", "Shared-poll channels active on this node.", self._poll_channels
+        )
+        self.gauge_from(
+            "trunkline_shared_poll_keys",
+            "Keys held by this node's shared-poll channels (tracked, or kept after the last untrack).",
+            self._poll_keys,
+        )
         ProcessCollector(registry=r)
         self._last_write_sample = float("-inf")
 
     def gauge_from(self, name: str, documentation: str, fn: Callable[[], float]) -> None:
         """Register a gauge read at scrape time (subscriptions, channels, buffered bytes…)."""
         Gauge(name, documentation, registry=self.registry).set_function(fn)
+
+    def track_shared_poll(self, view: SharedPollView) -> None:
+        self._shared_poll = view
+
+    def _poll_channels(self) -> float:
+        return float(self._shared_poll.num_channels) if self._shared_poll is not None else 0.0
+
+    def _poll_keys(self) -> float:
+        return float(self._shared_poll.num_keys) if self._shared_poll is not None else 0.0
 
     def track_hub(self, hub: HubView) -> None:
         """Read the scrape-time gauges from ``hub`` (the node calls this once; calling again re-points)."""
