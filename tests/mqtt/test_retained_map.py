@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 import aiohttp
@@ -61,9 +62,19 @@ async def retain(device: Paho, topic: str, payload: bytes, *, flag: bool = True)
     assert await get(device.published) == info.mid  # PUBACK: stored (and copied) before it is sent
 
 
-@pytest.fixture
-async def srv(start_server: Any) -> Running:
-    running: Running = await start_server(json.loads(json.dumps(CONFIG)))
+@pytest.fixture(params=["memory", "redis"])
+async def srv(request: pytest.FixtureRequest, start_server: Any) -> Running:
+    """Memory engine and map broker; or both on Redis (the retained store is then RedisRetained)."""
+    config = json.loads(json.dumps(CONFIG))
+    if request.param == "redis":
+        url: str = request.getfixturevalue("redis_url")
+        prefix = f"retmap-{uuid.uuid4().hex[:8]}"  # the redis-server is shared by the whole run
+        config["engine"] = {"type": "redis", "redis": {"address": url, "prefix": prefix}}
+        config["map_broker"] = {"type": "redis"}  # on engine.redis
+    running: Running = await start_server(config)
+    assert type(running.server.node.map_broker).__name__ == (
+        "RedisMapBroker" if request.param == "redis" else "MemoryMapBroker"
+    )
     return running
 
 
