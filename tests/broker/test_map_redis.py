@@ -24,7 +24,7 @@ from tests.conftest import eventually as poll
 from tests.shared_poll.wsclient import WsClient
 from trunkline.app import Server
 from trunkline.broker.base import HistoryQuery, Publication, encode_body
-from trunkline.broker.map_base import MapOptions, MapStateQuery, MapWrite
+from trunkline.broker.map_base import KeyMode, MapOptions, MapStateQuery, MapWrite
 from trunkline.broker.map_factory import make_map_broker
 from trunkline.broker.map_memory import InvalidCursor, MemoryMapBroker
 from trunkline.broker.map_redis import (
@@ -199,6 +199,23 @@ async def test_a_position_check_never_shortens_the_epoch_of_a_map_with_keys(
         _, empty = await broker.read_stream("nobody", query, ephemeral)
         assert empty.offset == 0 and empty.epoch
         assert 0 < await raw.pttl(broker.keys("nobody")["meta"]) <= 200
+
+
+async def test_suppressed_writes_to_new_channels_leave_only_placeholders(
+    redis_url: str, prefix: str, raw: Redis
+) -> None:
+    """Removing a missing key or an if_exists write creates the channel's epoch (the answer has
+    a position) but must not keep it: nothing was written."""
+    async with node(redis_url, prefix) as (broker, _):
+        gone = await broker.remove("nobody1", "k", DURABLE)
+        missing = await broker.publish("nobody2", MapWrite(key="k", data=b"{}", key_mode=KeyMode.IF_EXISTS), DURABLE)
+        assert gone.suppressed == missing.suppressed == "key_not_found"
+        assert gone.position.epoch and missing.position.epoch
+        for channel in ("nobody1", "nobody2"):
+            assert 0 < await raw.pttl(broker.keys(channel)["meta"]) <= 60_000
+        written = await broker.publish("somebody", w("k"), DURABLE)
+        assert written.publication is not None
+        assert await raw.pttl(broker.keys("somebody")["meta"]) == -1, "a written channel keeps its epoch (meta_ttl 0)"
 
 
 # --- outages ---------------------------------------------------------------------------

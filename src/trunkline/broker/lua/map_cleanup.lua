@@ -29,8 +29,10 @@ local now_text = string.format("%d", now)
 local expired = redis.call("zrangebyscore", expire_key, "-inf", now_text, "LIMIT", 0, tonumber(ARGV[1]))
 if #expired > 0 then
   local epoch = redis.call("hget", meta_key, "e")
+  local created = false
   if not epoch then
     epoch = ARGV[2]
+    created = true
     redis.call("del", stream_key)
     redis.call("hset", meta_key, "e", epoch)
   end
@@ -51,7 +53,7 @@ if #expired > 0 then
     redis.call("publish", ARGV[3], string.format("x%d:", offset) .. epoch .. ":" .. now_text .. ":" .. key)
   end
   local placeholder = tonumber(ARGV[5])
-  if not keeps_stream and placeholder > 0 and redis.call("exists", state_key) == 0 then
+  if (created or not keeps_stream) and placeholder > 0 and redis.call("exists", state_key) == 0 then
     local left = redis.call("pttl", meta_key)
     if left < 0 or left > placeholder then
       redis.call("pexpire", meta_key, placeholder)

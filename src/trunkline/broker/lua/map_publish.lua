@@ -22,7 +22,8 @@
 -- ARGV[13] max keys (0: unlimited)
 -- ARGV[14] "1": an if_new write of an existing key still renews its ttl
 -- ARGV[15] the channel name (member of the cleanup registration)
--- ARGV[16] placeholder ttl, ms: how long the epoch of an ephemeral channel outlives its last key
+-- ARGV[16] placeholder ttl, ms: how long the epoch of an empty channel lives without a write (an
+--          ephemeral channel after its last key went, or one a suppressed write created)
 --
 -- The pub/sub message is "p<offset>:<epoch>:<record>".
 -- Returns {status, offset, epoch}: status "ok", "idempotency", "key_exists", "key_not_found" or
@@ -46,9 +47,11 @@ if result_ttl > 0 then
 end
 
 local epoch = redis.call("hget", meta_key, "e")
+local created = false
 if not epoch then
   -- A new epoch: stream items left over from an older one must not mix with its offsets.
   epoch = ARGV[10]
+  created = true
   redis.call("del", stream_key)
   redis.call("hset", meta_key, "e", epoch)
 end
@@ -57,19 +60,28 @@ local meta_pttl = meta_ttl
 if meta_ttl > 0 and key_ttl > 0 and key_ttl + 60000 > meta_ttl then
   meta_pttl = key_ttl + 60000
 end
-if meta_pttl > 0 then
-  redis.call("pexpire", meta_key, meta_pttl)
-else
-  redis.call("persist", meta_key)
+
+local function keep_meta()
+  if meta_pttl > 0 then
+    redis.call("pexpire", meta_key, meta_pttl)
+  else
+    redis.call("persist", meta_key)
+  end
+end
+
+-- A suppressed write changes nothing: an epoch it had to create for an empty channel lives a
+-- placeholder's time (failed writes to random channels cannot pile up state).
+local function suppressed(status)
+  local placeholder = tonumber(ARGV[16])
+  if created and placeholder > 0 and redis.call("exists", state_key) == 0 then
+    redis.call("pexpire", meta_key, placeholder)
+  end
+  return {status, tonumber(redis.call("hget", meta_key, "s") or "0"), epoch}
 end
 
 local function now_ms()
   local t = redis.call("time")
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-
-local function top()
-  return tonumber(redis.call("hget", meta_key, "s") or "0")
 end
 
 local exists = redis.call("hexists", state_key, key) == 1
@@ -78,15 +90,19 @@ if mode == "if_new" and exists then
     local expire_at = now_ms() + key_ttl
     redis.call("zadd", expire_key, expire_at, key)
     redis.call("zadd", cleanup_key, "LT", expire_at, ARGV[15])
+    redis.call("hset", meta_key, "ss", ARGV[7], "st", ARGV[8], "mt", meta_pttl)
+    keep_meta()
   end
-  return {"key_exists", top(), epoch}
+  return suppressed("key_exists")
 end
 if (mode == "if_exists" or mode == "remove") and not exists then
-  return {"key_not_found", top(), epoch}
+  return suppressed("key_not_found")
 end
 if mode ~= "remove" and not exists and max_keys > 0 and redis.call("hlen", state_key) >= max_keys then
-  return {"limit", top(), epoch}
+  return suppressed("limit")
 end
+
+keep_meta()
 
 local offset = 0
 local record = ARGV[3]
