@@ -75,7 +75,6 @@ class _RandomIds:
         h = b.hex()
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
-
     def forget(self) -> None:
         """Drop the drawn bytes (a forked child must not hand out its parent's ids)."""
         self._pool = b""
