@@ -143,17 +143,6 @@ def scenarios(scale: float) -> list[Scenario]:
         ),
         Scenario("rr-100", "rr", ("--mode", "rr", "--conns", "100", "--duration", d), estimate=8),
         Scenario(
-            f"idle-{IDLE_CONNS}",
-            "idle",
-            (*idle, "--ramp-concurrency", "100", "--ramp-timeout", "40", "--source-ips", "16"),
-            timeout=90.0,
-            estimate=25,
-        ),
-        Scenario("fanout-1000", "fanout", ("--mode", "fanout", "--conns", "1000", "--duration", d, *offer), estimate=9),
-        Scenario(
-            "fanout-10000", "fanout", ("--mode", "fanout", "--conns", "10000", "--duration", d, *offer), estimate=20
-        ),
-        Scenario(
             "publishers-1000",
             "channels",
             (
@@ -176,6 +165,17 @@ def scenarios(scale: float) -> list[Scenario]:
                 f"{PUB_CONNS * PUB_RATE * PUB_ROOM} deliveries/s offered"
             ),
             estimate=12 + 5 * scale,
+        ),
+        Scenario(
+            f"idle-{IDLE_CONNS}",
+            "idle",
+            (*idle, "--ramp-concurrency", "100", "--ramp-timeout", "40", "--source-ips", "16"),
+            timeout=90.0,
+            estimate=25,
+        ),
+        Scenario("fanout-1000", "fanout", ("--mode", "fanout", "--conns", "1000", "--duration", d, *offer), estimate=9),
+        Scenario(
+            "fanout-10000", "fanout", ("--mode", "fanout", "--conns", "10000", "--duration", d, *offer), estimate=20
         ),
         Scenario(
             "fanout-5000-wspub",
