@@ -184,6 +184,8 @@ class Node(BrokerEventHandler):
         self.name = self.settings.node.name or f"{socket.gethostname()}_{self.settings.http_server.port}"
         self.version = __version__
         self.started_at = time.time()
+        #: the worker index under ``trunkline serve --workers N`` (set by the worker), in the node info
+        self.worker: int | None = None
         self.accepting = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
@@ -878,7 +880,7 @@ class Node(BrokerEventHandler):
     # ------------------------------------------------------------------ node info
 
     def local_info(self) -> dict[str, Any]:
-        return {
+        info = {
             "uid": self.uid,
             "name": self.name,
             "version": self.version,
@@ -889,6 +891,9 @@ class Node(BrokerEventHandler):
             "uptime": int(time.time() - self.started_at),
             "process": {"pid": os.getpid()},
         }
+        if self.worker is not None:
+            info["worker"] = self.worker
+        return info
 
     def nodes(self) -> list[dict[str, Any]]:
         """This node and every peer heard from in the last 30 s (through the broker)."""

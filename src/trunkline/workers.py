@@ -252,6 +252,7 @@ async def _serve_worker(settings: Settings, index: int, directory: Path) -> None
         loop.add_signal_handler(sig, stop.set)
     parent = os.getppid()
     server = Server(settings, reuse_port=True)
+    server.node.worker = index  # in the node info every peer and the dashboard see
     await server.start()
     node = server.node
     forwarder = UnixForwarder(directory)
