@@ -147,7 +147,8 @@ async def connect(s: Session, cmd: Command) -> None:
     if subs:
         result.subs = subs
     s.reply(Reply(id=cmd.id, connect=result))
-    log.debug("connected client=%s user=%s", s.client_id, s.user, extra=s.log_fields)
+    if log.isEnabledFor(logging.DEBUG):  # not even the ``extra`` dict when debug is off
+        log.debug("connected client=%s user=%s", s.client_id, s.user, extra=s.log_fields)
     for _, finish in finishes:
         finish()
     s.start_heartbeat()

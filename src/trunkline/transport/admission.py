@@ -130,7 +130,7 @@ def refuse(request: web.Request, node: Node, kind: str) -> web.Response | None:
     if not node.accepting:
         return _refuse(503, "server is shutting down")
     origin = request.headers.get("Origin")
-    if not origin_allowed(origin, request.host, node.settings.client.allowed_origins):
+    if origin and not origin_allowed(origin, request.host, node.settings.client.allowed_origins):
         log.info(
             "refused %s from %s: origin %r not allowed", kind, client_ip(request, node.settings), _clip(origin or "")
         )

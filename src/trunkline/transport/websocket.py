@@ -50,6 +50,9 @@ _PROTOBUF: Final = TransportInfo("websocket", protocol="protobuf", binary=True)
 
 def _wants_protobuf(request: web.Request) -> bool:
     """Protobuf asked for in the query (``?format=protobuf`` or ``?cf_protocol=protobuf``)."""
+    text = request.query_string
+    if "protobuf" not in text and "%" not in text:  # most connections: no query worth parsing
+        return False
     query = request.query
     return query.get("format") == "protobuf" or query.get("cf_protocol") == "protobuf"
 
