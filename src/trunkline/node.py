@@ -186,6 +186,8 @@ class Node(BrokerEventHandler):
         self.started_at = time.time()
         #: the worker index under ``trunkline serve --workers N`` (set by the worker), in the node info
         self.worker: int | None = None
+        #: more fields of the node info, each computed when it is read (key -> function; the dashboard adds one)
+        self.info_fields: dict[str, Callable[[], Any]] = {}
         self.accepting = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
@@ -893,6 +895,8 @@ class Node(BrokerEventHandler):
         }
         if self.worker is not None:
             info["worker"] = self.worker
+        for key, compute in self.info_fields.items():
+            info[key] = compute()
         return info
 
     def nodes(self) -> list[dict[str, Any]]:
