@@ -196,14 +196,15 @@ async def test_restart_under_load_every_client_reconnects(server_process: Callab
 async def test_connection_expires_with_3005_without_refresh(start_server: Callable[..., object]) -> None:
     srv: Running = await start_server({"client": {"expired_close_delay": "500ms"}})  # type: ignore[misc]
     async with aiohttp.ClientSession() as http, http.ws_connect(srv.ws_url) as ws:
-        connect = await raw_connect(ws, "exp", ttl=1)
-        assert connect["expires"] is True and 0 <= int(connect.get("ttl", 0)) <= 1  # type: ignore[call-overload]
+        # exp is whole seconds (int(now + ttl)): ttl=2 leaves at least one second to connect in
+        connect = await raw_connect(ws, "exp", ttl=2)
+        assert connect["expires"] is True and 0 <= int(connect.get("ttl", 0)) <= 2  # type: ignore[call-overload]
         started = time.monotonic()
-        msg = await ws.receive(timeout=5)
+        msg = await ws.receive(timeout=6)
         while msg.type is aiohttp.WSMsgType.TEXT:
-            msg = await ws.receive(timeout=5)
+            msg = await ws.receive(timeout=6)
         assert ws.close_code == 3005
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 4
 
 
 async def test_connection_refresh_keeps_it_open(start_server: Callable[..., object]) -> None:
