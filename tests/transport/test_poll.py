@@ -457,8 +457,10 @@ def poll_process(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
     port = free_port()
     path = tmp_path_factory.mktemp("poll") / "trunkline.json"
-    config = deep_merge(BASE_CONFIG, {**POLL, "poll": {"enabled": True, "max_wait": "0.05s"}})
-    config["client"]["allow_anonymous_connect_without_token"] = True
+    # through deep_merge, not config["client"][...] = ...: that would change BASE_CONFIG's own
+    # "client" table for every later test
+    overrides = {**POLL, "poll": {"enabled": True, "max_wait": "0.05s"}}
+    config = deep_merge(deep_merge(BASE_CONFIG, overrides), {"client": {"allow_anonymous_connect_without_token": True}})
     path.write_text(json.dumps(config))
     proc = Process(port=port, config_path=path, log_path=path.parent / "server.log")
     proc.start()
