@@ -4,7 +4,10 @@ A task per node reads the node's :class:`~trunkline.observe.metrics.Metrics` onc
 second, turns the totals into rates (messages in and out per second, publications,
 deliveries per namespace) and windowed latency quantiles (p50 and p99 of command
 handling and of publish-to-write over the last ``LATENCY_WINDOW`` seconds), adds the
-hub's counts and the node list, and writes one compact JSON publication straight to
+hub's counts, the node list (each worker of ``serve --workers`` is a node, with its
+``worker`` index) and the whole server's connections and subscriptions summed over those
+nodes (``server``; another node's figures are as fresh as its last announcement, at most
+5 s old), and writes one compact JSON publication straight to
 the *local* subscribers of the channel through the hub — never through the broker,
 so every node reports to the dashboards connected to it. Only admin connections may
 subscribe to ``__trunkline:`` channels.
@@ -12,7 +15,10 @@ subscribe to ``__trunkline:`` channels.
 "Messages in" counts client commands and server API commands (each command of a
 batch), so publications made through the API show. The dashboards' own admin
 connections are left out of this node's connections, users, subscriptions and
-channels (:func:`admin_share`); they still count in ``/metrics`` and in ``info``.
+channels (:func:`admin_share`); they still count in ``/metrics`` and in ``info``. Every
+node whose stats task runs says in its node info how many of its figures are admin
+connections (``admin``: ``num_clients``, ``num_users``, ``num_subs``, ``num_channels``), so
+every node's row leaves its own dashboards out, not only this node's.
 
 The last ``KEEP`` documents stay in memory so a dashboard opened later can draw the
 recent past at once (:func:`recent`).
@@ -29,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from ..records import Publication
+from .admin_events import EVENTS_CHANNEL
 from .metrics import Snapshot, quantile
 
 if TYPE_CHECKING:
@@ -42,7 +49,10 @@ TOP_NAMESPACES = 5
 KEEP = 300  # documents kept for a dashboard that opens late
 
 _encoder = msgspec.json.Encoder()
-_NODE_FIELDS = ("uid", "name", "version", "num_clients", "num_users", "num_subs", "num_channels", "uptime")
+_COUNTS = ("num_clients", "num_users", "num_subs", "num_channels")
+_NODE_FIELDS = ("uid", "name", "worker", "version", "num_clients", "num_users", "num_subs", "num_channels", "uptime")
+#: the channels a dashboard subscribes to (only admin connections may): its stats and its event log
+ADMIN_CHANNELS = (STATS_CHANNEL, EVENTS_CHANNEL)
 #: the ``sub`` of dashboard tokens (``dashboard.admin_token``)
 ADMIN_USER = "admin"
 
@@ -50,7 +60,7 @@ ADMIN_USER = "admin"
 def admin_share(node: Node) -> tuple[int, int, int, int]:
     """What this node's admin (dashboard) connections add: connections, users, subscriptions, channels.
 
-    Reads only the ``admin`` user's connections and the stats channel, not every
+    Reads only the ``admin`` user's connections and the ``ADMIN_CHANNELS``, not every
     connection, so it costs nothing on a busy node. A regular user who is also called
     ``admin`` keeps being counted as a user.
     """
@@ -60,8 +70,8 @@ def admin_share(node: Node) -> tuple[int, int, int, int]:
     if not admins:
         return 0, 0, 0, 0
     users = 1 if admins == len(named) else 0
-    subscribers = len(hub.subscribers(STATS_CHANNEL))
-    return admins, users, subscribers, 1 if subscribers else 0
+    subscribers = [len(hub.subscribers(channel)) for channel in ADMIN_CHANNELS]
+    return admins, users, sum(subscribers), sum(1 for n in subscribers if n)
 
 
 class NodeStats:
@@ -128,10 +138,9 @@ class NodeStats:
                 "delivery_p99": _ms(quantile(0.99, _delta(snap.write_buckets, oldest.write_buckets))),
             },
             "top_namespaces": namespaces,
-            "nodes": [
-                _node_row(info, node.uid, (admins, admin_users, admin_subs, admin_channels)) for info in node.nodes()
-            ],
+            "nodes": [_node_row(info) for info in node.nodes()],
         }
+        doc["server"] = server_totals(doc["nodes"])
         self.recent.append(doc)
         return doc
 
@@ -144,13 +153,32 @@ class NodeStats:
         return count
 
 
-def _node_row(info: dict[str, Any], own: str, share: tuple[int, int, int, int]) -> dict[str, Any]:
-    """A node of the cluster for the nodes table; this node's row leaves its admin connections out."""
+def server_totals(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """The whole server's connections and subscriptions: the sum over its nodes (every worker, every host).
+
+    Users and channels are left out: one user or channel on two nodes is one, not two, and
+    the node info does not say which they are.
+    """
+
+    def total(key: str) -> int:
+        return sum(value for row in rows if isinstance(value := row.get(key), int))
+
+    return {"nodes": len(rows), "connections": total("num_clients"), "subscriptions": total("num_subs")}
+
+
+def admin_info(node: Node) -> dict[str, int]:
+    """The ``admin`` field of the node info: what its dashboards add to its counts (see :func:`admin_share`)."""
+    return dict(zip(_COUNTS, admin_share(node), strict=True))
+
+
+def _node_row(info: dict[str, Any]) -> dict[str, Any]:
+    """A node of the cluster for the nodes table, its admin connections (its ``admin`` field) left out."""
     row = {k: info.get(k) for k in _NODE_FIELDS}
-    if info.get("uid") == own:
-        for key, minus in zip(("num_clients", "num_users", "num_subs", "num_channels"), share, strict=True):
-            value = row.get(key)
-            if isinstance(value, int):
+    share = info.get("admin")
+    if isinstance(share, dict):
+        for key in _COUNTS:
+            value, minus = row.get(key), share.get(key)
+            if isinstance(value, int) and isinstance(minus, int):
                 row[key] = max(value - minus, 0)
     return row
 
@@ -190,6 +218,7 @@ def start_stats(node: Node, interval: float = INTERVAL) -> asyncio.Task[None]:
     if running is not None and not running[1].done():
         return running[1]
     stats = NodeStats(node)
+    node.info_fields["admin"] = lambda: admin_info(node)
     task: asyncio.Task[None] = node.spawn(run_stats(stats, interval))
     _running[node] = (stats, task)
     return task

@@ -8,6 +8,11 @@
 // cursor in its legend. The connection is created at once (state.client), so
 // admin.js can add its own subscriptions before it connects. Tests read
 // window.__dashboard.
+//
+// With several nodes (the workers of `trunkline serve --workers N`, or hosts) the
+// connections and subscriptions tiles and chart show the whole server (the document's
+// "server" sums over its nodes); users and channels stay this node's, since one user or
+// channel on two nodes is one. The nodes table names each worker and ends with the sums.
 (function () {
   "use strict";
 
@@ -86,11 +91,19 @@
     });
   }
 
+  // connections and subscriptions of the whole server when it has several nodes, else this node's
+  function totals(doc) {
+    const server = doc.server;
+    if (server && server.nodes > 1) return { nodes: server.nodes, connections: server.connections, subscriptions: server.subscriptions };
+    return { nodes: 1, connections: doc.connections, subscriptions: doc.subscriptions };
+  }
+
   function addPoint(doc) {
     if (!doc || typeof doc.time !== "number" || doc.time <= state.lastTime) return false;
     state.lastTime = doc.time;
     const lat = doc.latency_ms || {};
-    push(data.connections, [doc.time, doc.connections, doc.subscriptions]);
+    const sums = totals(doc);
+    push(data.connections, [doc.time, sums.connections, sums.subscriptions]);
     push(data.messages, [doc.time, doc.messages_in_per_sec, doc.messages_out_per_sec]);
     push(data.latency, [doc.time, lat.command_p50, lat.command_p99, lat.delivery_p50, lat.delivery_p99]);
     return true;
@@ -122,12 +135,17 @@
       cell(row, num(ns.publications_per_sec), "num");
       cell(row, num(ns.deliveries), "num");
     }
-    const nodeBody = $("nodes").tBodies[0];
+    const table = $("nodes");
+    const nodes = doc.nodes || [];
+    const workers = nodes.some((n) => n.worker != null);
+    for (const el of table.querySelectorAll(".worker")) el.hidden = !workers;
+    const nodeBody = table.tBodies[0];
     nodeBody.replaceChildren();
-    for (const n of doc.nodes || []) {
+    for (const n of nodes) {
       const row = nodeBody.insertRow();
       if (n.uid === doc.node) row.className = "self";
       cell(row, n.name || n.uid);
+      if (workers) cell(row, n.worker == null ? "" : String(n.worker), "num worker");
       cell(row, n.version || "");
       cell(row, num(n.num_clients), "num");
       cell(row, num(n.num_users), "num");
@@ -135,14 +153,25 @@
       cell(row, num(n.num_channels), "num");
       cell(row, duration(n.uptime), "num");
     }
+    const sums = totals(doc);
+    table.tFoot.hidden = sums.nodes < 2;
+    $("total-clients").textContent = num(sums.connections);
+    $("total-subs").textContent = num(sums.subscriptions);
   }
 
   function render(doc) {
     $("node-name").textContent = doc.name + " · v" + doc.version;
     $("uptime").textContent = "up " + duration(doc.uptime);
-    $("tile-connections").textContent = num(doc.connections);
+    const sums = totals(doc);
+    const whole = sums.nodes > 1 ? " · " + sums.nodes + " nodes" : "";
+    const own = sums.nodes > 1 ? " · this node" : "";
+    $("label-connections").textContent = "Connections" + whole;
+    $("label-subscriptions").textContent = "Subscriptions" + whole;
+    $("label-users").textContent = "Users" + own;
+    $("label-channels").textContent = "Channels" + own;
+    $("tile-connections").textContent = num(sums.connections);
     $("tile-users").textContent = num(doc.users);
-    $("tile-subscriptions").textContent = num(doc.subscriptions);
+    $("tile-subscriptions").textContent = num(sums.subscriptions);
     $("tile-channels").textContent = num(doc.channels);
     $("tile-in").textContent = num(doc.messages_in_per_sec);
     $("tile-out").textContent = num(doc.messages_out_per_sec);
