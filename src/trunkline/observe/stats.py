@@ -178,7 +178,7 @@ def _node_row(info: dict[str, Any]) -> dict[str, Any]:
     if isinstance(share, dict):
         for key in _COUNTS:
             value, minus = row.get(key), share.get(key)
-            if isinstance(value, int) and isinstance(minus, int):
+            if isinstance(value, int) and isinstance(minus, int) and minus > 0:
                 row[key] = max(value - minus, 0)
     return row
 
