@@ -70,7 +70,7 @@ def server(tmp_path: Path, redis_url: str) -> Iterator[tuple[Workers, int]]:
     extra = {
         "admin": {"enabled": True, "password": PASSWORD, "secret": "admin-secret-0123456789abcdef0123456789"},
         "http_server": {"internal_port": internal},
-        "shutdown": {"timeout": 3, "ready_delay": 1.5},
+        "shutdown": {"timeout": 3, "ready_delay": 1.0},
         "log": {"level": "info", "format": "json"},
     }
     running = Workers(tmp_path, redis_url, count=2, extra=extra)
