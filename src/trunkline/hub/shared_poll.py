@@ -163,16 +163,7 @@ class PollChannel(Generic[K]):
 
     def untrack(self, conn: K, key: str, now: float = 0.0) -> None:
         """``conn`` stops tracking ``key`` (at ``now``, for the time a key nobody tracks is kept)."""
-        exp = self._expiry.get(conn)
-        if exp is not None:
-            exp.pop(key, None)
-            if not exp:
-                del self._expiry[conn]
-        mine = self.by_conn.get(conn)
-        if mine is not None:
-            mine.discard(key)
-            if not mine:
-                del self.by_conn[conn]
+        self._forget(conn, key)
         entry = self._keys.get(key)
         if entry is not None and entry.holders.pop(conn, None) is not None and not entry.holders:
             if self.keep > 0 and entry.data is not None:
@@ -286,14 +277,18 @@ class PollChannel(Generic[K]):
 
     def _remove(self, key: str, entry: _Key[K]) -> None:
         for conn in entry.holders:
-            exp = self._expiry.get(conn)
-            if exp is not None:
-                exp.pop(key, None)
-                if not exp:
-                    del self._expiry[conn]
-            mine = self.by_conn.get(conn)
-            if mine is not None:
-                mine.discard(key)
-                if not mine:
-                    del self.by_conn[conn]
+            self._forget(conn, key)
         del self._keys[key]
+
+    def _forget(self, conn: K, key: str) -> None:
+        """Drop ``key`` from ``conn``'s signature expiries and tracked keys (emptied ones go)."""
+        exp = self._expiry.get(conn)
+        if exp is not None:
+            exp.pop(key, None)
+            if not exp:
+                del self._expiry[conn]
+        mine = self.by_conn.get(conn)
+        if mine is not None:
+            mine.discard(key)
+            if not mine:
+                del self.by_conn[conn]
