@@ -23,6 +23,7 @@ from ..records import ClientInfo, Publication
 from .base import BrokerEventHandler, HistoryQuery, StreamPosition
 
 __all__ = [
+    "InvalidCursor",
     "KeyMode",
     "MapBroker",
     "MapLimitExceeded",
@@ -31,6 +32,8 @@ __all__ = [
     "MapStatePage",
     "MapStateQuery",
     "MapWrite",
+    "page_cursor",
+    "split_cursor",
 ]
 
 
@@ -130,6 +133,32 @@ class MapStatePage:
     entries: list[Publication]
     position: StreamPosition
     cursor: str
+
+
+class InvalidCursor(ValueError):
+    """A state cursor this broker did not hand out."""
+
+
+def page_cursor(score: str | None, key: str) -> str:
+    """The cursor naming a page's last entry: ``s<score>:<key>`` (ordered maps, the score as
+    text) or ``k<key>`` (key order, ``score`` None). Cursors are values, not indexes."""
+    return f"k{key}" if score is None else f"s{score}:{key}"
+
+
+def split_cursor(cursor: str, *, ordered: bool) -> tuple[str, str] | None:
+    """(score text, key) of a :func:`page_cursor` (score text ``""`` in key order); None for
+    the first page (``""``). Raises :class:`InvalidCursor` for another form; the broker checks
+    the score text as its own scores are."""
+    if not cursor:
+        return None
+    if not ordered:
+        if cursor[0] != "k":
+            raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
+        return "", cursor[1:]
+    score, colon, key = cursor[1:].partition(":")
+    if cursor[0] != "s" or not colon:
+        raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
+    return score, key
 
 
 class MapBroker(Protocol):

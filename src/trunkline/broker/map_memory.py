@@ -41,7 +41,18 @@ import msgspec
 from ..config import Settings
 from ..records import ClientInfo, Publication
 from .base import BrokerEventHandler, HistoryQuery, StreamPosition
-from .map_base import KeyMode, MapLimitExceeded, MapOptions, MapResult, MapStatePage, MapStateQuery, MapWrite
+from .map_base import (
+    InvalidCursor,
+    KeyMode,
+    MapLimitExceeded,
+    MapOptions,
+    MapResult,
+    MapStatePage,
+    MapStateQuery,
+    MapWrite,
+    page_cursor,
+    split_cursor,
+)
 from .memory import new_epoch
 
 logger = logging.getLogger(__name__)
@@ -51,10 +62,6 @@ Clock = Callable[[], float]
 #: how long the epoch of a channel that nobody wrote (created by a read) or of an emptied
 #: ephemeral channel lives, unless written or read again
 DEFAULT_PLACEHOLDER_TTL = 60.0
-
-
-class InvalidCursor(ValueError):
-    """A state cursor this broker did not hand out."""
 
 
 class _Channel:
@@ -530,7 +537,7 @@ class MemoryMapBroker:
             more = len(items) > limit
             items = items[:limit]
             keys = [k for _, k in items]
-            cursor = f"s{items[-1][0]}:{items[-1][1]}" if more else ""
+            cursor = page_cursor(str(items[-1][0]), items[-1][1]) if more else ""
         else:
             plain = ch.order
             after_key = _parse_cursor(query.cursor, ordered=False)
@@ -538,7 +545,7 @@ class MemoryMapBroker:
             keys = plain[start : start + limit + 1]
             more = len(keys) > limit
             keys = keys[:limit]
-            cursor = f"k{keys[-1]}" if more else ""
+            cursor = page_cursor(None, keys[-1]) if more else ""
         entries = [self._entry(ch, ch.entries[k]) for k in keys]
         return MapStatePage(entries, position, cursor)
 
@@ -581,15 +588,12 @@ class MemoryMapBroker:
 
 def _parse_cursor(cursor: str, *, ordered: bool) -> tuple[int, str] | None:
     """The (score, key) a cursor names; None for the first page. Key-order cursors give score 0."""
-    if not cursor:
+    parts = split_cursor(cursor, ordered=ordered)
+    if parts is None:
         return None
+    score, key = parts
     if not ordered:
-        if cursor[0] != "k":
-            raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
-        return 0, cursor[1:]
-    score, colon, key = cursor[1:].partition(":")
-    if cursor[0] != "s" or not colon:
-        raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
+        return 0, key
     try:
         return int(score), key
     except ValueError:

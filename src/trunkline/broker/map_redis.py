@@ -48,8 +48,18 @@ from ..config import RedisSettings, Settings
 from ..errors import StartupError
 from ..records import ClientInfo, Publication, decode_body, encode_body
 from .base import BrokerEventHandler, HistoryQuery, StreamPosition
-from .map_base import KeyMode, MapLimitExceeded, MapOptions, MapResult, MapStatePage, MapStateQuery, MapWrite
-from .map_memory import InvalidCursor
+from .map_base import (
+    InvalidCursor,
+    KeyMode,
+    MapLimitExceeded,
+    MapOptions,
+    MapResult,
+    MapStatePage,
+    MapStateQuery,
+    MapWrite,
+    page_cursor,
+    split_cursor,
+)
 from .memory import new_epoch
 from .redis import DEFAULT_ADDRESS, RedisBroker, RedisUnavailable, _ms, _Script, make_client
 from .redis_topology import make_cluster_client, make_sentinel_client
@@ -495,7 +505,7 @@ class RedisMapBroker:
         entries = _decode_entries(packed, epoch)
         cursor = ""
         if int(more):
-            cursor = ("s" + next_score.decode() + ":" if order != "lex" else "k") + next_key.decode()
+            cursor = page_cursor(next_score.decode() if order != "lex" else None, next_key.decode())
         return MapStatePage(entries, StreamPosition(int(top), epoch), cursor)
 
     async def read_stream(
@@ -582,20 +592,17 @@ def _decode_entries(packed: bytes, epoch: str) -> list[Publication]:
 
 
 def _parse_cursor(cursor: str, *, ordered: bool) -> tuple[str, str]:
-    """(score text, key) of a cursor: ``s<score>:<key>`` (ordered) or ``k<key>`` (key order)."""
-    if not cursor:
+    """(score text, key) of a cursor, ``("", "")`` for the first page; an ordered cursor's score
+    must be a number (``map_state.lua`` compares it as one)."""
+    parts = split_cursor(cursor, ordered=ordered)
+    if parts is None:
         return "", ""
-    if not ordered:
-        if cursor[0] != "k":
+    score, key = parts
+    if ordered:
+        try:
+            value = float(score)
+        except ValueError:
+            raise InvalidCursor(f"not a cursor of this map: {cursor!r}") from None
+        if math.isnan(value):
             raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
-        return "", cursor[1:]
-    score, colon, key = cursor[1:].partition(":")
-    if cursor[0] != "s" or not colon:
-        raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
-    try:
-        value = float(score)
-    except ValueError:
-        raise InvalidCursor(f"not a cursor of this map: {cursor!r}") from None
-    if math.isnan(value):
-        raise InvalidCursor(f"not a cursor of this map: {cursor!r}")
     return score, key
