@@ -16,6 +16,8 @@ spreads new connections), ``node.name`` gets ``_w<i>``, ``http_server.internal_p
 (when set) becomes ``internal_port + i`` so each worker's ``/metrics`` can be scraped,
 and channels, presence, history and recovery are shared through the engine, which
 must therefore be ``redis`` (or ``nats``, with what it shares). Every log line carries the worker id.
+With ``admin.insecure`` and no ``admin.secret``, the supervisor makes one for all its workers, so a
+dashboard token or CSRF token from one worker is good on the others.
 
 ``/emulation`` requests (HTTP-streaming and SSE commands) name the node that holds the
 session; the kernel may hand them to another worker. Each worker listens on a private
@@ -31,6 +33,7 @@ import dataclasses
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -68,6 +71,8 @@ __all__ = [
 log = logging.getLogger("trunkline.workers")
 
 WORKERS_ENV: Final = "TRUNKLINE_WORKERS"
+#: ``admin.secret``: without one (``admin.insecure``) each worker would sign dashboard tokens with its own
+ADMIN_SECRET_ENV: Final = "TRUNKLINE_ADMIN_SECRET"
 MAX_WORKERS: Final = 1024
 RESTART_MIN: Final = 0.5
 RESTART_MAX: Final = 10.0
@@ -400,5 +405,7 @@ def _describe(code: int) -> str:
 def supervise(settings: Settings, count: int, serve_args: Sequence[str]) -> int:
     """Entry point of ``trunkline serve --workers N`` (N > 1): run the supervisor; its exit code."""
     setup_supervisor_logging(settings)
+    if settings.admin.enabled and not settings.admin.secret:  # admin.insecure: one dashboard key for all workers
+        os.environ[ADMIN_SECRET_ENV] = secrets.token_urlsafe(32)
     command = [sys.executable, "-m", "trunkline", "serve", *serve_args]
     return Supervisor(count, command, settings.shutdown.timeout).run()
