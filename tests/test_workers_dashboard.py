@@ -228,3 +228,60 @@ async def test_dashboard_metrics_ready_and_logs_of_two_workers(
     unmarked = [e for e in entries if "worker" not in e]
     assert all(e["logger"] == "trunkline.workers" for e in unmarked), "only the supervisor's lines have no worker"
     assert any("worker 1 ready" in e["message"] and e.get("worker") == 1 for e in entries)
+
+
+@pytest.fixture
+def insecure(tmp_path: Path, redis_url: str) -> Iterator[Workers]:
+    """2 workers, the dashboard on the shared port with ``admin.insecure`` and no ``admin.secret``."""
+    running = Workers(tmp_path, redis_url, count=2, extra={"admin": {"enabled": True, "insecure": True}})
+    running.start()
+    yield running
+    if running.proc is not None and running.proc.poll() is None:
+        running.proc.kill()
+        running.proc.wait(10)
+
+
+async def test_insecure_dashboard_tokens_work_on_every_worker(insecure: Workers, http: aiohttp.ClientSession) -> None:
+    """Without ``admin.secret`` the supervisor gives every worker one dashboard key (each would make its own).
+
+    Each request and connection below is a new TCP connection, so the kernel hands it to
+    either worker: a dashboard token or a CSRF token one worker made must be good on the other.
+    """
+    nodes = await insecure.ready()
+    assert len(nodes) == 2
+    seen: set[str] = set()
+    for n in range(8):
+        async with http.get(f"{insecure.base}/dashboard/session") as r:
+            assert r.status == 200
+            session = await r.json()
+        seen.add(session["node"])
+        async with http.post(
+            f"{insecure.base}/dashboard/api/info", json={}, headers={"X-CSRF-Token": session["csrf"]}
+        ) as r:
+            assert r.status == 200, f"request {n}: the CSRF token of {session['node']} refused: {await r.text()}"
+    assert len(seen) == 2, "both workers answered"
+
+    async def admin(n: int) -> tuple[Any, str]:
+        async with http.get(f"{insecure.base}/dashboard/token") as r:
+            assert r.status == 200
+            issued = (await r.json())["token"]
+        client = new_client(insecure.ws_url, token=issued)
+        await client.connect()
+        rec = Recorder()
+        sub = client.new_subscription("__trunkline:stats", rec)
+        await sub.subscribe()
+        await sub.ready(timeout=5)  # connected and subscribed: the token was good on this worker
+        doc = await eventually(lambda: rec.publications[-1][1] if rec.publications else None, timeout=5)
+        return client, doc["node"]
+
+    admins = await asyncio.gather(*(admin(n) for n in range(8)), return_exceptions=True)
+    try:
+        failed = [a for a in admins if isinstance(a, BaseException)]
+        assert not failed, failed
+        stats_from = {node for _, node in admins}
+        assert stats_from == {n["uid"] for n in nodes.values()}, "admin connections on both workers"
+    finally:
+        for a in admins:
+            if not isinstance(a, BaseException):
+                await a[0].disconnect()
+    assert insecure.stop() == 0

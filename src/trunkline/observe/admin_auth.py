@@ -10,8 +10,10 @@ origin can make the browser send the cookie (a same-site page on another port ca
 whatever ``SameSite`` says) but it can neither read the token nor set the header.
 
 With ``admin.insecure`` there is no session; the token is then an HMAC of a key
-generated when the node starts, handed out by ``GET /dashboard/session`` (which other
-origins cannot read), so cross-site posts are still refused.
+derived from the node's admin secret (``admin.secret``, else one made when the node
+starts, or by the supervisor for all the workers of ``serve --workers``), handed out
+by ``GET /dashboard/session`` (which other origins cannot read), so cross-site posts
+are still refused.
 
 An admin is named in the logs by the session's *id* (a hash of its nonce, never the
 cookie) and the client address (behind trusted proxies, the forwarded one).
@@ -87,8 +89,18 @@ def _node(request: web.Request) -> Node:
 
 
 def start_insecure_key(app: web.Application) -> None:
-    """The key of the CSRF token when there is no login (``admin.insecure``): new on every start."""
+    """The key of the CSRF token when there is no login (``admin.insecure``) and no admin secret."""
     app[_INSECURE_KEY] = secrets.token_bytes(32)
+
+
+def _insecure_key(request: web.Request) -> bytes | None:
+    """The CSRF key with ``admin.insecure``: derived from the node's admin secret, which every worker of
+    ``serve --workers`` shares (the supervisor makes one) and a node without ``admin.secret`` makes
+    on start; the application's random key when there is none."""
+    secret = getattr(_node(request), "admin_secret", "")
+    if isinstance(secret, str) and secret:
+        return hmac.new(secret.encode(), b"trunkline dashboard insecure csrf", "sha256").digest()
+    return request.app.get(_INSECURE_KEY)
 
 
 def _nonce(request: web.Request) -> str | None:
@@ -108,7 +120,7 @@ def csrf_token(request: web.Request) -> str | None:
     nonce = _nonce(request)
     if nonce is None:
         return None
-    key = request.app.get(_INSECURE_KEY) if nonce == "" else _session_key(_node(request).settings)
+    key = _insecure_key(request) if nonce == "" else _session_key(_node(request).settings)
     if not key:  # never a token anyone could compute
         return None
     return hmac.new(key, b"trunkline dashboard csrf\0" + nonce.encode(), "sha256").hexdigest()
