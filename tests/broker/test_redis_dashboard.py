@@ -40,11 +40,15 @@ async def test_dashboard_lists_both_workers_as_nodes(two_workers: Workers, chrom
     await page.fill("#password", PASSWORD)
     await page.click("button[type=submit]")
     await page.wait_for_function("() => window.__dashboard && window.__dashboard.state === 'live'", timeout=20_000)
-    await page.wait_for_function("() => document.querySelectorAll('#nodes tbody tr').length === 2", timeout=20_000)
+    # every worker learns of the other through control messages (node info): eventually both are listed
+    await page.wait_for_function(
+        "() => window.__dashboard.last && window.__dashboard.last.nodes.length === 2"
+        " && document.querySelectorAll('#nodes tbody tr').length === 2",
+        timeout=30_000,
+    )
+    served = await page.evaluate("window.__dashboard.last.nodes.map(n => n.name)")
+    assert sorted(served) == sorted(nodes), "the stats document of the serving worker names both"
     text = await page.text_content("#nodes tbody")
     assert text is not None
     for name in nodes:
         assert name in text, f"{name} is in the dashboard's node list"
-    await page.wait_for_function("() => window.__dashboard.last && window.__dashboard.last.nodes", timeout=20_000)
-    served = await page.evaluate("window.__dashboard.last.nodes.map(n => n.name)")
-    assert sorted(served) == sorted(nodes), "the stats document of the serving worker names both"

@@ -96,6 +96,7 @@ _PRESENCE_ADD = _Script.load("presence_add")
 _PRESENCE_REMOVE = _Script.load("presence_remove")
 _PRESENCE_GET = _Script.load("presence_get")
 _PUBLISH_PLAIN = _Script.load("publish_plain")
+_ROTATE_EPOCH = _Script.load("rotate_epoch")
 
 
 def _ms(seconds: float) -> int:
@@ -330,6 +331,9 @@ class RedisBroker(_RedisUser):
         self._patterns: dict[bytes, str] = {}
         self._psub_waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
         self._pubsub_turn = 0  # which cluster node the next pub/sub connection goes to
+        # pub/sub name -> (offset, epoch, hash of the record) of the last publication with history seen
+        self._last_seen: dict[bytes, tuple[int, str, int]] = {}
+        self._rotations: set[asyncio.Task[None]] = set()
 
     # --- keys -------------------------------------------------------------
 
@@ -365,6 +369,11 @@ class RedisBroker(_RedisUser):
         await self._close_client()
 
     async def _stop_reader(self) -> None:
+        rotations = list(self._rotations)
+        for task in rotations:
+            task.cancel()
+        if rotations:
+            await asyncio.wait(rotations)
         reader, self._reader = self._reader, None
         if reader is not None:
             reader.cancel()
@@ -417,6 +426,7 @@ class RedisBroker(_RedisUser):
         name = self._pubsub_name(channel)
         if self._channels.pop(name, None) is None:
             return
+        self._last_seen.pop(name, None)
         conn = self._conn
         if conn is None:
             return  # the next connection will not subscribe it
@@ -568,6 +578,8 @@ class RedisBroker(_RedisUser):
                     end = payload.index(b":", colon + 1)
                     offset = int(payload[1:colon])
                     epoch = payload[colon + 1 : end].decode()
+                    if offset:
+                        self._check_reuse(name, channel, offset, epoch, payload)
                     handler.handle_publication(channel, decode_body(payload[end + 1 :], offset, epoch))
                 elif marker == b"j":
                     handler.handle_join(channel, payload[1:])
@@ -605,6 +617,37 @@ class RedisBroker(_RedisUser):
                     del self._sub_waiters[name]
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def _check_reuse(self, name: bytes, channel: str, offset: int, epoch: str, payload: bytes) -> None:
+        """Notice an offset handed out twice in one epoch: the stream lost publications.
+
+        A master that dies before its replica has its last writes (replication is
+        asynchronous), or a Redis restarted from an older snapshot, leaves the stream
+        below offsets that subscribers already have; the next publications then reuse
+        them, and a subscriber positioned on one would skip its new publication as a
+        duplicate. So the stream gets a new epoch (compare-and-set) and the node checks
+        its positions: subscribers are told they did not recover, never left with a gap.
+        """
+        digest = hash(payload)
+        last = self._last_seen.get(name)
+        self._last_seen[name] = (offset, epoch, digest)
+        if last is None or last[1] != epoch or offset > last[0] or (offset == last[0] and digest == last[2]):
+            return
+        logger.warning(
+            "redis stream of %r handed out offset %d of epoch %s again: starting a new epoch", channel, offset, epoch
+        )
+        task = asyncio.get_running_loop().create_task(self._rotate_epoch(channel, epoch))
+        self._rotations.add(task)
+        task.add_done_callback(self._rotations.discard)
+
+    async def _rotate_epoch(self, channel: str, epoch: str) -> None:
+        try:
+            await self._eval(_ROTATE_EPOCH, self._stream_keys(channel)[1:], (epoch, new_epoch()))
+        except RedisUnavailable as exc:
+            logger.warning("cannot start a new epoch for %r: %r (the next position check will see it)", channel, exc)
+        handler = self._handler
+        if handler is not None:
+            handler.handle_resync()
 
     def _dispatch_pattern(self, pattern: bytes, name: bytes, payload: bytes) -> None:
         """A publication that arrived through a pattern subscription (joins and leaves are not fed)."""
