@@ -14,7 +14,6 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,16 +25,10 @@ from redis.asyncio import Redis
 from trunkline.records import Publication
 
 from .map_env import map_broker  # noqa: F401  (every map broker, for test_map_contract.py)
+from .procs import came_up, free_port, stop_process
 from .redis_procs import redis_cluster  # noqa: F401  (the session's Redis Cluster, a fixture)
 
 REDIS_SERVER = shutil.which("redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _answers_ping(port: int) -> bool:
@@ -79,23 +72,13 @@ class RedisServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while not _answers_ping(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"redis-server did not start on port {self.port}")
-            time.sleep(0.02)
+        if not came_up(self.process, lambda: _answers_ping(self.port)):
+            self.stop()
+            raise RuntimeError(f"redis-server did not start on port {self.port}")
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture(scope="session")

@@ -15,15 +15,10 @@ from pathlib import Path
 
 import pytest
 
+from .procs import free_port, stop_process
+
 REDIS_SERVER = shutil.which("redis-server")
 REDIS_CLI = shutil.which("redis-cli")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def command(port: int, *args: str, password: str = "") -> str:
@@ -105,14 +100,7 @@ class Proc:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 def _server_args(port: int, *extra: str) -> list[str]:

@@ -37,7 +37,8 @@ from trunkline.config import settings_from_mapping
 from trunkline.errors import ConfigError
 
 from . import test_contract as contract
-from .conftest import Recorder, delete_keys, free_port
+from .conftest import Recorder, delete_keys
+from .procs import came_up, free_port, stop_process
 from .test_contract import (  # noqa: F401 - collected here, run against NATS by the env fixture below
     Env,
     test_a_repeated_idempotency_key_publishes_once,
@@ -94,12 +95,9 @@ class NatsServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        deadline = time.monotonic() + 10
-        while not self._answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"nats-server did not start on port {self.port}")
-            time.sleep(0.02)
+        if not came_up(self.process, self._answers):
+            self.stop()
+            raise RuntimeError(f"nats-server did not start on port {self.port}")
 
     def _answers(self) -> bool:
         try:
@@ -110,14 +108,7 @@ class NatsServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture
