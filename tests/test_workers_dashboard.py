@@ -12,7 +12,9 @@ centrifuge-python clients and a real Chromium logged in to the admin dashboard:
   Prometheus users to sum them;
 - ``/ready`` answers 200 on every worker and through the shared port; when the server is
   stopped every worker answers 503 during ``shutdown.ready_delay``;
-- with ``log.format = "json"`` every worker line carries ``"worker": i``.
+- with ``log.format = "json"`` every worker line carries ``"worker": i``;
+- with ``admin.insecure`` and no ``admin.secret`` on the shared port, a dashboard token or
+  CSRF token made by one worker is good on the other (the supervisor gives them one secret).
 """
 
 from __future__ import annotations
