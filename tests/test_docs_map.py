@@ -321,3 +321,21 @@ def test_a_typo_in_a_map_key_names_the_key_and_the_file(tmp_path: Path) -> None:
     assert "channel.namespaces[0].map.key_tll: unknown key" in result.stderr
     assert "key_ttl" in result.stderr  # the suggestion
     assert str(path) in result.stderr
+
+
+def test_shared_poll_doc_direct_publish_needs_versioned(docs: Docs) -> None:
+    # The doc's curl against its own (versionless) post_votes namespace: "A `versionless`
+    # namespace answers 107"; the doc's Authorization header is accepted as X-API-Key is.
+    code = next(c for lang, c, _ in blocks(POLL_DOC) if lang == "bash" and "shared_poll_publish" in c)
+    assert '-H "Authorization: apikey $API_KEY"' in code
+    body = json.loads(re.findall(r"-d '(.*?)'", code, re.S)[0])
+    request = urllib.request.Request(
+        f"{docs.server.http_url}/api/shared_poll_publish",
+        data=json.dumps(body).encode(),
+        headers={"Authorization": f"apikey {API_KEY}"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        answer = json.loads(resp.read())
+    assert answer["error"]["code"] == 107
+    assert "versioned" in answer["error"]["message"]
