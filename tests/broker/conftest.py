@@ -15,9 +15,10 @@ import shutil
 import socket
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import pytest
 from redis.asyncio import Redis
@@ -178,6 +179,35 @@ class Recorder:
     ) -> list[Publication]:
         """The records of ``channel`` once there are at least ``count`` of them."""
         return [e[2] for e in await self.wait(count, "pub", channel, timeout)]
+
+
+class _Startable(Protocol):
+    async def start(self, handler: Any) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+B = TypeVar("B", bound=_Startable)
+
+
+@asynccontextmanager
+async def running(broker: B) -> AsyncIterator[tuple[B, Recorder]]:
+    """``broker`` started (one "node") with a :class:`Recorder` as its handler; closed after."""
+    events = Recorder()
+    await broker.start(events)
+    try:
+        yield broker, events
+    finally:
+        await broker.close()
+
+
+@pytest.fixture
+async def raw(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
+    """A plain redis-py client on the session server; removes the test's keys after."""
+    client = Redis.from_url(redis_url)
+    yield client
+    await delete_keys(client, prefix)
+    await client.aclose()
 
 
 async def delete_keys(client: Redis, prefix: str) -> None:

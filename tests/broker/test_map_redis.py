@@ -9,7 +9,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from trunkline.broker.redis_topology import make_cluster_client
 from trunkline.config import Settings, settings_from_mapping
 from trunkline.errors import StartupError
 
-from .conftest import Recorder, RedisServer, delete_keys, free_port
+from .conftest import Recorder, RedisServer, delete_keys, free_port, running
 from .redis_procs import ClusterDeployment, SentinelDeployment, command
 
 pytestmark = pytest.mark.redis
@@ -50,31 +50,9 @@ DURABLE = MapOptions(stream_size=100, stream_ttl=60.0)
 ORDERED = MapOptions(stream_size=100, stream_ttl=60.0, ordered=True)
 
 
-@asynccontextmanager
-async def node(url: str, prefix: str, **kwargs: Any) -> AsyncIterator[tuple[RedisMapBroker, Recorder]]:
+def node(url: str, prefix: str, **kwargs: Any) -> AbstractAsyncContextManager[tuple[RedisMapBroker, Recorder]]:
     """A started map broker (one "node") and what its handler received."""
-    broker = RedisMapBroker(url, prefix=prefix, **kwargs)
-    events = Recorder()
-    await broker.start(events)
-    try:
-        yield broker, events
-    finally:
-        await broker.close()
-
-
-@pytest.fixture
-async def raw(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
-    yield client
-    await delete_keys(client, prefix)
-    await client.aclose()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
+    return running(RedisMapBroker(url, prefix=prefix, **kwargs))
 
 
 def w(key: str, data: bytes = b"{}", score: int = 0) -> MapWrite:
@@ -120,7 +98,7 @@ async def test_expiry_is_delivered_once_with_two_nodes_cleaning_up(redis_url: st
         async def all_expired() -> bool:
             return await a.stats("cursors") == 1
 
-        await eventually(all_expired)
+        await poll(all_expired, timeout=10.0)
         removals_a = [p for p in await a_events.wait_publications(41, "cursors") if p.removed]
         removals_b = [p for p in await b_events.wait_publications(41, "cursors") if p.removed]
         assert sorted(p.key for p in removals_a) == sorted(f"user{i}" for i in range(20)), "each removal once"
@@ -159,7 +137,7 @@ async def test_republishing_a_key_postpones_its_expiry(redis_url: str, prefix: s
         async def gone() -> bool:
             return await broker.cleanup() == 1
 
-        await eventually(gone)
+        await poll(gone, timeout=10.0)
         assert await broker.stats("live") == 0
 
 
@@ -244,7 +222,7 @@ async def test_a_redis_restart_resyncs_and_updates_flow_again(
                 return True
             return False
 
-        await eventually(ping_fails)
+        await poll(ping_fails, timeout=10.0)
         with pytest.raises(RedisUnavailable):
             await broker.publish("board", w("b"), DURABLE)
         with pytest.raises(RedisUnavailable):
@@ -469,7 +447,7 @@ async def test_in_a_cluster_expiries_across_slots_are_delivered_once_with_two_no
         async def all_expired() -> bool:
             return all([await a.stats(c) == 0 for c in channels])
 
-        await eventually(all_expired)
+        await poll(all_expired, timeout=10.0)
         for events in (a_events, b_events):
             for channel in channels:
                 pubs = await events.wait_publications(2, channel)

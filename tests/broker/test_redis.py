@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
@@ -13,6 +13,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 
+from tests.conftest import eventually
 from trunkline.broker.base import (
     ClientInfo,
     HistoryQuery,
@@ -23,7 +24,7 @@ from trunkline.broker.base import (
 )
 from trunkline.broker.redis import RedisBroker, RedisPresence, RedisUnavailable
 
-from .conftest import Recorder, RedisServer, delete_keys, free_port
+from .conftest import Recorder, RedisServer, free_port, running
 
 pytestmark = pytest.mark.redis
 
@@ -39,32 +40,9 @@ def at(data: bytes, offset: int, epoch: str) -> Publication:
     return Publication(data=data, offset=offset, epoch=epoch)
 
 
-@asynccontextmanager
-async def started(url: str, prefix: str, **kwargs: float) -> AsyncIterator[tuple[RedisBroker, Recorder]]:
+def started(url: str, prefix: str, **kwargs: float) -> AbstractAsyncContextManager[tuple[RedisBroker, Recorder]]:
     """A started broker (one "node") and what its handler received."""
-    broker = RedisBroker(url, prefix=prefix, **kwargs)
-    events = Recorder()
-    await broker.start(events)
-    try:
-        yield broker, events
-    finally:
-        await broker.close()
-
-
-@pytest.fixture
-async def raw(redis_url: str, prefix: str) -> AsyncIterator[Redis]:
-    """A plain redis-py client on the session server; removes the test's keys after."""
-    client = Redis.from_url(redis_url)
-    yield client
-    await delete_keys(client, prefix)
-    await client.aclose()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
+    return running(RedisBroker(url, prefix=prefix, **kwargs))
 
 
 # --- several nodes ------------------------------------------------------------------
@@ -299,7 +277,7 @@ async def test_presence_entries_expire_one_by_one(redis_url: str, prefix: str, r
         async def only_long() -> bool:
             return await presence.presence("room") == {"long": b'{"c":"long"}'}
 
-        await eventually(only_long)
+        await eventually(only_long, timeout=10.0)
         assert await presence.presence_stats("room") == (1, 1)
         assert await raw.hlen(data) == 1, "expired entries are removed on read"
         assert await raw.zcard(expire) == 1
@@ -336,7 +314,7 @@ async def test_whole_presence_key_expires_with_its_last_entry(redis_url: str, pr
         async def gone() -> bool:
             return await raw.exists(f"{prefix}.presence.data.room", f"{prefix}.presence.expire.room") == 0
 
-        await eventually(gone)
+        await eventually(gone, timeout=10.0)
         assert await presence.presence("room") == {}
     finally:
         await presence.close()
@@ -388,7 +366,7 @@ async def test_reconnects_after_a_redis_restart(redis_servers: Callable[[], Redi
                 return True
             return False
 
-        await eventually(ping_fails)
+        await eventually(ping_fails, timeout=10.0)
         with pytest.raises(RedisUnavailable):
             await broker.publish("room", rec(b"{}"), HISTORY)
         with pytest.raises(RedisUnavailable):
@@ -401,7 +379,7 @@ async def test_reconnects_after_a_redis_restart(redis_servers: Callable[[], Redi
         async def ping_works() -> bool:
             return not await ping_fails()
 
-        await eventually(ping_works)
+        await eventually(ping_works, timeout=10.0)
         # Every channel is subscribed again, then the node is told it may have missed publications.
         await events.wait(1, "resync")
         async with started(server.url, prefix) as (other, _):
