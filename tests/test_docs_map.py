@@ -287,6 +287,10 @@ def test_map_doc_curl_examples(docs: Docs) -> None:
     state = api(docs, *calls[1])["result"]
     assert [(e["key"], e["data"], e["score"]) for e in state["entries"]] == [("player1", {"name": "Ann"}, 1500)]
     assert state["cursor"] == ""
+    # "limit: 0 (or absent) returns only the stream position"; "with key, ... whatever the limit".
+    assert api(docs, "map_read_state", {"channel": "scores:main"})["result"]["entries"] == []
+    one = api(docs, "map_read_state", {"channel": "scores:main", "key": "player1"})["result"]
+    assert [e["key"] for e in one["entries"]] == ["player1"]
 
 
 def checkconfig(path: Path) -> subprocess.CompletedProcess[str]:
