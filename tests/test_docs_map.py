@@ -241,9 +241,13 @@ def run_node(code: str, docs: Docs) -> list[str]:
 
 
 def test_docs_mark_their_runnable_blocks() -> None:
-    # map.md: map presence and the client protocol; shared-poll.md: the client.
+    # map.md: map presence and the client protocol; shared-poll.md: the client. Every JavaScript
+    # block of the two docs is marked, so a new one is run too (or the marker is missing here).
     assert len(runnable(MAP_DOC)) == 2
     assert len(runnable(POLL_DOC)) == 1
+    for doc in (MAP_DOC, POLL_DOC):
+        js = [code for lang, code, _ in blocks(doc) if lang in ("js", "javascript")]
+        assert js == runnable(doc), f"{doc.name}: a JavaScript block without {RUN_MARKER}"
 
 
 @pytest.mark.parametrize("n", range(2))
