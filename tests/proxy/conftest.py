@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -14,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.backend_process import backend_process
 
 BACKEND = Path(__file__).with_name("backend.py")
 
@@ -32,23 +30,8 @@ class Backend:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[Backend]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(BACKEND), str(port)], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the proxy backend did not start") from None
-                time.sleep(0.05)
+    with backend_process(BACKEND, "the proxy backend") as (url, process):
         yield Backend(url, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def proxy_config(url: str, *, connect_ttl: int = 0) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -16,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, Running, free_port, token
+from tests.backend_process import backend_process
+from tests.conftest import ROOT, Running, token
 
 BACKEND = Path(__file__).with_name("backend.py")
 DRIVER = Path(__file__).with_name("driver.js")
@@ -57,23 +57,8 @@ class Backend:
 
 @pytest.fixture(scope="module")
 def backend() -> Iterator[Backend]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, str(BACKEND), str(port)], stdout=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 15
-    try:
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=1):
-                    break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError("the shared-poll backend did not start") from None
-                time.sleep(0.05)
+    with backend_process(BACKEND, "the shared-poll backend") as (url, process):
         yield Backend(url, process)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def poll_config(url: str, **top: Any) -> dict[str, Any]:
