@@ -1,4 +1,4 @@
-"""A Node process running centrifuge-js 5.8 map subscriptions (tests/map/map_driver.js)."""
+"""Node processes running centrifuge-js 5.8 (JSON lines), and its map subscriptions (tests/map/map_driver.js)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.conftest import token
 
@@ -18,15 +18,17 @@ ROOT = Path(__file__).resolve().parents[2]
 Event = dict[str, Any]
 
 
-class Driver:
-    """JSON commands in, JSON events out; :meth:`wait` looks for an event with a deadline."""
+class NodeDriver:
+    """A Node process of centrifuge-js clients: JSON commands in, JSON events out; :meth:`wait`
+    looks for an event with a deadline (``timeout`` seconds unless told)."""
+
+    timeout = 10.0
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.events: list[Event] = []
         self._changed = asyncio.Event()
         self._reader = asyncio.ensure_future(self._read())
-        self._req = 0
 
     async def _read(self) -> None:
         assert self.proc.stdout is not None
@@ -38,8 +40,9 @@ class Driver:
         assert self.proc.stdin is not None
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
 
-    async def wait(self, pred: Callable[[Event], bool], timeout: float = 10.0, since: int = 0) -> Event:
+    async def wait(self, pred: Callable[[Event], bool], timeout: float | None = None, since: int = 0) -> Event:
         """The first event from index ``since`` (seen or arriving within ``timeout``) passing ``pred``."""
+        timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         seen = since
         while True:
@@ -50,13 +53,47 @@ class Driver:
             self._changed.clear()
             left = deadline - time.monotonic()
             if left <= 0:
-                raise AssertionError(f"no matching event within {timeout}s; last events: {self.events[-15:]}")
+                raise AssertionError(f"no matching event within {timeout}s; last events: {self.events[-20:]}")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), left)
 
     def mark(self) -> int:
         """An index for :meth:`wait`'s ``since``: only events after now."""
         return len(self.events)
+
+    async def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            await asyncio.wait_for(self.proc.wait(), 5)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+        self._reader.cancel()
+
+
+D = TypeVar("D", bound=NodeDriver)
+
+
+@contextlib.asynccontextmanager
+async def run_node(cls: type[D], script: Path) -> AsyncIterator[D]:
+    """``node <script>`` (from the repository root) driven by a ``cls``; closed after."""
+    proc = await asyncio.create_subprocess_exec(
+        "node", str(script), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT
+    )
+    drv = cls(proc)
+    try:
+        yield drv
+    finally:
+        await drv.close()
+
+
+class Driver(NodeDriver):
+    """centrifuge-js map subscriptions (tests/map/map_driver.js)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        super().__init__(proc)
+        self._req = 0
 
     async def connect(self, name: str, url: str, user: str, *, protobuf: bool = False) -> str:
         self.send(op="connect", id=name, url=url, token=token(user), protobuf=protobuf)
@@ -84,27 +121,9 @@ class Driver:
             self.send(op="publish", id=name, channel=channel, key=key, data=data, req=req)
         return await self.wait(lambda e: e["ev"] == "reply" and e["req"] == req)
 
-    async def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 5)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-        self._reader.cancel()
 
-
-@contextlib.asynccontextmanager
-async def run_driver() -> AsyncIterator[Driver]:
-    proc = await asyncio.create_subprocess_exec(
-        "node", str(DRIVER), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT
-    )
-    drv = Driver(proc)
-    try:
-        yield drv
-    finally:
-        await drv.close()
+def run_driver() -> contextlib.AbstractAsyncContextManager[Driver]:
+    return run_node(Driver, DRIVER)
 
 
 def update_of(name: str, channel: str, key: str, *, removed: bool = False) -> Callable[[Event], bool]:

@@ -11,7 +11,6 @@ broker and on Redis (``map_broker.type = "redis"``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import signal
 import time
@@ -23,10 +22,10 @@ from typing import Any
 import aiohttp
 import pytest
 from tests.conftest import API_KEY, Running, token
+from tests.map.js_driver import NodeDriver, run_node, update_of
 from tests.mqtt.paho_helpers import V5, Paho
 
 DRIVER = Path(__file__).with_name("test_presence_driver.js")
-ROOT = Path(__file__).resolve().parents[2]
 USER_TTL = 1.0  # the users namespace's key_ttl: short, so a user's leave shows within the test
 
 PRESENCE_CONFIG: dict[str, Any] = {
@@ -65,40 +64,10 @@ PRESENCE_CONFIG: dict[str, Any] = {
 }
 
 
-class Driver:
-    """A Node process running centrifuge-js clients; JSON commands in, JSON events out."""
+class Driver(NodeDriver):
+    """centrifuge-js clients and map presence watchers (tests/map/test_presence_driver.js)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.events: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
-        self._reader = asyncio.ensure_future(self._read())
-
-    async def _read(self) -> None:
-        assert self.proc.stdout is not None
-        while line := await self.proc.stdout.readline():
-            self.events.append(json.loads(line))
-            self._changed.set()
-
-    def send(self, **cmd: Any) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-
-    async def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 5.0) -> dict[str, Any]:
-        """The first event (seen so far or arriving within ``timeout``) that passes ``pred``."""
-        deadline = time.monotonic() + timeout
-        seen = 0
-        while True:
-            for event in self.events[seen:]:
-                if pred(event):
-                    return event
-            seen = len(self.events)
-            self._changed.clear()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"no matching event within {timeout}s; events: {self.events[-20:]}")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
+    timeout = 5.0
 
     def updates(self, watcher: str, channel: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e["ev"] == "update" and e["id"] == watcher and e["channel"] == channel]
@@ -120,25 +89,11 @@ class Driver:
         entries: list[dict[str, Any]] = event["entries"]
         return entries
 
-    async def close(self) -> None:
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
-        try:
-            await asyncio.wait_for(self.proc.wait(), 5)
-        except TimeoutError:
-            self.proc.kill()
-            await self.proc.wait()
-        self._reader.cancel()
-
 
 @pytest.fixture
 async def driver() -> AsyncIterator[Driver]:
-    proc = await asyncio.create_subprocess_exec(
-        "node", str(DRIVER), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, cwd=ROOT
-    )
-    drv = Driver(proc)
-    yield drv
-    await drv.close()
+    async with run_node(Driver, DRIVER) as drv:
+        yield drv
 
 
 Start = Callable[..., Awaitable[Running]]
@@ -157,19 +112,6 @@ async def running(request: pytest.FixtureRequest, start_server: Start) -> Runnin
     return srv
 
 
-def _is_update(watcher: str, channel: str, key: str, *, removed: bool = False) -> Callable[[dict[str, Any]], bool]:
-    def pred(e: dict[str, Any]) -> bool:
-        return (
-            e["ev"] == "update"
-            and e["id"] == watcher
-            and e["channel"] == channel
-            and e["key"] == key
-            and bool(e.get("removed")) is removed
-        )
-
-    return pred
-
-
 async def test_clients_presence_joins_and_leaves_at_once(running: Running, driver: Driver) -> None:
     url = running.ws_url
     await driver.connect("w", url, "watcher")
@@ -177,14 +119,14 @@ async def test_clients_presence_joins_and_leaves_at_once(running: Running, drive
 
     alice = await driver.connect("a", url, "alice")
     await driver.subscribe("a", "game:1")
-    joined = await driver.wait(_is_update("w", "clients:game:1", alice))
+    joined = await driver.wait(update_of("w", "clients:game:1", alice))
     assert joined["info"]["user"] == "alice" and joined["info"]["client"] == alice
     assert joined["info"]["connInfo"] == {"name": "alice"}
     assert joined["data"]["user"] == "alice" and joined["data"]["client"] == alice
 
     bob = await driver.connect("b", url, "bob")
     await driver.subscribe("b", "game:1")
-    await driver.wait(_is_update("w", "clients:game:1", bob))
+    await driver.wait(update_of("w", "clients:game:1", bob))
 
     # the server API reads the same keys, with their ClientInfo
     async with (
@@ -206,10 +148,10 @@ async def test_clients_presence_joins_and_leaves_at_once(running: Running, drive
     assert sorted(e["key"] for e in entries) == sorted([alice, bob])
 
     driver.send(op="unsubscribe", id="a", channel="game:1")
-    await driver.wait(_is_update("w", "clients:game:1", alice, removed=True))
+    await driver.wait(update_of("w", "clients:game:1", alice, removed=True))
     started = time.monotonic()
     driver.send(op="disconnect", id="b")
-    await driver.wait(_is_update("w", "clients:game:1", bob, removed=True))
+    await driver.wait(update_of("w", "clients:game:1", bob, removed=True))
     assert time.monotonic() - started < 2.0, "a disconnect removes the client key at once, not by TTL"
     assert running.server.node.map_presence is not None and len(running.server.node.map_presence) == 0
 
@@ -221,7 +163,7 @@ async def test_users_presence_is_one_key_per_user_and_leaves_by_ttl(running: Run
 
     await driver.connect("a1", url, "alice")
     await driver.subscribe("a1", "game:2")
-    await driver.wait(_is_update("w", "users:game:2", "alice"))
+    await driver.wait(update_of("w", "users:game:2", "alice"))
     await driver.connect("a2", url, "alice")
     await driver.subscribe("a2", "game:2")
 
@@ -232,7 +174,7 @@ async def test_users_presence_is_one_key_per_user_and_leaves_by_ttl(running: Run
 
     left = time.monotonic()
     driver.send(op="disconnect", id="a2")
-    await driver.wait(_is_update("w", "users:game:2", "alice", removed=True), timeout=USER_TTL + 4)
+    await driver.wait(update_of("w", "users:game:2", "alice", removed=True), timeout=USER_TTL + 4)
     waited = time.monotonic() - left
     assert waited >= USER_TTL * 0.5, f"removed after {waited:.2f}s: by TTL, not at the leave"
 
@@ -243,10 +185,10 @@ async def test_a_map_subscription_keeps_presence_too(running: Running, driver: D
     assert await driver.watch("w", "clients:board:1", "clients") == []
     carol = await driver.connect("c", running.ws_url, "carol")
     await driver.subscribe("c", "board:1", map_type=True)
-    joined = await driver.wait(_is_update("w", "clients:board:1", carol))
+    joined = await driver.wait(update_of("w", "clients:board:1", carol))
     assert joined["info"]["user"] == "carol"
     driver.send(op="unsubscribe", id="c", channel="board:1")
-    await driver.wait(_is_update("w", "clients:board:1", carol, removed=True))
+    await driver.wait(update_of("w", "clients:board:1", carol, removed=True))
 
 
 async def test_keys_of_a_node_that_dies_go_by_ttl(
@@ -268,13 +210,13 @@ async def test_keys_of_a_node_that_dies_go_by_ttl(
     assert await driver.watch("w", "clients:game:9", "clients") == []
     dan = await driver.connect("d", doomed.ws_url, "dan")
     await driver.subscribe("d", "game:9")
-    await driver.wait(_is_update("w", "clients:game:9", dan))
+    await driver.wait(update_of("w", "clients:game:9", dan))
     await asyncio.sleep(2 * ttl)  # a span to prove the dying node's refresh kept the key, not a synchronisation
     assert not driver.updates("w", "clients:game:9")[1:], "kept alive while its node lives"
 
     killed = time.monotonic()
     doomed.stop(signal.SIGKILL)
-    await driver.wait(_is_update("w", "clients:game:9", dan, removed=True), timeout=ttl + 4)
+    await driver.wait(update_of("w", "clients:game:9", dan, removed=True), timeout=ttl + 4)
     waited = time.monotonic() - killed
     assert waited <= ttl + 1.5, f"removed {waited:.2f}s after the node died"
 
@@ -287,8 +229,8 @@ async def test_mqtt_subscribers_keep_presence_too(running: Running, driver: Driv
     assert (await device.connect(running.port, username="meter", password=token("meter"))) == 0
     try:
         await device.subscribe("game/5", 1)
-        joined = await driver.wait(_is_update("w", "clients:game:5", "meter-1"))
+        joined = await driver.wait(update_of("w", "clients:game:5", "meter-1"))
         assert joined["info"]["user"] == "meter"
     finally:
         device.stop()
-    await driver.wait(_is_update("w", "clients:game:5", "meter-1", removed=True))
+    await driver.wait(update_of("w", "clients:game:5", "meter-1", removed=True))
