@@ -11,16 +11,13 @@
 // removed, data, offset}, error {id, channel?, code, message}, reply {id, req, ok, code}.
 'use strict';
 
-const readline = require('readline');
 const WebSocket = require('ws');
 const json = require('centrifuge');
 const pb = require('centrifuge/build/protobuf');
 
-const clients = new Map();
+const { emit, serve } = require('../js_lines');
 
-function emit(event) {
-  process.stdout.write(JSON.stringify(event) + '\n');
-}
+const clients = new Map();
 
 function decode(data, protobuf) {
   if (data === undefined || data === null) return null;
@@ -102,16 +99,4 @@ function handle(cmd) {
   }
 }
 
-const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', (line) => {
-  if (!line.trim()) return;
-  try {
-    handle(JSON.parse(line));
-  } catch (e) {
-    emit({ ev: 'error', message: String(e && e.stack) });
-  }
-});
-rl.on('close', () => {
-  for (const c of clients.values()) c.disconnect();
-  setTimeout(() => process.exit(0), 50);
-});
+serve(clients, handle);

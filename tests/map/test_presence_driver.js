@@ -9,15 +9,12 @@
 // update {id, channel, key, removed, data, info}, error {id, channel?, message}, done {op, id}.
 'use strict';
 
-const readline = require('readline');
 const WebSocket = require('ws');
 const { Centrifuge } = require('centrifuge');
 
-const clients = new Map();
+const { emit, serve } = require('../js_lines');
 
-function emit(event) {
-  process.stdout.write(JSON.stringify(event) + '\n');
-}
+const clients = new Map();
 
 function entryOf(e) {
   const out = { key: e.key, data: e.data === undefined ? null : e.data };
@@ -78,15 +75,4 @@ function handle(cmd) {
   emit({ ev: 'done', op: cmd.op, id: cmd.id });
 }
 
-const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', (line) => {
-  try {
-    handle(JSON.parse(line));
-  } catch (err) {
-    emit({ ev: 'error', message: String(err && err.message) });
-  }
-});
-rl.on('close', () => {
-  for (const client of clients.values()) client.disconnect();
-  setTimeout(() => process.exit(0), 50);
-});
+serve(clients, handle);

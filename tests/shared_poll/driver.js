@@ -12,14 +12,11 @@
 'use strict';
 
 const crypto = require('crypto');
-const readline = require('readline');
 const WebSocket = require('ws');
 
-const clients = new Map();
+const { emit, serve } = require('../js_lines');
 
-function emit(event) {
-  process.stdout.write(JSON.stringify(event) + '\n');
-}
+const clients = new Map();
 
 // Protobuf clients get data as bytes: the tests' payloads are JSON text.
 function decode(data) {
@@ -89,15 +86,4 @@ function handle(cmd) {
   emit({ ev: 'done', op: cmd.op, id: cmd.id });
 }
 
-const rl = readline.createInterface({ input: process.stdin });
-rl.on('line', (line) => {
-  try {
-    handle(JSON.parse(line));
-  } catch (e) {
-    emit({ ev: 'error', message: String(e && e.stack) });
-  }
-});
-rl.on('close', () => {
-  for (const c of clients.values()) c.disconnect();
-  setTimeout(() => process.exit(0), 50);
-});
+serve(clients, handle);
