@@ -171,8 +171,8 @@ def docs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Docs]:
     path = tmp / "trunkline.json"
     path.write_text(json.dumps(config))
     server = Process(port=free_port(), config_path=path, log_path=tmp / "server.log")
-    server.start()
     try:
+        server.start()
         token = subprocess.run(
             [sys.executable, "-m", "trunkline", "gentoken", "--user", "42", "--config", str(path)],
             capture_output=True,
