@@ -40,6 +40,7 @@ import asyncio
 import hashlib
 import logging
 import random
+import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -151,10 +152,14 @@ class _Pipeliner:
         self._pending: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
         self._flush_scheduled = False
         self._flushes: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def submit(self, args: tuple[Any, ...]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         reply: asyncio.Future[Any] = loop.create_future()
+        if self._closed:  # a late call (say a presence removal during shutdown) opens no new connection
+            reply.set_exception(RedisUnavailable("redis client closed"))
+            return reply
         self._pending.append((args, reply))
         if not self._flush_scheduled:
             self._flush_scheduled = True
@@ -199,7 +204,8 @@ class _Pipeliner:
                 reply.set_result(result)
 
     async def close(self) -> None:
-        """Fail what is queued or in flight."""
+        """Fail what is queued or in flight, and every later call."""
+        self._closed = True
         pending, self._pending = self._pending, []
         for _, reply in pending:
             if not reply.done():
@@ -209,6 +215,9 @@ class _Pipeliner:
             task.cancel()
         if flushes:
             await asyncio.wait(flushes)
+
+
+_PIPELINERS: weakref.WeakKeyDictionary[Redis, _Pipeliner] = weakref.WeakKeyDictionary()
 
 
 class _RedisUser:
@@ -232,7 +241,12 @@ class _RedisUser:
         self._io_timeout = io_timeout
         self._deadline = connect_timeout + io_timeout
         self._owns_client = owns_client
-        self._pipeliner = _Pipeliner(client, self._deadline)
+        # One pipeliner per client: the broker and the presence (and anything else) sharing a
+        # client share its pipelines, and the owner's close stops them all.
+        pipeliner = _PIPELINERS.get(client)
+        if pipeliner is None:
+            pipeliner = _PIPELINERS[client] = _Pipeliner(client, self._deadline)
+        self._pipeliner = pipeliner
 
     @property
     def client(self) -> Redis:
@@ -247,9 +261,10 @@ class _RedisUser:
         return f"{self._prefix}.result.{len(channel)}.{self._tag(channel)}.{idempotency_key}"
 
     async def _close_client(self) -> None:
-        await self._pipeliner.close()
         if self._owns_client:
             self._owns_client = False
+            await self._pipeliner.close()
+            _PIPELINERS.pop(self._client, None)
             await self._client.aclose()
             # A Sentinel-managed pool: the clients of the sentinels themselves.
             manager = getattr(self._client.connection_pool, "sentinel_manager", None) if not self._cluster else None
