@@ -22,22 +22,13 @@ import pytest
 from trunkline.broker.map_base import MapBroker, MapOptions, MapWrite
 from trunkline.broker.map_memory import MemoryMapBroker
 
+from .fake_clock import FakeClock
 from .map_env_redis import redis_cluster_env, redis_env
 
 if TYPE_CHECKING:  # conftest imports this module for its fixture; Recorder is imported when used
     from .conftest import Recorder
 
 BARRIER = "__map_barrier"
-
-
-class FakeClock:
-    """A monotonic clock moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass

@@ -37,19 +37,10 @@ from trunkline.broker.redis_topology import make_cluster_client
 from trunkline.hub.recovery import Recovery, decide
 
 from .conftest import Recorder, delete_keys
+from .fake_clock import FakeClock
 
 HISTORY = PublishOptions(history_size=100, history_ttl=60.0)
 HUGE = [2**63 - 1, 2**63, 2**64 - 1]  # valid uint64 client offsets past Lua's (and int64's) exact range
-
-
-class FakeClock:
-    """The memory broker's clock, moved by the test."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @dataclass
