@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from typing import Any
 
 import aiohttp
@@ -20,6 +19,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import API_KEY, Running
+from tests.map.servers import start_on_map_broker
 from trunkline.broker.map_base import MapWrite
 
 HEADERS = {"X-API-Key": API_KEY}
@@ -40,15 +40,7 @@ METHODS = ("map_publish", "map_remove", "map_read_state", "map_read_stream", "ma
 
 @pytest.fixture(params=["memory", "redis"])
 async def running(request: pytest.FixtureRequest, start_server: Any) -> Running:
-    config = json.loads(json.dumps(CONFIG))
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        prefix = f"mapapi-{uuid.uuid4().hex[:8]}"  # the redis-server is shared by the whole run
-        config["map_broker"] = {"type": "redis", "redis": {"address": url, "prefix": prefix}}
-    srv: Running = await start_server(config)
-    broker = type(srv.server.node.map_broker).__name__
-    assert broker == ("RedisMapBroker" if request.param == "redis" else "MemoryMapBroker")
-    return srv
+    return await start_on_map_broker(request, start_server, CONFIG, "mapapi")
 
 
 async def call(srv: Running, method: str, params: Any) -> dict[str, Any]:

@@ -23,6 +23,7 @@ import aiohttp
 import pytest
 from tests.conftest import API_KEY, Running, token
 from tests.map.js_driver import NodeDriver, run_node, update_of
+from tests.map.servers import start_on_map_broker
 from tests.mqtt.paho_helpers import V5, Paho
 
 DRIVER = Path(__file__).with_name("test_presence_driver.js")
@@ -101,15 +102,7 @@ Start = Callable[..., Awaitable[Running]]
 
 @pytest.fixture(params=["memory", "redis"])
 async def running(request: pytest.FixtureRequest, start_server: Start) -> Running:
-    config = json.loads(json.dumps(PRESENCE_CONFIG))
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        prefix = f"mappres-{uuid.uuid4().hex[:8]}"  # the redis-server is shared by the whole run
-        config["map_broker"].update({"type": "redis", "redis": {"address": url, "prefix": prefix}})
-    srv = await start_server(config)
-    broker = type(srv.server.node.map_broker).__name__
-    assert broker == ("RedisMapBroker" if request.param == "redis" else "MemoryMapBroker")
-    return srv
+    return await start_on_map_broker(request, start_server, PRESENCE_CONFIG, "mappres")
 
 
 async def test_clients_presence_joins_and_leaves_at_once(running: Running, driver: Driver) -> None:

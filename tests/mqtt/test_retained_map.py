@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from typing import Any
 
 import aiohttp
@@ -21,6 +20,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import API_KEY, Running, make_settings, token
 from tests.map.js_driver import run_driver, update_of
+from tests.map.servers import start_on_map_broker
 from tests.mqtt.paho_helpers import V5, Paho, get
 from trunkline.config import ConfigError
 from trunkline.mqtt.retained import RetainedMessage
@@ -65,17 +65,7 @@ async def retain(device: Paho, topic: str, payload: bytes, *, flag: bool = True)
 @pytest.fixture(params=["memory", "redis"])
 async def srv(request: pytest.FixtureRequest, start_server: Any) -> Running:
     """Memory engine and map broker; or both on Redis (the retained store is then RedisRetained)."""
-    config = json.loads(json.dumps(CONFIG))
-    if request.param == "redis":
-        url: str = request.getfixturevalue("redis_url")
-        prefix = f"retmap-{uuid.uuid4().hex[:8]}"  # the redis-server is shared by the whole run
-        config["engine"] = {"type": "redis", "redis": {"address": url, "prefix": prefix}}
-        config["map_broker"] = {"type": "redis"}  # on engine.redis
-    running: Running = await start_server(config)
-    assert type(running.server.node.map_broker).__name__ == (
-        "RedisMapBroker" if request.param == "redis" else "MemoryMapBroker"
-    )
-    return running
+    return await start_on_map_broker(request, start_server, CONFIG, "retmap", on_engine=True)
 
 
 async def test_retained_topics_are_keys_of_the_namespaces_map(srv: Running) -> None:
