@@ -13,6 +13,7 @@ from tests.conftest import API_KEY, Running, eventually
 
 from .conftest import Backend, poll_config
 from .test_protocol import subscribed, track
+from .wsclient import WsClient
 
 
 async def api(server: Running, body: dict[str, Any]) -> dict[str, Any]:
@@ -26,12 +27,19 @@ async def api(server: Running, body: dict[str, Any]) -> dict[str, Any]:
         return answer
 
 
+async def tracking_x(server: Running, backend: Backend, channel: str, version: int) -> WsClient:
+    """A client of ``server`` tracking key "x" of ``channel`` (the backend's version ``version``),
+    its first update received."""
+    backend.set(channel, "x", {"p": 1}, version=version)
+    client = await subscribed(server, channel)
+    await client.call("sub_refresh", track(channel, ["x"]))
+    await eventually(lambda: client.updates(channel, "x"))
+    return client
+
+
 async def test_direct_publish_in_versioned_mode(poll_server: Running, backend: Backend) -> None:
     channel = "ver:direct"
-    backend.set(channel, "x", {"p": 1}, version=3)
-    c = await subscribed(poll_server, channel)
-    await c.call("sub_refresh", track(channel, ["x"]))
-    await eventually(lambda: c.updates(channel, "x"))
+    c = await tracking_x(poll_server, backend, channel, 3)
     assert await api(poll_server, {"channel": channel, "key": "x", "data": {"p": 2}, "version": 5}) == {"result": {}}
     pushed = (await eventually(lambda: c.updates(channel, "x")[1:]))[0]
     assert pushed == {"data": {"p": 2}, "key": "x", "version": 5}
@@ -67,10 +75,7 @@ async def test_publish_enabled_carries_direct_publishes_to_every_node(
     config["engine"] = {"type": "redis", "redis": {"address": redis_url, "prefix": f"sp{uuid.uuid4().hex[:8]}"}}
     a: Running = await start_server(config)
     b: Running = await start_server(config)
-    backend.set(channel, "x", {"p": 1}, version=1)
-    on_b = await subscribed(b, channel)
-    await on_b.call("sub_refresh", track(channel, ["x"]))
-    await eventually(lambda: on_b.updates(channel, "x"))
+    on_b = await tracking_x(b, backend, channel, 1)
     # node a has nobody tracking "x": the publish goes through Redis to node b's client
     assert await api(a, {"channel": channel, "key": "x", "data": {"p": 2}, "version": 2}) == {"result": {}}
     pushed = (await eventually(lambda: on_b.updates(channel, "x")[1:]))[0]
@@ -85,10 +90,7 @@ async def test_without_publish_enabled_a_direct_publish_stays_on_its_node(
     config = {**poll_config(backend.url), "engine": {"type": "redis", "redis": {"address": redis_url, "prefix": "spl"}}}
     a: Running = await start_server(config)
     b: Running = await start_server(config)
-    backend.set(channel, "x", {"p": 1}, version=1)
-    on_b = await subscribed(b, channel)
-    await on_b.call("sub_refresh", track(channel, ["x"]))
-    await eventually(lambda: on_b.updates(channel, "x"))
+    on_b = await tracking_x(b, backend, channel, 1)
     await api(a, {"channel": channel, "key": "x", "data": {"p": 2}, "version": 2})
     await asyncio.sleep(0.3)
     assert len(on_b.updates(channel, "x")) == 1  # node a delivered to its own trackers only (none)
