@@ -1,4 +1,4 @@
-// The JSON-lines loop of the tests' centrifuge-js drivers (tests/map/*.js, tests/shared_poll/driver.js):
+// The JSON-lines loop (and the common commands) of the tests' centrifuge-js drivers (tests/map/*.js, tests/shared_poll/driver.js):
 // one JSON command per stdin line in, one JSON event per stdout line out. On the end of stdin
 // every client is disconnected and the process exits.
 'use strict';
@@ -27,4 +27,20 @@ function serve(clients, handle) {
   });
 }
 
-module.exports = { emit, serve };
+// The "unsubscribe" (a subscription the client does not hold is nothing to do) and "disconnect"
+// commands, which every driver has: {op, id, channel?}.
+function leave(clients, cmd) {
+  const c = clients.get(cmd.id);
+  if (cmd.op === 'disconnect') {
+    c.disconnect();
+    clients.delete(cmd.id);
+    return;
+  }
+  const sub = c.getSubscription(cmd.channel);
+  if (sub) {
+    sub.unsubscribe();
+    c.removeSubscription(sub);
+  }
+}
+
+module.exports = { emit, leave, serve };

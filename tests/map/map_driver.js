@@ -15,7 +15,7 @@ const WebSocket = require('ws');
 const json = require('centrifuge');
 const pb = require('centrifuge/build/protobuf');
 
-const { emit, serve } = require('../js_lines');
+const { emit, leave, serve } = require('../js_lines');
 
 const clients = new Map();
 
@@ -81,17 +81,9 @@ function handle(cmd) {
       );
       break;
     }
-    case 'unsubscribe': {
-      const sub = c.getSubscription(cmd.channel);
-      if (sub) {
-        sub.unsubscribe();
-        c.removeSubscription(sub);
-      }
-      emit({ ev: 'done', op: cmd.op, id: cmd.id });
-      break;
-    }
+    case 'unsubscribe':
     case 'disconnect':
-      c.disconnect();
+      leave(clients, cmd);
       emit({ ev: 'done', op: cmd.op, id: cmd.id });
       break;
     default:

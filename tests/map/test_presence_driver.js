@@ -12,7 +12,7 @@
 const WebSocket = require('ws');
 const { Centrifuge } = require('centrifuge');
 
-const { emit, serve } = require('../js_lines');
+const { emit, leave, serve } = require('../js_lines');
 
 const clients = new Map();
 
@@ -55,19 +55,10 @@ function handle(cmd) {
       sub.subscribe();
       break;
     }
-    case 'unsubscribe': {
-      const sub = c.getSubscription(cmd.channel);
-      if (sub) {
-        sub.unsubscribe();
-        c.removeSubscription(sub);
-      }
+    case 'unsubscribe':
+    case 'disconnect':
+      leave(clients, cmd);
       break;
-    }
-    case 'disconnect': {
-      c.disconnect();
-      clients.delete(cmd.id);
-      break;
-    }
     default:
       emit({ ev: 'error', id: cmd.id, message: 'unknown op ' + cmd.op });
       return;

@@ -14,7 +14,7 @@
 const crypto = require('crypto');
 const WebSocket = require('ws');
 
-const { emit, serve } = require('../js_lines');
+const { emit, leave, serve } = require('../js_lines');
 
 const clients = new Map();
 
@@ -69,15 +69,9 @@ function handle(cmd) {
     case 'untrack':
       c.getSubscription(cmd.channel).untrack(cmd.keys);
       break;
-    case 'unsubscribe': {
-      const sub = c.getSubscription(cmd.channel);
-      sub.unsubscribe();
-      c.removeSubscription(sub);
-      break;
-    }
+    case 'unsubscribe':
     case 'disconnect':
-      c.disconnect();
-      clients.delete(cmd.id);
+      leave(clients, cmd);
       break;
     default:
       emit({ ev: 'error', id: cmd.id, message: 'unknown op ' + cmd.op });
