@@ -502,6 +502,26 @@ async def test_sharded_addresses_are_refused_and_a_cluster_is_accepted() -> None
     await cluster.close()
 
 
+async def test_a_cluster_or_sentinel_entry_is_one_deployment_as_the_engine_reads_it() -> None:
+    """An entry's nodes are comma-separated (Centrifugo's form); several entries are shards: refused."""
+    seeds = make_map_broker(
+        settings_from_mapping(
+            {"map_broker": {"type": "redis"}, "engine": {"redis": {"cluster_address": ["127.0.0.1:1, 127.0.0.1:2"]}}}
+        )
+    )
+    assert isinstance(seeds, RedisMapBroker)
+    assert sorted(n.name for n in seeds.client.nodes_manager.startup_nodes.values()) == ["127.0.0.1:1", "127.0.0.1:2"]
+    await seeds.close()
+    for key, value in (
+        ("cluster_address", ["127.0.0.1:1", "127.0.0.1:2"]),
+        ("sentinel_address", ["127.0.0.1:3", "127.0.0.1:4"]),
+    ):
+        redis: dict[str, Any] = {key: value, "sentinel_master_name": "m"}
+        with pytest.raises(StartupError) as raised:
+            make_map_broker(settings_from_mapping({"map_broker": {"type": "redis", "redis": redis}}))
+        assert raised.value.setting == f"map_broker.redis.{key}"
+
+
 async def test_an_unreachable_map_redis_stops_the_server_with_the_setting_named() -> None:
     settings = settings_from_mapping(
         {

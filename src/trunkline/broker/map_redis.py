@@ -62,7 +62,7 @@ from .map_base import (
 )
 from .memory import new_epoch
 from .redis import DEFAULT_ADDRESS, RedisBroker, RedisUnavailable, _ms, _Script, make_client
-from .redis_topology import make_cluster_client, make_sentinel_client
+from .redis_topology import make_cluster_client, make_sentinel_client, shard_nodes
 
 logger = logging.getLogger(__name__)
 
@@ -231,17 +231,22 @@ class RedisMapBroker:
         """The broker of ``map_broker.type = "redis"``: the Redis of :func:`map_redis_settings`,
         ``map_broker.cleanup_*``, ``channel.idempotent_result_ttl``.
 
-        One server, Sentinel or a Redis Cluster; several addresses (client-side sharding) are
-        refused with a :class:`StartupError` naming the setting.
+        One server, Sentinel or a Redis Cluster (one ``cluster_address`` / ``sentinel_address``
+        entry, its nodes comma-separated, as the engine reads it); several addresses or entries
+        (client-side sharding) are refused with a :class:`StartupError` naming the setting.
         """
         section, r = map_redis_settings(settings)
         client: Redis | None
+        if len(r.cluster_address) > 1 or len(r.sentinel_address) > 1:
+            key = "cluster_address" if r.cluster_address else "sentinel_address"
+            raise StartupError(f"{section}.{key}", "map channels need one Redis (sharding is not supported)")
         if r.cluster_address:
-            client = make_cluster_client(r.cluster_address, r.connect_timeout, r.io_timeout, master_url=r.address)
+            seeds = shard_nodes(r.cluster_address[0])  # one entry: a cluster's seeds, comma-separated
+            client = make_cluster_client(seeds, r.connect_timeout, r.io_timeout, master_url=r.address)
             address = ""
         elif r.sentinel_address:
             client = make_sentinel_client(
-                r.sentinel_address,
+                shard_nodes(r.sentinel_address[0]),
                 r.sentinel_master_name,
                 r.connect_timeout,
                 r.io_timeout,
