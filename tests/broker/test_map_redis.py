@@ -623,7 +623,7 @@ def sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SentinelDeplo
 
 def _on_sentinel(sentinel: SentinelDeployment, prefix: str, **redis: Any) -> Settings:
     section = {
-        "sentinel_address": sentinel.addresses,
+        "sentinel_address": [",".join(sentinel.addresses)],  # one entry: one master's sentinels
         "sentinel_master_name": sentinel.MASTER,
         "sentinel_user": "default",
         "sentinel_password": SENTINEL_PASSWORD,
