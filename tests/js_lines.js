@@ -10,13 +10,16 @@ function emit(event) {
 }
 
 // Run handle(cmd) for each command line; a command that throws is an error event with its stack.
-// `clients` (id -> Centrifuge) are the ones disconnected at the end.
-function serve(clients, handle) {
+// With `done`, each command handled is followed by a done {op, id} event. `clients` (id ->
+// Centrifuge) are the ones disconnected at the end.
+function serve(clients, handle, { done = false } = {}) {
   const rl = readline.createInterface({ input: process.stdin });
   rl.on('line', (line) => {
     if (!line.trim()) return;
     try {
-      handle(JSON.parse(line));
+      const cmd = JSON.parse(line);
+      handle(cmd);
+      if (done) emit({ ev: 'done', op: cmd.op, id: cmd.id });
     } catch (e) {
       emit({ ev: 'error', message: String(e && e.stack) });
     }
@@ -25,6 +28,11 @@ function serve(clients, handle) {
     for (const c of clients.values()) c.disconnect();
     setTimeout(() => process.exit(0), 50);
   });
+}
+
+// A command of an op the driver does not have.
+function unknown(cmd) {
+  throw new Error('unknown op ' + cmd.op);
 }
 
 // The "unsubscribe" (a subscription the client does not hold is nothing to do) and "disconnect"
@@ -43,4 +51,4 @@ function leave(clients, cmd) {
   }
 }
 
-module.exports = { emit, leave, serve };
+module.exports = { emit, leave, serve, unknown };

@@ -15,7 +15,7 @@ const WebSocket = require('ws');
 const json = require('centrifuge');
 const pb = require('centrifuge/build/protobuf');
 
-const { emit, leave, serve } = require('../js_lines');
+const { emit, leave, serve, unknown } = require('../js_lines');
 
 const clients = new Map();
 
@@ -87,7 +87,7 @@ function handle(cmd) {
       emit({ ev: 'done', op: cmd.op, id: cmd.id });
       break;
     default:
-      emit({ ev: 'error', id: cmd.id, message: 'unknown op ' + cmd.op });
+      unknown(cmd);
   }
 }
 

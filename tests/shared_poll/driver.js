@@ -14,7 +14,7 @@
 const crypto = require('crypto');
 const WebSocket = require('ws');
 
-const { emit, leave, serve } = require('../js_lines');
+const { emit, leave, serve, unknown } = require('../js_lines');
 
 const clients = new Map();
 
@@ -74,10 +74,8 @@ function handle(cmd) {
       leave(clients, cmd);
       break;
     default:
-      emit({ ev: 'error', id: cmd.id, message: 'unknown op ' + cmd.op });
-      return;
+      unknown(cmd);
   }
-  emit({ ev: 'done', op: cmd.op, id: cmd.id });
 }
 
-serve(clients, handle);
+serve(clients, handle, { done: true });
