@@ -359,15 +359,7 @@ class RedisMapBroker:
         )
         state_record = encode_body(pub)
         if write.stream_data is not None:
-            pub = Publication(
-                data=write.stream_data,
-                info=pub.info,
-                tags=pub.tags,
-                time=pub.time,
-                delta=pub.delta,
-                key=pub.key,
-                score=pub.score,
-            )
+            pub = msgspec.structs.replace(pub, data=write.stream_data)  # the update streamed and delivered
             stream_record = encode_body(pub)
         else:
             stream_record = b""
