@@ -70,7 +70,7 @@ _PUBLISH = _Script.load("map_publish")
 _CLEANUP = _Script.load("map_cleanup")
 _STATE = _Script.load("map_state")
 _DUE = _Script.load("map_due")
-_STREAM = _Script.load("map_stream")
+_STREAM = _Script.load("map_stream", then="stream_range")
 
 #: how many due channels one cleanup cycle takes from a registration
 CLEANUP_CHANNELS_PER_CYCLE = 1000

@@ -86,13 +86,17 @@ class _Script:
     sha: str
 
     @classmethod
-    def load(cls, name: str) -> _Script:
-        source = (resources.files(__package__ or "trunkline.broker") / "lua" / f"{name}.lua").read_bytes()
+    def load(cls, name: str, *, then: str = "") -> _Script:
+        """The script ``lua/<name>.lua``, followed by ``lua/<then>.lua`` when given (a shared tail)."""
+        lua = resources.files(__package__ or "trunkline.broker") / "lua"
+        source = (lua / f"{name}.lua").read_bytes()
+        if then:
+            source += b"\n" + (lua / f"{then}.lua").read_bytes()
         return cls(source, hashlib.sha1(source, usedforsecurity=False).hexdigest())
 
 
 _PUBLISH = _Script.load("publish")
-_HISTORY = _Script.load("history")
+_HISTORY = _Script.load("history", then="stream_range")
 _PRESENCE_ADD = _Script.load("presence_add")
 _PRESENCE_REMOVE = _Script.load("presence_remove")
 _PRESENCE_GET = _Script.load("presence_get")

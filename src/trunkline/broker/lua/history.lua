@@ -9,11 +9,8 @@
 -- ARGV[5]  "1" for newest first
 -- ARGV[6]  placeholder ttl, milliseconds: how long a stream without publications lives
 --
--- Forward: offsets > since. Reverse: offsets < since (all when since is 0 or none).
--- Offsets are compared as numbers only against the top (small); ranges use the
--- exclusive "(" form, so no arithmetic on a client's offset can overflow. Bounds are
--- complete ids ("<offset>-0"): an incomplete end id means "<offset>-<max seq>", so
--- "(N" as the high end of XREVRANGE would still include N.
+-- Forward: offsets > since. Reverse: offsets < since (all when since is 0 or none); the bounds
+-- are explained in lua/stream_range.lua, the range read this script ends with.
 -- Returns {top, epoch, {{id, {"d", record}}, ...}}.
 
 local stream_key, meta_key = KEYS[1], KEYS[2]
@@ -32,36 +29,4 @@ end
 if ttl > 0 then
   redis.call("pexpire", meta_key, ttl)
 end
-
-local limit = tonumber(ARGV[3])
-if limit == 0 or top == 0 then
-  return {top, epoch, {}}
-end
-local since_text = ARGV[4]
-local since = tonumber(since_text)
-local entries
-if ARGV[5] == "1" then
-  local high = "+"
-  if since > 0 and since <= top then
-    high = "(" .. since_text .. "-0"
-  end
-  if limit > 0 then
-    entries = redis.call("xrevrange", stream_key, high, "-", "COUNT", limit)
-  else
-    entries = redis.call("xrevrange", stream_key, high, "-")
-  end
-else
-  if since >= top then
-    return {top, epoch, {}}
-  end
-  local low = "-"
-  if since >= 0 then
-    low = "(" .. since_text .. "-0"
-  end
-  if limit > 0 then
-    entries = redis.call("xrange", stream_key, low, "+", "COUNT", limit)
-  else
-    entries = redis.call("xrange", stream_key, low, "+")
-  end
-end
-return {top, epoch, entries}
+-- the range read: lua/stream_range.lua, appended when loaded

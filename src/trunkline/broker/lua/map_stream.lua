@@ -14,7 +14,7 @@
 -- ARGV[6]  placeholder ttl, milliseconds: how long a new epoch of an empty channel lives
 --
 -- Forward: offsets > since. Reverse: offsets < since (all when since is 0 or none). Bounds are
--- complete ids with the exclusive "(" form (see lua/history.lua).
+-- complete ids with the exclusive "(" form (see lua/stream_range.lua, the range read this script ends with).
 -- Returns {top, epoch, {{id, {field, value, ...}}, ...}}.
 
 local stream_key, meta_key, state_key = KEYS[1], KEYS[2], KEYS[3]
@@ -32,36 +32,4 @@ local top = tonumber(redis.call("hget", meta_key, "s") or "0")
 if top > 0 and tonumber(ARGV[2]) > 0 then
   redis.call("pexpire", meta_key, ARGV[2])
 end
-
-local limit = tonumber(ARGV[3])
-if limit == 0 or top == 0 then
-  return {top, epoch, {}}
-end
-local since_text = ARGV[4]
-local since = tonumber(since_text)
-local entries
-if ARGV[5] == "1" then
-  local high = "+"
-  if since > 0 and since <= top then
-    high = "(" .. since_text .. "-0"
-  end
-  if limit > 0 then
-    entries = redis.call("xrevrange", stream_key, high, "-", "COUNT", limit)
-  else
-    entries = redis.call("xrevrange", stream_key, high, "-")
-  end
-else
-  if since >= top then
-    return {top, epoch, {}}
-  end
-  local low = "-"
-  if since >= 0 then
-    low = "(" .. since_text .. "-0"
-  end
-  if limit > 0 then
-    entries = redis.call("xrange", stream_key, low, "+", "COUNT", limit)
-  else
-    entries = redis.call("xrange", stream_key, low, "+")
-  end
-end
-return {top, epoch, entries}
+-- the range read: lua/stream_range.lua, appended when loaded
