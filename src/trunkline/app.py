@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 from .observe import health
 from .observe.logs import HttpServerLogger
 from .transport.routes import add_http_transport_routes
-from .transport.websocket import GuardedTCPSite, runner_options, websocket_handler
+from .transport.websocket import GuardedTCPSite, close_detached, runner_options, websocket_handler
 
 log = logging.getLogger("trunkline.app")
 STATIC = Path(__file__).parent / "web" / "static"
@@ -199,6 +199,7 @@ class Server:
         self._runners.clear()
         with contextlib.suppress(Exception):
             await self.node.shutdown(0)
+            await close_detached(self.node, 0.1)
         self._closed.set()
 
     async def _start(self) -> None:
@@ -294,6 +295,7 @@ class Server:
         for listener in self.mqtt_listeners:
             await listener.stop()
         await self.node.shutdown(timeout)
+        await close_detached(self.node)
         for runner in self._runners:
             await runner.cleanup()
         self._closed.set()

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from trunkline.transport.websocket import WebSocketTransport, _frame
+from trunkline.transport.websocket import WebSocketTransport
 from trunkline.transport.writer import Writer
 
 
@@ -57,13 +57,6 @@ async def served() -> AsyncIterator[Served]:
     state.port = runner.addresses[0][1]
     yield state
     await runner.cleanup()
-
-
-def test_frame_headers_follow_rfc_6455_length_forms() -> None:
-    assert _frame(b"x" * 125, 0x81)[:2] == b"\x81\x7d"
-    assert _frame(b"x" * 126, 0x81)[:4] == b"\x81\x7e\x00\x7e"
-    assert _frame(b"x" * 65536, 0x82)[:10] == b"\x82\x7f" + struct.pack("!Q", 65536)
-    assert _frame(b"abc", 0x81) == b"\x81\x03abc"
 
 
 async def test_frames_reach_a_real_client_one_per_turn_and_batched_within_a_turn(served: Served) -> None:

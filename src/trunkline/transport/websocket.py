@@ -1,7 +1,10 @@
 """The WebSocket endpoint (``/connection/websocket``): admission, upgrade, read loop.
 
-This module awaits the client socket. It feeds each frame to the session in order
-and lets the session's writer send what the node hands it.
+After the handshake an uncompressed connection's socket is handed to a
+:class:`~trunkline.transport.ws_connection.WebSocketConnection` (:func:`_take_socket`),
+and aiohttp's objects for it are let go. A compressed connection keeps aiohttp's
+reader: this module's read loop feeds each frame to the session in order and lets
+the session's writer send what the node hands it.
 
 Before the upgrade, :func:`trunkline.transport.admission.refuse` (shared by every
 transport) checks shutdown, ``Origin`` and the connection limit and answers with a
@@ -19,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import weakref
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
@@ -29,6 +33,7 @@ from ..contracts import TransportInfo
 from .admission import connection_counter, open_connections, refuse
 from .remote import client_ip
 from .writer import FrameSink
+from .ws_connection import WebSocketConnection, being_cancelled, shared_frame
 
 #: The open-connection count of a node (every transport counts; kept under this name for callers).
 open_websockets = open_connections
@@ -70,11 +75,6 @@ _UNMASKED: Final = "protocol error: unmasked frame"
 _MAX_HEADER: Final = 14  # 2 bytes, an 8-byte length, a 4-byte mask
 
 
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
-
-
 class WebSocketTransport:
     """Adapts an aiohttp ``WebSocketResponse`` to the session's ``Transport``."""
 
@@ -95,7 +95,7 @@ class WebSocketTransport:
         try:
             await self._ws.send_frame(frame, self._kind)
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 raise
             raise ConnectionResetError("websocket write aborted") from None
 
@@ -117,7 +117,7 @@ class WebSocketTransport:
         try:
             await self._ws.close(code=code, message=reason.encode())
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 raise
             self.abort()
 
@@ -125,32 +125,6 @@ class WebSocketTransport:
         transport = self._request.transport
         if transport is not None:
             transport.abort()
-
-
-class _LastFrame:
-    """The last frame built: a fan-out hands the same payload object to every subscriber's sink."""
-
-    __slots__ = ("first", "frame", "payload")
-
-    def __init__(self) -> None:
-        self.payload: bytes | None = None
-        self.first = 0
-        self.frame = b""
-
-
-_last: Final = _LastFrame()
-
-
-def _frame(payload: bytes, first: int) -> bytes:
-    """An unmasked, final WebSocket frame of ``payload`` (RFC 6455 §5.2), ``first`` = FIN | opcode."""
-    n = len(payload)
-    if n < 126:
-        head = bytes((first, n))
-    elif n < 65536:
-        head = bytes((first, 126)) + n.to_bytes(2, "big")
-    else:
-        head = bytes((first, 127)) + n.to_bytes(8, "big")
-    return head + payload
 
 
 class _DirectSink:
@@ -173,13 +147,7 @@ class _DirectSink:
         transport = self._transport
         if self._ws._closed or transport.is_closing():  # closed: its close frame went out
             raise ConnectionResetError("websocket closing")
-        last = _last
-        if last.payload is payload and last.first == self._first:
-            frame = last.frame
-        else:
-            frame = _frame(payload, self._first)
-            last.payload, last.first, last.frame = payload, self._first, frame
-        transport.write(frame)
+        transport.write(shared_frame(payload, self._first))
         return not self._protocol.writing_paused
 
     async def drain(self) -> None:
@@ -191,7 +159,7 @@ class _DirectSink:
         try:
             await protocol._drain_helper()  # the future aiohttp's own writes wait on, too
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 raise
             raise ConnectionResetError("websocket write aborted") from None
 
@@ -309,11 +277,21 @@ class _WebSocketResponse(web.WebSocketResponse):
     unmasked client frames (1002, :class:`MaskGuard`)."""
 
     _guard: MaskGuard | None = None
+    #: Hand the socket to a :class:`WebSocketConnection` after the handshake (when uncompressed).
+    take_over = False
 
     def _post_start(self, request: BaseRequest, protocol: str | None, writer: WebSocketWriter) -> None:
+        handler = request.protocol
+        if self.take_over and not self._compress:
+            # No aiohttp reader: what the client sends next waits in the handler's
+            # ``_message_tail`` until the connection object takes the socket.
+            self._ws_protocol = protocol
+            self._writer = writer
+            handler.keep_alive(False)
+            return
+        self.take_over = False
         # aiohttp feeds the bytes that arrived with the upgrade request to the parser as it
         # installs it; hold them back so that they, too, pass the guard.
-        handler = request.protocol
         tail: bytes = handler._message_tail
         handler._message_tail = b""
         super()._post_start(request, protocol, writer)
@@ -352,11 +330,18 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         compress=settings.websocket.compression,
         autoping=True,
     )
+    ws.take_over = True
     counter.value += 1
+    detached = False
     try:
         await ws.prepare(request)
         protobuf = ws.ws_protocol == "centrifuge-protobuf" or _wants_protobuf(request)
-        transport = WebSocketTransport(ws, request, _PROTOBUF if protobuf else _JSON)
+        info = _PROTOBUF if protobuf else _JSON
+        if ws.take_over:
+            detached = _take_socket(ws, request, node, info, counter)
+            if detached:
+                return ws
+        transport = WebSocketTransport(ws, request, info)
         session = node.new_session(transport, remote=client_ip(request, settings), headers=dict(request.headers))
         try:
             receive = ws.receive  # not ``async for``: one coroutine less kept by every idle connection
@@ -377,8 +362,63 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         finally:
             await session.close(None)
     finally:
-        counter.value -= 1
+        if not detached:
+            counter.value -= 1
     return ws
+
+
+#: The connections each node's WebSocket endpoint handed to :class:`WebSocketConnection` (for shutdown).
+_detached: weakref.WeakKeyDictionary[Node, set[WebSocketConnection]] = weakref.WeakKeyDictionary()
+
+
+def _take_socket(
+    ws: web.WebSocketResponse, request: web.Request, node: Node, info: TransportInfo, counter: Any
+) -> bool:
+    """Give the upgraded socket to a :class:`WebSocketConnection` and let aiohttp's objects go.
+
+    aiohttp's request handler is told its connection is gone (it leaves the server's
+    table, drops its parser and timers) after it lost its hold on the socket, so it
+    neither closes it nor reads from it; the response is marked finished so aiohttp
+    sends no close frame when the handler returns. False (nothing changed) when the
+    socket is already gone.
+    """
+    handler = request.protocol
+    transport = request.transport
+    if transport is None or transport.is_closing() or handler.transport is not transport:
+        return False
+    settings = node.settings
+    live = _detached.setdefault(node, set())
+
+    def ended(conn: WebSocketConnection) -> None:
+        counter.value -= 1
+        live.discard(conn)
+
+    conn = WebSocketConnection(transport, info, settings.websocket.message_size_limit, ended)
+    session = node.new_session(conn, remote=client_ip(request, settings), headers=dict(request.headers))
+    data: bytes = handler._message_tail
+    handler._message_tail = b""
+    handler.transport = None
+    handler.connection_lost(None)
+    ws._eof_sent = True  # aiohttp's write_eof sends no close frame when the handler returns
+    transport.set_protocol(conn)
+    if not transport.is_reading():
+        transport.resume_reading()
+    live.add(conn)
+    conn.start(session, data)
+    return True
+
+
+async def close_detached(node: Node, timeout: float = 1.0) -> None:
+    """At shutdown: close the handed-over connections still open (3001), abort what does not close in time.
+
+    The node closes its connected sessions itself; what is left here has not sent
+    ``connect`` yet (aiohttp's server no longer knows these sockets).
+    """
+    sessions = [c.session for c in _detached.get(node, ()) if c.session is not None]
+    if sessions:
+        await asyncio.wait([asyncio.ensure_future(s.close(E.SHUTDOWN)) for s in sessions], timeout=timeout)
+    for conn in list(_detached.get(node, ())):
+        conn.abort()
 
 
 # ------------------------------------------------------------------------------------ listener
