@@ -13,6 +13,8 @@ LIB0_FILES := array.js binary.js buffer.js conditions.js decoding.js dom.js enco
 CONFIG ?= examples/demo.toml
 PORT ?=
 PYTEST_ARGS ?=
+# pytest worker processes (pytest-xdist); TEST_WORKERS=0 runs the suite in this process.
+TEST_WORKERS ?= 2
 
 .PHONY: run test setup system-deps lint typecheck bench bench-quick bench-formats bench-mqtt bench-map bench-connect example-iot example-live example-collab example-notifications example-ai-stream example-proxy clean
 
@@ -86,7 +88,7 @@ typecheck: setup
 	$(VENV)/bin/mypy --strict src/trunkline
 
 test: setup system-deps lint typecheck
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # Issue-6 benchmarks: Trunkline vs Node ws, Socket.IO and python-socketio, same load generator (< 10 min).
 bench: setup
