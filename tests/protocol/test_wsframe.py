@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trunkline.protocol import wsframe
 from trunkline.protocol.wsframe import (
     BINARY,
     CLOSE,
@@ -634,3 +635,19 @@ def test_garbage_never_raises(data: bytes, cuts: list[int], limit: int) -> None:
             assert parser.error.code in (PROTOCOL_ERROR, INVALID_TEXT, MESSAGE_TOO_BIG)
     if errored:
         assert parser.feed(client_frame(True, TEXT, b"after")) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(payload=st.binary(max_size=3000), mask=st.binary(min_size=4, max_size=4))
+def test_the_big_integer_fallback_unmasks_as_the_fast_path_does(payload: bytes, mask: bytes) -> None:
+    expected = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    assert wsframe.unmask(payload, mask) == expected
+    assert (wsframe._unmask_ints(payload, mask) if payload else b"") == expected
+
+
+def test_short_unmasked_frames_never_take_the_single_frame_fast_path() -> None:
+    """Reads whose length matches a 7-bit masked frame but whose mask bit is clear are refused."""
+    for data in (b"\x81\x7e\x00\x00", b"\x81\x7f" + bytes(8), b"\x82\x05hello\x00"):
+        parser = FrameParser()
+        assert parser.feed(data) == []
+        assert parser.error is not None and parser.error.code == 1002

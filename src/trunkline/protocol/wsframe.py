@@ -16,6 +16,7 @@ before its payload is buffered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Final
 
 CONTINUATION: Final = 0x0
@@ -44,13 +45,29 @@ class FrameError(Exception):
         self.reason = reason
 
 
-def unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
-    """``payload`` XOR the repeated 4-byte ``mask`` (one big-integer XOR, not a loop per byte)."""
+def _unmask_ints(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
+    """``payload`` XOR the repeated 4-byte ``mask``, as one big-integer XOR (the fallback)."""
     n = len(payload)
-    if not n:
-        return b""
     key = (bytes(mask) * ((n + 3) >> 2))[:n]
     return (int.from_bytes(payload, "little") ^ int.from_bytes(key, "little")).to_bytes(n, "little")
+
+
+_mask_in_place: Callable[[bytes, bytearray], None] | None
+try:  # aiohttp's Cython masking loop: 0.5 µs for a 90-byte command, 7 µs for 60 KB (vs 1.4 and 235)
+    from aiohttp._websocket.helpers import websocket_mask as _mask_in_place
+except ImportError:  # pragma: no cover - another aiohttp layout
+    _mask_in_place = None
+
+
+def unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
+    """``payload`` XOR the repeated 4-byte ``mask`` (RFC 6455 §5.3)."""
+    if not payload:
+        return b""
+    if _mask_in_place is None:  # pragma: no cover
+        return _unmask_ints(payload, mask)
+    data = bytearray(payload)
+    _mask_in_place(bytes(mask), data)
+    return bytes(data)
 
 
 def frame(payload: bytes, first: int) -> bytes:
@@ -116,10 +133,25 @@ class FrameParser:
 
     def feed(self, data: bytes) -> list[tuple[int, bytes]]:
         """Every message and control frame completed by ``data``."""
+        buf = self._buf
+        if not buf and not self._opcode:
+            # The common read: exactly one whole, masked, unfragmented data frame under 126 bytes.
+            b0 = data[0] if len(data) >= 6 else 0
+            if b0 in (0x81, 0x82) and 0x80 <= data[1] < 0xFE and len(data) == data[1] - 122:
+                size = len(data) - 6
+                if self.error is None and (not self._limit or size <= self._limit):
+                    payload = unmask(data[6:], data[2:6])
+                    if b0 == 0x82:
+                        return [(BINARY, payload)]
+                    try:
+                        payload.decode()
+                    except UnicodeDecodeError:
+                        pass  # the full parse below names the error
+                    else:
+                        return [(TEXT, payload)]
         out: list[tuple[int, bytes]] = []
         if self.error is not None:
             return out
-        buf = self._buf
         chunk: bytes | bytearray = data
         if buf:
             buf += data
