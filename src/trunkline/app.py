@@ -44,6 +44,7 @@ from .observe import health
 from .observe.logs import HttpServerLogger
 from .transport.routes import add_http_transport_routes
 from .transport.websocket import GuardedTCPSite, close_detached, runner_options, websocket_handler
+from .transport.ws_accept import acceptor_factory
 
 log = logging.getLogger("trunkline.app")
 STATIC = Path(__file__).parent / "web" / "static"
@@ -250,6 +251,7 @@ class Server:
             ssl_context=ssl_context(settings),
             handshake_timeout=settings.websocket.handshake_timeout,
             reuse_port=self.reuse_port or None,
+            front=acceptor_factory(self.node),  # plain WebSocket upgrades skip aiohttp's request handling
         )
         await _listen(site, "http_server.port", hs.address, hs.port)
         self.port = _bound_port(site)

@@ -22,7 +22,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import urllib.parse
 import weakref
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from aiohttp import WebSocketError, WSCloseCode, WSMsgType, web
@@ -49,17 +51,16 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("trunkline.transport")
 SUBPROTOCOLS = ("centrifuge-json", "centrifuge-protobuf")
-_JSON: Final = TransportInfo("websocket")
-_PROTOBUF: Final = TransportInfo("websocket", protocol="protobuf", binary=True)
+JSON_INFO: Final = TransportInfo("websocket")
+PROTOBUF_INFO: Final = TransportInfo("websocket", protocol="protobuf", binary=True)
 
 
-def _wants_protobuf(request: web.Request) -> bool:
+def wants_protobuf(query_string: str) -> bool:
     """Protobuf asked for in the query (``?format=protobuf`` or ``?cf_protocol=protobuf``)."""
-    text = request.query_string
-    if "protobuf" not in text and "%" not in text:  # most connections: no query worth parsing
+    if "protobuf" not in query_string and "%" not in query_string:  # most connections: no query worth parsing
         return False
-    query = request.query
-    return query.get("format") == "protobuf" or query.get("cf_protocol") == "protobuf"
+    query = urllib.parse.parse_qs(query_string)
+    return query.get("format", [""])[0] == "protobuf" or query.get("cf_protocol", [""])[0] == "protobuf"
 
 
 #: Reasons for the close frames aiohttp sends by itself with an empty reason.
@@ -80,7 +81,7 @@ class WebSocketTransport:
 
     __slots__ = ("_kind", "_request", "_ws", "info")
 
-    def __init__(self, ws: web.WebSocketResponse, request: web.Request, info: TransportInfo = _JSON) -> None:
+    def __init__(self, ws: web.WebSocketResponse, request: web.Request, info: TransportInfo = JSON_INFO) -> None:
         self._ws = ws
         self._request = request
         self.info = info
@@ -335,8 +336,8 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     detached = False
     try:
         await ws.prepare(request)
-        protobuf = ws.ws_protocol == "centrifuge-protobuf" or _wants_protobuf(request)
-        info = _PROTOBUF if protobuf else _JSON
+        protobuf = ws.ws_protocol == "centrifuge-protobuf" or wants_protobuf(request.query_string)
+        info = PROTOBUF_INFO if protobuf else JSON_INFO
         if ws.take_over:
             detached = _take_socket(ws, request, node, info, counter)
             if detached:
@@ -387,25 +388,44 @@ def _take_socket(
     if transport is None or transport.is_closing() or handler.transport is not transport:
         return False
     settings = node.settings
+    data: bytes = handler._message_tail
+    handler._message_tail = b""
+    handler.transport = None
+    handler.connection_lost(None)
+    ws._eof_sent = True  # aiohttp's write_eof sends no close frame when the handler returns
+    if not transport.is_reading():
+        transport.resume_reading()
+    remote = client_ip(request, settings)
+    adopt(node, transport, info, remote=remote, headers=dict(request.headers), data=data, counter=counter)
+    return True
+
+
+def adopt(
+    node: Node,
+    transport: asyncio.Transport,
+    info: TransportInfo,
+    *,
+    remote: str,
+    headers: dict[str, str],
+    data: bytes,
+    counter: Any,
+) -> WebSocketConnection:
+    """Make an upgraded socket a :class:`WebSocketConnection` with a new session; ``data`` came after the head.
+
+    ``counter`` (the node's open-connection count, already raised) is lowered when the connection ends.
+    """
     live = _detached.setdefault(node, set())
 
     def ended(conn: WebSocketConnection) -> None:
         counter.value -= 1
         live.discard(conn)
 
-    conn = WebSocketConnection(transport, info, settings.websocket.message_size_limit, ended)
-    session = node.new_session(conn, remote=client_ip(request, settings), headers=dict(request.headers))
-    data: bytes = handler._message_tail
-    handler._message_tail = b""
-    handler.transport = None
-    handler.connection_lost(None)
-    ws._eof_sent = True  # aiohttp's write_eof sends no close frame when the handler returns
+    conn = WebSocketConnection(transport, info, node.settings.websocket.message_size_limit, ended)
+    session = node.new_session(conn, remote=remote, headers=headers)
     transport.set_protocol(conn)
-    if not transport.is_reading():
-        transport.resume_reading()
     live.add(conn)
     conn.start(session, data)
-    return True
+    return conn
 
 
 async def close_detached(node: Node, timeout: float = 1.0) -> None:
@@ -444,7 +464,7 @@ class GuardedTCPSite(web.TCPSite):
     and never sends a ClientHello holds a socket that long.
     """
 
-    __slots__ = ("_tls_handshake_timeout",)
+    __slots__ = ("_front", "_tls_handshake_timeout")
 
     def __init__(
         self,
@@ -454,27 +474,31 @@ class GuardedTCPSite(web.TCPSite):
         *,
         handshake_timeout: float = 0.0,
         ssl_context: SSLContext | None = None,
+        front: Callable[[Callable[[], asyncio.Protocol]], Callable[[], asyncio.Protocol]] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(runner, host, port, ssl_context=ssl_context, **kwargs)
         self._tls_handshake_timeout = handshake_timeout
+        self._front = front
 
     async def start(self) -> None:
-        if self._ssl_context is None or self._tls_handshake_timeout <= 0:
+        if self._front is None and (self._ssl_context is None or self._tls_handshake_timeout <= 0):
             await super().start()
             return
         self._runner._reg_site(self)
         server = self._runner.server
         assert server is not None
+        factory: Callable[[], asyncio.Protocol] = server if self._front is None else self._front(server)
+        tls_timeout = self._tls_handshake_timeout if self._ssl_context and self._tls_handshake_timeout > 0 else None
         self._server = await asyncio.get_running_loop().create_server(
-            server,
+            factory,
             self._host,
             self._port,
             ssl=self._ssl_context,
             backlog=self._backlog,
             reuse_address=self._reuse_address,
             reuse_port=self._reuse_port,
-            ssl_handshake_timeout=self._tls_handshake_timeout,
+            ssl_handshake_timeout=tls_timeout,
         )
         sockets = self._server.sockets
         self._bound_port = sockets[0].getsockname()[1] if sockets else self._port

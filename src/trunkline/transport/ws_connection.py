@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Final
 
 from ..contracts import TransportInfo
 from ..protocol import wsframe
-from ..protocol.wsframe import FrameParser
+from ..protocol.wsframe import FrameParser, Unmask
+
+_mask_in_place: Callable[[bytes, bytearray], None] | None
+try:  # aiohttp's compiled masking loop (the pure fallback is wsframe.unmask)
+    from aiohttp._websocket.helpers import websocket_mask as _mask_in_place
+except ImportError:  # pragma: no cover - another aiohttp layout
+    _mask_in_place = None
 
 if TYPE_CHECKING:
     from ..contracts import Connection
@@ -73,6 +79,19 @@ def shared_frame(payload: bytes, first: int) -> bytes:
     return data
 
 
+def _compiled_unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> bytes:
+    if not payload:
+        return b""
+    data = bytearray(payload)
+    assert _mask_in_place is not None
+    _mask_in_place(bytes(mask), data)
+    return bytes(data)
+
+
+#: The unmasking the parsers of this module use.
+UNMASK: Final[Unmask] = wsframe.unmask if _mask_in_place is None else _compiled_unmask
+
+
 def being_cancelled() -> bool:
     task = asyncio.current_task()
     return task is not None and task.cancelling() > 0
@@ -108,7 +127,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._transport = transport
         self.info = info
         self._first = 0x82 if info.binary else 0x81
-        self._parser = FrameParser(max_message)
+        self._parser = FrameParser(max_message, UNMASK)
         self._on_end = on_end
         self.session: Connection | None = None
         self._inbox: collections.deque[bytes | None] | None = None  # set while ``_task`` runs the session's commands
