@@ -231,7 +231,10 @@ async def test_sigterm_and_kill_9_of_workers_lose_nothing(workers: Workers) -> N
     async def publish() -> None:
         nonlocal published
         while not stop.is_set() and published < 2000:
-            await workers.api("publish", {"channel": "stream", "data": {"i": published}})
+            # ``api`` retries a request whose worker died; a key makes a retry of a publication
+            # that was made (its answer lost with the worker) not publish it twice.
+            body = {"channel": "stream", "data": {"i": published}, "idempotency_key": f"p{published}"}
+            await workers.api("publish", body)
             published += 1
             await asyncio.sleep(0.01)
 
