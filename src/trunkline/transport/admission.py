@@ -51,7 +51,10 @@ def open_connections(node: Node) -> int:
 
 def connection_counter(node: Node) -> _Counter:
     """The counter a transport raises while a connection is open (and lowers after)."""
-    return _open.setdefault(node, _Counter())
+    counter = _open.get(node)  # not setdefault: that would build a counter for every connection
+    if counter is None:
+        counter = _open[node] = _Counter()
+    return counter
 
 
 def _port(text: str | None, default: int) -> int | None:

@@ -414,7 +414,9 @@ def adopt(
 
     ``counter`` (the node's open-connection count, already raised) is lowered when the connection ends.
     """
-    live = _detached.setdefault(node, set())
+    live = _detached.get(node)  # not setdefault: that would build a set for every connection
+    if live is None:
+        live = _detached[node] = set()
 
     def ended(conn: WebSocketConnection) -> None:
         counter.value -= 1

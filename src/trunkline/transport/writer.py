@@ -92,7 +92,9 @@ _flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Flu
 
 
 def _flusher(loop: asyncio.AbstractEventLoop, delay: float) -> _Flusher:
-    by_delay = _flushers.setdefault(loop, {})
+    by_delay = _flushers.get(loop)  # not setdefault: that would build a dict for every new writer
+    if by_delay is None:
+        by_delay = _flushers[loop] = {}
     flusher = by_delay.get(delay)
     if flusher is None:
         flusher = by_delay[delay] = _Flusher(loop, delay)
