@@ -128,18 +128,24 @@ def _refuse(status: int, reason: str) -> web.Response:
     return web.json_response({"error": reason}, status=status, headers={"Cache-Control": "no-store"})
 
 
-def refuse(request: web.Request, node: Node, kind: str) -> web.Response | None:
-    """The refusal of a new ``kind`` connection (``websocket``, ``http_stream``…), or None to admit it."""
+def refusal(node: Node, origin: str | None, host: str | None) -> tuple[int, str, str] | None:
+    """(status, reason, what to log or "") refusing a new connection with these ``Origin`` and ``Host``, or None."""
     if not node.accepting:
-        return _refuse(503, "server is shutting down")
-    origin = request.headers.get("Origin")
-    if origin and not origin_allowed(origin, request.host, node.settings.client.allowed_origins):
-        log.info(
-            "refused %s from %s: origin %r not allowed", kind, client_ip(request, node.settings), _clip(origin or "")
-        )
-        return _refuse(403, "origin not allowed")
+        return 503, "server is shutting down", ""
+    if origin and not origin_allowed(origin, host, node.settings.client.allowed_origins):
+        return 403, "origin not allowed", f"origin {_clip(origin)!r} not allowed"
     limit = node.settings.client.connection_limit
     if limit and (open_connections(node) >= limit or node.hub.num_clients >= limit):
-        log.info("refused %s from %s: connection limit %d reached", kind, client_ip(request, node.settings), limit)
-        return _refuse(503, "connection limit reached")
+        return 503, "connection limit reached", f"connection limit {limit} reached"
     return None
+
+
+def refuse(request: web.Request, node: Node, kind: str) -> web.Response | None:
+    """The refusal of a new ``kind`` connection (``websocket``, ``http_stream``…), or None to admit it."""
+    refused = refusal(node, request.headers.get("Origin"), request.host)
+    if refused is None:
+        return None
+    status, reason, detail = refused
+    if detail:
+        log.info("refused %s from %s: %s", kind, client_ip(request, node.settings), detail)
+    return _refuse(status, reason)

@@ -125,15 +125,22 @@ def forwarded_https(peer: str, forwarded_proto: Sequence[str], networks: Network
     return first.strip().lower() == "https"
 
 
+def trusted_client(
+    peer: str, forwarded_for: Sequence[str], real_ip: str | None, trusted_proxies: tuple[str, ...]
+) -> str:
+    """:func:`client_address` under ``http_server.trusted_proxies`` (no proxies: the peer, nothing parsed)."""
+    if not trusted_proxies:
+        return peer
+    return client_address(peer, forwarded_for, real_ip, parse_networks(trusted_proxies))
+
+
 def request_client(request: web.BaseRequest, trusted_proxies: tuple[str, ...]) -> str:
     """The client address of ``request`` (``http_server.trusted_proxies`` as ``trusted_proxies``)."""
     peer = request.remote or ""
     if not trusted_proxies:
         return peer
     headers = request.headers
-    return client_address(
-        peer, headers.getall("X-Forwarded-For", ()), headers.get("X-Real-IP"), parse_networks(trusted_proxies)
-    )
+    return trusted_client(peer, headers.getall("X-Forwarded-For", ()), headers.get("X-Real-IP"), trusted_proxies)
 
 
 def request_is_https(request: web.BaseRequest, trusted_proxies: tuple[str, ...]) -> bool:

@@ -33,6 +33,7 @@ from aiohttp import web
 from aiohttp.streams import StreamReader
 
 from .admission import connection_counter
+from .cancelling import being_cancelled
 from .http_body import STREAM_HEADERS, cors_headers
 from .remote import client_ip
 
@@ -45,11 +46,6 @@ Framing = Callable[[bytes], bytes]
 #: Called with the new session before its first frame (``/emulation`` registers it); returns the undo.
 OnSession = Callable[["StreamTransport", "Connection"], Callable[[], None]]
 _END_TIMEOUT: Final = 1.0  # seconds to write the end of a stream before dropping the TCP connection
-
-
-def _being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class StreamTransport:
@@ -75,7 +71,7 @@ class StreamTransport:
         try:
             await self._response.write(self._frame(frame))
         except asyncio.CancelledError:
-            if _being_cancelled():
+            if being_cancelled():
                 raise
             self._done.set()
             raise ConnectionResetError("stream write aborted") from None

@@ -33,9 +33,10 @@ from .. import errors as E
 from ..appkeys import NODE_KEY
 from ..contracts import TransportInfo
 from .admission import connection_counter, open_connections, refuse
+from .cancelling import being_cancelled
 from .remote import client_ip
 from .writer import FrameSink
-from .ws_connection import WebSocketConnection, being_cancelled, shared_frame
+from .ws_connection import WebSocketConnection, shared_frame
 
 #: The open-connection count of a node (every transport counts; kept under this name for callers).
 open_websockets = open_connections
@@ -87,10 +88,7 @@ class WebSocketTransport:
         self.info = info
         self._kind = WSMsgType.BINARY if info.binary else WSMsgType.TEXT
 
-    # aiohttp makes every task that waits for a full socket buffer await one shared
-    # future; cancelling one of them (the session's writer, stopped on 3008 or on a
-    # drain timeout) cancels that future under the others too. A CancelledError the
-    # current task was not asked for is therefore a dead connection, not a cancel.
+    # A CancelledError the current task was not asked for is a dead connection (see cancelling.py).
 
     async def send(self, frame: bytes) -> None:
         try:

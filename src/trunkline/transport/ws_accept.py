@@ -27,8 +27,8 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from .admission import connection_counter, open_connections, origin_allowed
-from .remote import client_address, parse_networks
+from .admission import connection_counter, refusal
+from .remote import trusted_client
 from .websocket import JSON_INFO, PROTOBUF_INFO, SUBPROTOCOLS, adopt, wants_protobuf
 
 if TYPE_CHECKING:
@@ -117,16 +117,9 @@ def switching_protocols(key: str, protocol: str | None) -> bytes:
 
 def admitted(node: Node, upgrade: Upgrade) -> bool:
     """Whether aiohttp's endpoint would admit this upgrade (else it answers the refusal itself)."""
-    if not node.accepting:
-        return False
-    settings = node.settings
-    if settings.websocket.compression and "sec-websocket-extensions" in upgrade.lower:
+    if node.settings.websocket.compression and "sec-websocket-extensions" in upgrade.lower:
         return False  # permessage-deflate is negotiated by aiohttp
-    origin = upgrade.lower.get("origin")
-    if origin and not origin_allowed(origin, upgrade.lower.get("host"), settings.client.allowed_origins):
-        return False
-    limit = settings.client.connection_limit
-    return not (limit and (open_connections(node) >= limit or node.hub.num_clients >= limit))
+    return refusal(node, upgrade.lower.get("origin"), upgrade.lower.get("host")) is None
 
 
 class Acceptor(asyncio.Protocol):
@@ -195,9 +188,8 @@ class Acceptor(asyncio.Protocol):
         info = PROTOBUF_INFO if protocol == "centrifuge-protobuf" or wants_protobuf(upgrade.query) else JSON_INFO
         peername = transport.get_extra_info("peername")
         peer = peername[0] if isinstance(peername, tuple) else ""
-        proxies = node.settings.http_server.trusted_proxies
         forwarded = (lower["x-forwarded-for"],) if "x-forwarded-for" in lower else ()
-        remote = client_address(peer, forwarded, lower.get("x-real-ip"), parse_networks(proxies)) if proxies else peer
+        remote = trusted_client(peer, forwarded, lower.get("x-real-ip"), node.settings.http_server.trusted_proxies)
         transport.write(switching_protocols(lower["sec-websocket-key"], protocol))
         counter = connection_counter(node)
         counter.value += 1

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Final
 from ..contracts import TransportInfo
 from ..protocol import wsframe
 from ..protocol.wsframe import FrameParser, Unmask
+from .cancelling import being_cancelled
 
 _mask_in_place: Callable[[bytes, bytearray], None] | None
 try:  # aiohttp's compiled masking loop (the pure fallback is wsframe.unmask)
@@ -90,11 +91,6 @@ def _compiled_unmask(payload: bytes | bytearray, mask: bytes | bytearray) -> byt
 
 #: The unmasking the parsers of this module use.
 UNMASK: Final[Unmask] = wsframe.unmask if _mask_in_place is None else _compiled_unmask
-
-
-def being_cancelled() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class WebSocketConnection(asyncio.Protocol):
