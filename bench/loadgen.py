@@ -1020,9 +1020,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--group-size", type=int, default=100, help="channels mode: connections per group; publishers: per room"
     )
-    p.add_argument(
-        "--tick", type=float, default=0.01, help="channels, publishers modes: seconds between publish ticks"
-    )
+    p.add_argument("--tick", type=float, default=0.01, help="channels, publishers modes: seconds between publish ticks")
     p.add_argument("--tls-ca", default="", help="connect with wss:// and trust this CA file (PEM)")
     p.add_argument("--samplers", type=int, default=64, help="connections that measure latency")
     p.add_argument(
