@@ -37,7 +37,7 @@ class LoopClock:
         return time.time()
 
     def monotonic(self) -> float:
-        return asyncio.get_running_loop().time()
+        return time.monotonic()  # not the loop's time(): on 3.11 finding the running loop is a getpid() call
 
     def call_later(self, delay: float, callback: Callable[[], object]) -> Timer:
         return asyncio.get_running_loop().call_later(delay, callback)

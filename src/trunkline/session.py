@@ -93,8 +93,8 @@ def unidirectional_disconnect(err: E.ClientError) -> E.Disconnect:
 class CommandTable(Protocol):
     """The client protocol's command handlers, injected into every session."""
 
-    async def dispatch(self, session: Session, command: Command) -> None:
-        """Run one command; raises ClientError (error reply) or Disconnect (close)."""
+    async def dispatch(self, session: Session, command: Command, method: str) -> None:
+        """Run one command (``method``: ``command.method``); raises ClientError (error reply) or Disconnect (close)."""
 
     async def apply_control(self, session: Session, cmd: Control) -> None:
         """Apply a server API action (a node control message) to a connected session."""
@@ -269,6 +269,7 @@ class Session:
             await self.close(E.BAD_REQUEST_DISCONNECT)
             return
         dispatch = self._commands.dispatch
+        metrics = self.node.metrics
         for command in commands:
             if self.closed:
                 return
@@ -280,10 +281,10 @@ class Session:
                     self.reply_error(command, E.TOO_MANY_REQUESTS)
                 continue
             started = time.perf_counter()
-            method = command.method or "pong"
+            method = command.method
             code = 0
             try:
-                await dispatch(self, command)
+                await dispatch(self, command, method)
             except E.ClientError as err:
                 code = err.code
                 if self.transport.info.bidirectional:
@@ -299,10 +300,14 @@ class Session:
             except Exception:
                 code = 100
                 log.exception(
-                    "command %s failed for client=%s user=%s", method, self.client_id, self.user, extra=self.log_fields
+                    "command %s failed for client=%s user=%s",
+                    method or "pong",
+                    self.client_id,
+                    self.user,
+                    extra=self.log_fields,
                 )
                 self.reply_error(command, E.INTERNAL)
-            self.node.metrics.command(method, code, time.perf_counter() - started)
+            metrics.command(method or "pong", code, time.perf_counter() - started)
 
     def reply(self, reply: Reply) -> None:
         self.writer.push(self.codec.encode_reply(reply))

@@ -492,6 +492,41 @@ def test_message_over_limit_is_too_big() -> None:
     assert_error_then_silent(parser, MESSAGE_TOO_BIG)
 
 
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 1000, 65535])
+def test_one_whole_frame_per_read_up_to_the_16_bit_length(size: int) -> None:
+    """The read that holds exactly one frame (the parser's shortcut) gives what the full parse gives."""
+    text = ("é" * size).encode()[:size] if size % 2 == 0 else b"t" * size
+    for opcode, payload in ((TEXT, text), (BINARY, bytes(range(256)) * (size // 256) + bytes(size % 256))):
+        parser = FrameParser(max_message=65535)
+        assert parser.feed(client_frame(True, opcode, payload)) == [(opcode, payload)]
+        assert parser.feed(client_frame(True, opcode, payload)) == [(opcode, payload)]
+        assert parser.error is None
+
+
+@pytest.mark.parametrize("size", [101, 126, 300])
+def test_one_whole_frame_per_read_over_the_limit_is_too_big(size: int) -> None:
+    parser = FrameParser(max_message=100)
+    assert parser.feed(client_frame(True, TEXT, b"a" * size)) == []
+    assert_error_then_silent(parser, MESSAGE_TOO_BIG)
+
+
+@pytest.mark.parametrize("size", [10, 200])
+def test_one_whole_frame_per_read_of_bad_utf8_is_invalid_text(size: int) -> None:
+    parser = FrameParser()
+    assert parser.feed(client_frame(True, TEXT, b"\xff" * size)) == []
+    assert_error_then_silent(parser, INVALID_TEXT)
+
+
+@pytest.mark.parametrize("size", [10, 200])
+def test_one_read_with_a_frame_and_a_byte_more_is_parsed_whole(size: int) -> None:
+    """A read longer than its first frame is not the shortcut's: the extra byte waits for the rest."""
+    parser = FrameParser()
+    second = client_frame(True, TEXT, b"next")
+    assert parser.feed(client_frame(True, TEXT, b"x" * size) + second[:1]) == [(TEXT, b"x" * size)]
+    assert parser.feed(second[1:]) == [(TEXT, b"next")]
+    assert parser.error is None
+
+
 def test_message_over_limit_is_refused_on_its_header() -> None:
     parser = FrameParser(max_message=1000)
     header = client_frame(True, BINARY, b"", length=1_000_000)  # 2 + 8 + 4 (mask) bytes, no payload

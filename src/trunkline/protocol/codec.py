@@ -85,9 +85,10 @@ class JsonCodec:
             frame.decode("utf-8")  # raw payloads are passed through: they must be valid UTF-8 JSON
         except UnicodeDecodeError:
             raise ProtocolError("frame is not valid UTF-8") from None
-        lines = [line for line in frame.strip().split(b"\n") if line.strip()]
-        if not lines:
+        body = frame.strip()
+        if not body:
             raise ProtocolError("empty frame")
+        lines = [line for line in body.split(b"\n") if line.strip()] if b"\n" in body else [body]
         if len(lines) > self.max_commands_per_frame:
             raise ProtocolError("too many commands in one frame")
         commands: list[Command] = []

@@ -128,20 +128,25 @@ class FrameParser:
         """Every message and control frame completed by ``data``."""
         buf = self._buf
         if not buf and not self._opcode:
-            # The common read: exactly one whole, masked, unfragmented data frame under 126 bytes.
+            # The common read: exactly one whole, masked, unfragmented data frame under 64 KiB.
             b0 = data[0] if len(data) >= 6 else 0
-            if b0 in (0x81, 0x82) and 0x80 <= data[1] < 0xFE and len(data) == data[1] - 122:
-                size = len(data) - 6
-                if self.error is None and (not self._limit or size <= self._limit):
-                    payload = self._unmask(data[6:], data[2:6])
-                    if b0 == 0x82:
-                        return [(BINARY, payload)]
-                    try:
-                        payload.decode()
-                    except UnicodeDecodeError:
-                        pass  # the full parse below names the error
-                    else:
-                        return [(TEXT, payload)]
+            head = 0
+            if b0 in (0x81, 0x82):
+                b1 = data[1]
+                if 0x80 <= b1 < 0xFE:  # the length in the second byte
+                    head, size = 6, b1 - 0x80
+                elif b1 == 0xFE and len(data) >= 8:  # a 16-bit length
+                    head, size = 8, data[2] << 8 | data[3]
+            if head and len(data) == head + size and self.error is None and (not self._limit or size <= self._limit):
+                payload = self._unmask(data[head:], data[head - 4 : head])
+                if b0 == 0x82:
+                    return [(BINARY, payload)]
+                try:
+                    payload.decode()
+                except UnicodeDecodeError:
+                    pass  # the full parse below names the error
+                else:
+                    return [(TEXT, payload)]
         out: list[tuple[int, bytes]] = []
         if self.error is not None:
             return out

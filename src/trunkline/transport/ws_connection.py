@@ -101,6 +101,7 @@ class WebSocketConnection(asyncio.Protocol):
         "_drained",
         "_first",
         "_inbox",
+        "_loop",
         "_lost",
         "_on_end",
         "_parser",
@@ -121,6 +122,7 @@ class WebSocketConnection(asyncio.Protocol):
         on_end: Callable[[WebSocketConnection], None],
     ) -> None:
         self._transport = transport
+        self._loop = asyncio.get_running_loop()  # found once: on 3.11 each lookup is a getpid() call
         self.info = info
         self._first = 0x82 if info.binary else 0x81
         self._parser = FrameParser(max_message, UNMASK)
@@ -188,7 +190,7 @@ class WebSocketConnection(asyncio.Protocol):
             if self.session is None:
                 return
             self._inbox = collections.deque((frame,))
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = self._loop.create_task(self._run())
             return
         if inbox and inbox[-1] is _END:
             return  # the end is queued already
@@ -272,7 +274,7 @@ class WebSocketConnection(asyncio.Protocol):
             return
         closed = self._closed
         if closed is None:
-            closed = self._closed = asyncio.get_running_loop().create_future()
+            closed = self._closed = self._loop.create_future()
         try:
             await asyncio.wait_for(asyncio.shield(closed), CLOSE_WAIT)
         except TimeoutError:
@@ -300,7 +302,7 @@ class WebSocketConnection(asyncio.Protocol):
             raise ConnectionResetError("websocket closed")
         drained = self._drained
         if drained is None:
-            drained = self._drained = asyncio.get_running_loop().create_future()
+            drained = self._drained = self._loop.create_future()
         try:
             await asyncio.shield(drained)
         except asyncio.CancelledError:
