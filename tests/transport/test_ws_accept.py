@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 import aiohttp
@@ -42,6 +43,11 @@ def test_anything_unusual_is_left_to_aiohttp() -> None:
         "HTTP/1.0": HEAD.replace("HTTP/1.1", "HTTP/1.0"),
         "other path": HEAD.replace("/connection/websocket", "/connection/websocket/x"),
         "repeated header": HEAD.replace("User-Agent: test", "Host: 127.0.0.2"),
+        "repeated header, other case": HEAD.replace("User-Agent: test", "host: 127.0.0.1:8000"),
+        "space before the colon": HEAD.replace("User-Agent: test", "User-Agent : test"),
+        "bare LF": HEAD.replace("User-Agent: test\r\n", "User-Agent: test\n"),
+        "bare CR": HEAD.replace("User-Agent: test\r\n", "User-Agent: test\r"),
+        "space in the target": HEAD.replace("?format=json", "?format json"),
         "no Host": HEAD.replace("Host: 127.0.0.1:8000\r\n", ""),
         "short key": HEAD.replace(KEY, "c2hvcnQ="),
         "key not base64": HEAD.replace(KEY, "!!!!!!!!!!!!!!!!!!!!!!=="),
@@ -58,6 +64,14 @@ def test_anything_unusual_is_left_to_aiohttp() -> None:
     }
     for what, head in variants.items():
         assert parse_upgrade(head.encode("utf-8")) is None, what
+
+
+def test_header_values_lose_their_surrounding_blanks_and_may_be_empty() -> None:
+    head = HEAD.replace("User-Agent: test", "User-Agent: \t a b \t").replace("Upgrade: websocket", "Upgrade:websocket")
+    upgrade = parse_upgrade((head[:-2] + "X-Empty:\r\n\r\n").encode())
+    assert upgrade is not None
+    assert upgrade.headers["User-Agent"] == "a b" and upgrade.lower["upgrade"] == "websocket"
+    assert upgrade.headers["X-Empty"] == ""
 
 
 def test_the_101_carries_the_rfc_accept_value_and_the_chosen_subprotocol() -> None:
@@ -100,6 +114,9 @@ async def test_a_plain_upgrade_never_becomes_an_aiohttp_request(server: Running)
             reply = json.loads(await ws.receive_str(timeout=5))
             assert reply["id"] == 1 and reply["connect"]["client"]
             assert len(_detached[node]) == 1
+            (conn,) = _detached[node]
+            sock = conn._transport.get_extra_info("socket")  # the loop set TCP_NODELAY (replies are not held back)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             assert _requests(server) == 0  # no aiohttp request, router or handler task for it
             async with http.get(server.http_url + "/health") as r:  # the same port, through aiohttp
                 assert r.status == 200

@@ -23,7 +23,6 @@ import base64
 import binascii
 import hashlib
 import re
-import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -37,8 +36,11 @@ if TYPE_CHECKING:
 PATH: Final = "/connection/websocket"
 HEAD_LIMIT: Final = 8192  # bytes; a longer head goes to aiohttp (which answers 431/400)
 _GUID: Final = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_BAD_VALUE: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_NAME: Final = r"[!#$%&'*+.^_`|~0-9A-Za-z-]+"  # a token (RFC 9110 §5.1)
+#: A whole plain head: the request line, header lines of a token, a colon and a value without
+#: control characters (no obs-fold), the empty line. One match checks every line at once.
+_HEAD: Final = re.compile(rf"GET ([^ ]*) HTTP/1\.1\r\n((?:{_NAME}+:[^\x00-\x08\x0a-\x1f\x7f]*+\r\n)*+)\r\n")
+_FIELD: Final = re.compile(r"([^:]+):[ \t]*([^\r]*)\r\n")  # name, value with its trailing blanks, in what _HEAD matched
 
 
 class Upgrade:
@@ -62,25 +64,17 @@ def parse_upgrade(head: bytes, path: str = PATH) -> Upgrade | None:
     """
     if not head.isascii():
         return None
-    lines = head.decode("ascii").split("\r\n")
-    parts = lines[0].split(" ")
-    if len(parts) != 3 or parts[0] != "GET" or parts[2] != "HTTP/1.1":
+    match = _HEAD.fullmatch(head.decode("ascii"))
+    if match is None:
         return None
-    target, _, query = parts[1].partition("?")
+    target, _, query = match[1].partition("?")
     if target != path:
         return None
-    headers: dict[str, str] = {}
-    lower: dict[str, str] = {}
-    for line in lines[1:]:
-        if not line:
-            break
-        name, sep, value = line.partition(":")
-        key = name.lower()
-        if not sep or key in lower or not _TOKEN.fullmatch(name) or _BAD_VALUE.search(value):
-            return None
-        value = value.strip(" \t")
-        headers[name] = value
-        lower[key] = value
+    fields = _FIELD.findall(match[2])
+    headers = {name: value.rstrip(" \t") for name, value in fields}
+    lower = {name.lower(): value for name, value in headers.items()}
+    if len(lower) != len(fields):  # a repeated header
+        return None
     if "content-length" in lower or "transfer-encoding" in lower or "host" not in lower:
         return None
     if lower.get("upgrade", "").lower() != "websocket" or lower.get("sec-websocket-version") != "13":
@@ -135,10 +129,7 @@ class Acceptor(asyncio.Protocol):
         self._transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._transport = transport  # TCP_NODELAY is on already: asyncio and uvloop set it on every TCP socket
         timeout = self._node.settings.websocket.handshake_timeout
         if timeout > 0:
             self._timer = asyncio.get_running_loop().call_later(timeout, transport.close)
