@@ -38,6 +38,7 @@ LAYERS: dict[str, int] = {
     "trunkline.events": 2,
     "trunkline.observe.metrics": 2,
     "trunkline.transport.writer": 2,  # the outbound buffer sessions own; imports nothing of ours
+    "trunkline.transport.per_owner": 2,  # state kept per node or loop (the writer's flushers among it)
     "trunkline.proxy": 2,  # the HTTP proxy to the application backend: wire format, endpoints (no session)
     "trunkline.proxy.calls": 5,  # asks the backend on behalf of a client command (knows the session)
     "trunkline.contracts": 2,  # Protocols between the layers (transport, connection, session factory)

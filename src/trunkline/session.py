@@ -188,6 +188,8 @@ class Session:
         self.pending: dict[str, object] = {}  # channel -> token of the subscribe in progress
         self.close_code = 0
         client = node.settings.client
+        loop = asyncio.get_running_loop()
+        self._loop = loop
         self.writer = Writer(
             transport.send,
             client.queue_max_size,
@@ -196,10 +198,9 @@ class Session:
             node.metrics.outbound,
             delay=client.write_delay,
             separator=self.codec.separator,
+            loop=loop,
         )
         self.writer.start()
-        loop = asyncio.get_running_loop()
-        self._loop = loop
         self._clock = node.clock
         self._timers: dict[str, Timer] = {}
         self._ping_outstanding = False

@@ -46,7 +46,7 @@ async def test_an_uncompressed_connection_is_handed_to_its_own_protocol_and_stil
     async with aiohttp.ClientSession() as http, http.ws_connect(server.ws_url, protocols=["centrifuge-json"]) as ws:
         await _talk(ws)
         assert not _upgraded(server)  # aiohttp's server no longer holds a handler for it
-        conns = list(_detached[node])
+        conns = list(_detached(node))
         assert len(conns) == 1 and isinstance(conns[0], WebSocketConnection)
         gc.collect()
         assert not [o for o in gc.get_objects() if type(o).__name__ == "WebSocketResponse"]
@@ -58,7 +58,7 @@ async def test_an_uncompressed_connection_is_handed_to_its_own_protocol_and_stil
         assert open_connections(node) == 1
         await ws.close(code=1000, message=b"bye")
         assert ws.close_code == 1000
-    await eventually(lambda: not _detached[node] and open_connections(node) == 0)
+    await eventually(lambda: not _detached(node) and open_connections(node) == 0)
 
 
 async def test_a_compressed_connection_keeps_aiohttps_reader_and_sheds_the_http_parser(start_server: Any) -> None:

@@ -7,6 +7,8 @@ the real event loop.
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -346,3 +348,26 @@ async def test_abort_after_drain_is_harmless(make: Make) -> None:
     env.writer.abort()
     env.writer.abort()
     assert env.send.frames == [b"a"]
+
+
+def test_a_closed_loop_is_not_kept_alive_by_its_flushers() -> None:
+    """The flushers are kept per loop; they refer to it weakly, so a finished loop (a test's) is freed."""
+    loop = asyncio.new_event_loop()
+    sent: list[bytes] = []
+
+    async def send(frame: bytes) -> None:
+        sent.append(frame)
+
+    async def write_once() -> None:
+        writer = Writer(send, 1 << 20, lambda: None, lambda exc: None)
+        writer.start()
+        writer.push(b"x")
+        await asyncio.sleep(0)
+
+    loop.run_until_complete(write_once())
+    loop.close()
+    assert sent == [b"x"]
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None

@@ -113,8 +113,8 @@ async def test_a_plain_upgrade_never_becomes_an_aiohttp_request(server: Running)
             await ws.send_str(json.dumps({"id": 1, "connect": {"token": token("u1")}}))
             reply = json.loads(await ws.receive_str(timeout=5))
             assert reply["id"] == 1 and reply["connect"]["client"]
-            assert len(_detached[node]) == 1
-            (conn,) = _detached[node]
+            assert len(_detached(node)) == 1
+            (conn,) = _detached(node)
             sock = conn._transport.get_extra_info("socket")  # the loop set TCP_NODELAY (replies are not held back)
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
             assert _requests(server) == 0  # no aiohttp request, router or handler task for it
@@ -123,8 +123,8 @@ async def test_a_plain_upgrade_never_becomes_an_aiohttp_request(server: Running)
             assert _requests(server) == 1
         async with http.ws_connect(server.ws_url, protocols=["centrifuge-protobuf"]) as ws:
             assert ws.protocol == "centrifuge-protobuf"
-            assert {c.info.protocol for c in _detached[node]} >= {"protobuf"}
-    await eventually(lambda: not _detached[node])
+            assert {c.info.protocol for c in _detached(node)} >= {"protobuf"}
+    await eventually(lambda: not _detached(node))
 
 
 async def test_a_refused_upgrade_gets_aiohttps_answer(start_server: Any) -> None:

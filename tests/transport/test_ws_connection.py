@@ -55,7 +55,7 @@ async def test_the_clients_close_is_answered_and_tcp_closed(server: Running, raw
     assert (code, before) == (1000, [])
     assert await sock.read_frame() is None
     node = server.server.node
-    await eventually(lambda: open_connections(node) == 0 and not _detached[node])
+    await eventually(lambda: open_connections(node) == 0 and not _detached(node))
 
 
 async def test_a_server_close_carries_code_and_reason_then_waits_for_the_clients(raw_socket: Opener) -> None:
@@ -138,14 +138,14 @@ async def test_a_connection_without_connect_is_closed_with_3001_at_shutdown(star
     running: Running = await start_server()
     sock = await _open(running)
     node = running.server.node
-    await eventually(lambda: len(_detached[node]) == 1)
+    await eventually(lambda: len(_detached(node)) == 1)
     stopping = asyncio.ensure_future(running.server.stop(timeout=2))
     code, reason, _ = await sock.close_frame()
     assert code == 3001 and reason
     await sock.send(frame(struct.pack("!H", code), opcode=CLOSE))
     assert await sock.read_frame() is None
     await asyncio.wait_for(stopping, 10)
-    assert not _detached[node] and open_connections(node) == 0
+    assert not _detached(node) and open_connections(node) == 0
     await _shut(sock)
 
 

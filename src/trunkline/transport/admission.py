@@ -13,11 +13,11 @@ from __future__ import annotations
 import functools
 import logging
 import re
-import weakref
 from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 
+from .per_owner import PerOwner
 from .remote import client_ip
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ class _Counter:
 
 
 #: Open client connections per node, connected or not yet (a node does not know about sockets).
-_open: weakref.WeakKeyDictionary[Node, _Counter] = weakref.WeakKeyDictionary()
+_open: PerOwner[Node, _Counter] = PerOwner(_Counter)
 
 
 def open_connections(node: Node) -> int:
@@ -51,10 +51,7 @@ def open_connections(node: Node) -> int:
 
 def connection_counter(node: Node) -> _Counter:
     """The counter a transport raises while a connection is open (and lowers after)."""
-    counter = _open.get(node)  # not setdefault: that would build a counter for every connection
-    if counter is None:
-        counter = _open[node] = _Counter()
-    return counter
+    return _open(node)
 
 
 def _port(text: str | None, default: int) -> int | None:

@@ -23,7 +23,6 @@ import asyncio
 import collections
 import logging
 import urllib.parse
-import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,6 +33,7 @@ from ..appkeys import NODE_KEY
 from ..contracts import TransportInfo
 from .admission import connection_counter, open_connections, refuse
 from .cancelling import being_cancelled
+from .per_owner import PerOwner
 from .remote import client_ip
 from .writer import FrameSink
 from .ws_connection import WebSocketConnection, shared_frame
@@ -367,7 +367,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
 
 
 #: The connections each node's WebSocket endpoint handed to :class:`WebSocketConnection` (for shutdown).
-_detached: weakref.WeakKeyDictionary[Node, set[WebSocketConnection]] = weakref.WeakKeyDictionary()
+_detached: PerOwner[Node, set[WebSocketConnection]] = PerOwner(set)
 
 
 def _take_socket(
@@ -412,9 +412,7 @@ def adopt(
 
     ``counter`` (the node's open-connection count, already raised) is lowered when the connection ends.
     """
-    live = _detached.get(node)  # not setdefault: that would build a set for every connection
-    if live is None:
-        live = _detached[node] = set()
+    live = _detached(node)
 
     def ended(conn: WebSocketConnection) -> None:
         counter.value -= 1
@@ -434,10 +432,10 @@ async def close_detached(node: Node, timeout: float = 1.0) -> None:
     The node closes its connected sessions itself; what is left here has not sent
     ``connect`` yet (aiohttp's server no longer knows these sockets).
     """
-    sessions = [c.session for c in _detached.get(node, ()) if c.session is not None]
+    sessions = [c.session for c in _detached.get(node) or () if c.session is not None]
     if sessions:
         await asyncio.wait([asyncio.ensure_future(s.close(E.SHUTDOWN)) for s in sessions], timeout=timeout)
-    for conn in list(_detached.get(node, ())):
+    for conn in list(_detached.get(node) or ()):
         conn.abort()
 
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Coroutine, Generator
 from typing import Any, Protocol
 
 from ..observe.metrics import Outbound
+from .per_owner import PerOwner
 
 SendFrame = Callable[[bytes], Coroutine[Any, Any, None]]
 MAX_FRAME = 64 * 1024
@@ -63,7 +64,7 @@ class _Flusher:
     __slots__ = ("_delay", "_dirty", "_loop", "_scheduled")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, delay: float = 0.0) -> None:
-        self._loop = loop
+        self._loop = weakref.ref(loop)  # weakly: the flushers are kept per loop, for as long as it lives
         self._delay = delay
         self._dirty: list[Writer] = []
         self._scheduled = False
@@ -74,11 +75,14 @@ class _Flusher:
             self._schedule()
 
     def _schedule(self) -> None:
+        loop = self._loop()
+        if loop is None:  # pragma: no cover - a writer outlived its loop
+            return
         self._scheduled = True
         if self._delay > 0:
-            self._loop.call_later(self._delay, self._run)
+            loop.call_later(self._delay, self._run)
         else:
-            self._loop.call_soon(self._run)
+            loop.call_soon(self._run)
 
     def _run(self) -> None:
         self._scheduled = False
@@ -88,13 +92,11 @@ class _Flusher:
             writer._flush()
 
 
-_flushers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[float, _Flusher]] = weakref.WeakKeyDictionary()
+_flushers: PerOwner[asyncio.AbstractEventLoop, dict[float, _Flusher]] = PerOwner(dict)
 
 
 def _flusher(loop: asyncio.AbstractEventLoop, delay: float) -> _Flusher:
-    by_delay = _flushers.get(loop)  # not setdefault: that would build a dict for every new writer
-    if by_delay is None:
-        by_delay = _flushers[loop] = {}
+    by_delay = _flushers(loop)
     flusher = by_delay.get(delay)
     if flusher is None:
         flusher = by_delay[delay] = _Flusher(loop, delay)
@@ -134,6 +136,7 @@ class Writer:
         *,
         delay: float = 0.0,
         separator: bytes = b"\n",
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self._send = send
         self._sink: FrameSink | None = None  # found at start(): frames then skip the coroutine of ``send``
@@ -146,7 +149,7 @@ class Writer:
         self._closed = False
         self._started = False
         self._marked = False
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop or asyncio.get_running_loop()
         self._flusher = _flusher(self._loop, delay)
         self._draining: asyncio.Task[None] | None = None
         self.bytes_sent = 0
