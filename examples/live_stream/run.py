@@ -201,7 +201,11 @@ class ServerAPI:
 
     async def call(self, method: str, body: dict[str, Any]) -> dict[str, Any]:
         if self.http is None:
-            self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+            # Trunkline closes an idle keep-alive connection after websocket.handshake_timeout
+            # (10 s); a pooled connection kept longer (aiohttp: 15 s) can be reused just as the
+            # server closes it, and that request fails. Keep idle connections for less.
+            connector = aiohttp.TCPConnector(keepalive_timeout=5)
+            self.http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5))
         async with self.http.post(f"{self.base}/{method}", json=body, headers={"X-API-Key": self.key}) as r:
             answer: dict[str, Any] = await r.json()
         if "error" in answer:

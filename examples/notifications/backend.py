@@ -210,7 +210,11 @@ class Backend:
         return app
 
     async def _http_client(self, app: web.Application) -> Any:
-        self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        # Trunkline closes an idle keep-alive connection after websocket.handshake_timeout
+        # (10 s); a pooled connection kept longer (aiohttp: 15 s) can be reused just as the
+        # server closes it, and that request fails. Keep idle connections for less.
+        connector = aiohttp.TCPConnector(keepalive_timeout=5)
+        self.http = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=5))
         yield
         await self.http.close()
 
