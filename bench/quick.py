@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -139,6 +140,16 @@ def report(results: dict[str, dict[str, dict[str, Any]]], servers: list[str]) ->
     return "\n".join(lines) + ("\n\n" + "\n".join(notes) if notes else "") + "\n"
 
 
+def command_path() -> str:
+    """The publish command's path alone (``bench/command_path.py``), on the server's core."""
+    script = str(run.BENCH / "command_path.py")
+    argv = ["taskset", "-c", "0", run.PY, script, "--rounds", "3", "--commands", "10000"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        return f"publish command path: failed ({done.stderr.strip().splitlines()[-1:]})"
+    return done.stdout.strip() + " — `rr-100`'s µs / ack minus this is the socket's share"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--servers", default="trunkline,node-ws", help="trunkline and at most one peer")
@@ -168,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             results.setdefault(sc.name, {})[name] = run.run_one(run.SERVERS[name], sc, outdir, quiet_wait=0.0)
     text = report(results, servers)
+    text += "\n" + command_path() + "\n"
     if skipped:
         text += f"\nSkipped (budget {BUDGET:.0f} s): {', '.join(skipped)}\n"
     (outdir / "quick.md").write_text(text)
