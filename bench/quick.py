@@ -146,7 +146,8 @@ def command_path() -> str:
     argv = ["taskset", "-c", "0", run.PY, script, "--rounds", "3", "--commands", "10000"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
-        return f"publish command path: failed ({done.stderr.strip().splitlines()[-1:]})"
+        last = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        return f"publish command path: failed ({last[0]})"
     return done.stdout.strip() + " — `rr-100`'s µs / ack minus this is the socket's share"
 
 

@@ -10,7 +10,7 @@ import random
 
 import websockets
 
-from tests.conftest import Running
+from tests.conftest import CLIENT_RANDOM_USERS, Running
 
 
 async def test_a_websockets_client_ping_does_not_move_the_global_random_state(server: Running) -> None:
@@ -22,8 +22,6 @@ async def test_a_websockets_client_ping_does_not_move_the_global_random_state(se
 
 
 def test_every_listed_client_module_has_its_own_generator() -> None:
-    from tests.conftest import CLIENT_RANDOM_USERS
-
     for module in CLIENT_RANDOM_USERS:
         generator = module.random
         assert isinstance(generator, random.Random) and generator is not random._inst, module.__name__  # type: ignore[attr-defined]
